@@ -22,7 +22,7 @@ import diffusers
 import torch
 import transformers
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from filelock import FileLock
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -132,6 +132,8 @@ def materialize(preset: str | Preset = "tiny", seed: int = 0, hub_cache: Path | 
     with FileLock(str(hub_cache / ".build.lock")):
         if (snapshot / _DONE).is_file():
             return snapshot
+        from diffusers import StableDiffusionPipeline  # heavy import, only needed to save
+
         log.info("building zoo preset %s (seed %d) into %s", preset.name, seed, hub_cache)
         components = build_components(preset, seed)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=hub_cache))

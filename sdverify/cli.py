@@ -1,0 +1,99 @@
+"""``sdverify`` command line: argument parsing and printing only; work lives in the library.
+
+``entrypoint()`` calls ``main(argv) -> int`` so every command is testable in-process.
+Exit codes: 0 success, 1 a check failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sdverify import contract as C
+
+DEFAULT_PROMPT = "a cat sitting on a beach at sunset"
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as ``error: ...`` with exit status 2."""
+
+
+def _add_zoo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zoo", help="offline model zoo")
+    zsub = p.add_subparsers(dest="zoo_command", required=True)
+    inst = zsub.add_parser("install", help="materialise a preset as an offline Hugging Face cache")
+    inst.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
+    inst.add_argument("--seed", type=int, default=0)
+    inst.add_argument("--cache", default=None, help="HF cache folder to write (default: under $SDVERIFY_CACHE)")
+    inst.set_defaults(func=_cmd_zoo_install)
+
+
+def _cmd_zoo_install(args: argparse.Namespace) -> int:
+    from sdverify import zoo
+
+    snapshot = zoo.materialize(args.preset, args.seed, args.cache)
+    print(f"# {args.preset} preset (seed {args.seed}) ready at {snapshot}")
+    print(f"# unmodified lesson code now loads {zoo.HUB_ID!r} offline after:")
+    for key, value in zoo.offline_env(zoo.hub_cache_of(snapshot)).items():
+        print(f"export {key}={value}")
+    return 0
+
+
+def _add_trace(sub: argparse._SubParsersAction) -> None:
+    from sdverify.schedulers import SCHEDULERS
+
+    p = sub.add_parser("trace", help="run the reference pipeline stage by stage and print a table")
+    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
+    p.add_argument("--weights", default=None, help="local diffusers folder with real weights ($SDVERIFY_WEIGHTS)")
+    p.add_argument("--steps", type=int, default=C.NUM_INFERENCE_STEPS)
+    p.add_argument("--guidance", type=float, default=C.GUIDANCE_SCALE)
+    p.add_argument("--scheduler", default="pndm", choices=sorted(SCHEDULERS))
+    p.add_argument("--seed", type=int, default=0, help="generator seed for latents and scheduler noise")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="sdverify_trace.png", help="PNG to write (default: sdverify_trace.png)")
+    p.set_defaults(func=_cmd_trace)
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from sdverify.tracing import format_trace, run_trace
+
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    trace, image_path = run_trace(
+        args.prompt,
+        preset=args.preset,
+        weights=args.weights,
+        steps=args.steps,
+        guidance=args.guidance,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+    )
+    print(format_trace(trace))
+    print(f"image written to {image_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdverify", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_zoo, _add_trace):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def entrypoint() -> None:
+    sys.exit(main())
