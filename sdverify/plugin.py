@@ -71,3 +71,11 @@ def sd_components(sd_weights_dir: Path) -> zoo.Components:
     """Components on CPU float32.  Models are shared: tests must not mutate them;
     schedulers are stateful, so tests make their own with ``make_scheduler``."""
     return zoo.load_components(sd_weights_dir)
+
+
+@pytest.fixture(scope="session")
+def sd_impl():
+    """The pipeline implementation under test: the bundled reference by default."""
+    from sdverify import reference
+
+    return reference
