@@ -61,3 +61,13 @@ ATOL_BATCHED_CFG_FP32 = 1e-4
 ATOL_BATCHED_CFG_FP16 = 1e-2
 # Reference vs pipeline on CUDA float16 after 50 steps and the VAE (image in [0, 1]).
 ATOL_PIPELINE_CUDA_FP16 = 2e-2
+# CFG algebra (sdverify.properties.cfg): eps_uncond + w*(eps_cond - eps_uncond) rounds
+# three times (difference, product, sum), at most ~1.5 eps * (1 + 2|w|) * max|operand|;
+# two correct formulations (lerp, (1-w)*u + w*c, a float64 upcast) differ by at most
+# twice that.  The tolerance is this many machine epsilons of the dtype, times the
+# operands' magnitude and the property's amplification factor.
+CFG_TOLERANCE_EPS = 4.0
+# CLIP causality (sdverify.properties.embeddings): embeddings on a shared id prefix are
+# bit-identical on CPU float32 (0.0 measured on the tiny encoder); kernels that tile
+# the masked attention differently (CUDA, fp16) may round differently, a few eps at most.
+CAUSALITY_TOLERANCE_EPS = 8.0

@@ -46,3 +46,13 @@ def count_tokens(attention_mask: torch.Tensor) -> int:
     so counting non-pad ids silently drops the EOS.
     """
     return int(attention_mask.sum())
+
+
+def text_token_count(tokenizer: CLIPTokenizer, prompt: str) -> int:
+    """Text tokens of ``prompt`` before truncation, excluding BOS/EOS.
+
+    The ``n_tokens`` of the id properties: the first EOS belongs at ``min(n + 1, 76)``.
+    (``verbose=False``: counting a long prompt is not the "sequence too long" misuse
+    the tokenizer warns about.)
+    """
+    return len(tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False).input_ids)

@@ -1,0 +1,261 @@
+"""Classifier-free guidance algebra, checked on any ``cfg_combine(eps_uncond, eps_cond, w)``.
+
+SD1.5 (diffusers) guides with ``eps_uncond + w * (eps_cond - eps_uncond)``.  Every
+property below holds for every correct way of writing that (``torch.lerp(u, c, w)``,
+``(1 - w) * u + w * c``, a float64 upcast cast back...) and is compared within
+:func:`cfg_tolerance`, because floating point makes even ``w = 1`` inexact: the
+formula first rounds ``c - u`` and then rounds ``u + (c - u)`` again, so in float16
+``u = 1, c = 2**-12`` gives ``0.0`` instead of ``c``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from collections.abc import Callable
+
+import torch
+
+from sdverify import contract as C
+from sdverify.properties.untrusted import call_tensor
+from sdverify.results import CheckResult, compare_tensors, fail, ok
+
+CfgCombine = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+HOMOGENEITY_FACTOR = -1.5  # exact in every float dtype; negative so a sign slip shows
+
+# Mistakes students make, as float64 functions of (u, c, w), with the words that name them.
+_KNOWN_MISTAKES: tuple[tuple[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]], ...] = (
+    (
+        "your CFG equals eps_cond + w·(eps_uncond − eps_cond): the two predictions are swapped",
+        lambda u, c, w: c + w * (u - c),
+    ),
+    (
+        "your CFG equals eps_cond + w·(eps_cond − eps_uncond), the (1 + w) convention of the CFG paper; "
+        "SD1.5's guidance_scale w means eps_uncond + w·(eps_cond − eps_uncond)",
+        lambda u, c, w: c + w * (c - u),
+    ),
+    (
+        "your CFG equals eps_uncond − w·(eps_cond − eps_uncond): the guidance direction has the wrong sign",
+        lambda u, c, w: u - w * (c - u),
+    ),
+    ("your CFG equals eps_uncond + w·eps_cond: the '− eps_uncond' inside the bracket is missing", lambda u, c, w: u + w * c),
+    ("your CFG returns eps_cond unchanged: the guidance scale is ignored", lambda u, c, w: c),
+    ("your CFG returns eps_uncond unchanged: the text condition is ignored", lambda u, c, w: u),
+)
+SWAPPED = _KNOWN_MISTAKES[0][0]
+
+
+def cfg_tolerance(dtype: torch.dtype, *tensors: torch.Tensor, scale: float = 1.0) -> float:
+    """Absolute tolerance for a CFG result in ``dtype``.
+
+    ``CFG_TOLERANCE_EPS`` machine epsilons of ``dtype``, times the largest magnitude among
+    ``tensors`` (floored at the smallest normal number, below which float spacing is
+    constant), times ``scale``: how much the property amplifies its operands, ``1 + 2|w|``
+    for one CFG evaluation (|w·(c − u)| can reach 2|w|·max|operand|).
+    """
+    info = torch.finfo(dtype)
+    magnitude = max((float(t.detach().abs().max()) for t in tensors if t.numel()), default=0.0)
+    return C.CFG_TOLERANCE_EPS * info.eps * scale * max(magnitude, info.tiny)
+
+
+def _reference(u: torch.Tensor, c: torch.Tensor, w: float) -> torch.Tensor:
+    return u.double() + w * (c.double() - u.double())
+
+
+def _amplification(*weights: float) -> float:
+    return 1.0 + 2.0 * max(abs(w) for w in weights)
+
+
+def _validate_inputs(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, weights: tuple[float, ...]) -> None:
+    """The checker's own inputs must be usable; a bad call here is the caller's bug."""
+    for name, t in (("eps_uncond", eps_uncond), ("eps_cond", eps_cond)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(t).__name__}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} must be finite")
+    if eps_uncond.shape != eps_cond.shape or eps_uncond.dtype != eps_cond.dtype or eps_uncond.device != eps_cond.device:
+        raise ValueError(
+            "eps_uncond and eps_cond must share shape, dtype and device; got "
+            f"{list(eps_uncond.shape)}/{eps_uncond.dtype}/{eps_uncond.device} and "
+            f"{list(eps_cond.shape)}/{eps_cond.dtype}/{eps_cond.device}"
+        )
+    if not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"guidance scales must be finite, got {weights}")
+    # Translation doubles the operands and w amplifies by (1 + 2|w|): stay clear of overflow.
+    magnitude = max(float(eps_uncond.abs().max()), float(eps_cond.abs().max())) if eps_uncond.numel() else 0.0
+    if 4 * magnitude * _amplification(*weights, 1.0) >= torch.finfo(eps_uncond.dtype).max:
+        raise ValueError(f"inputs up to {magnitude:g} with w up to {max(map(abs, weights)):g} overflow {eps_uncond.dtype}")
+
+
+class _Runner:
+    """Calls the implementation on copies of its inputs; failures become results."""
+
+    def __init__(self, cfg_combine: CfgCombine, shape: torch.Size) -> None:
+        self.fn = cfg_combine
+        self.shape = shape
+
+    def __call__(self, id: str, clause: str, u: torch.Tensor, c: torch.Tensor, w: float):
+        out, failure = call_tensor(id, self.fn, u.clone(), c.clone(), float(w), shape=self.shape, finite=True, clause=clause)
+        if failure is not None:
+            failure.message = f"at w={w:g}: {failure.message}"
+        return out, failure
+
+
+def _first(id: str, clause: str, *failures: CheckResult | None) -> CheckResult | None:
+    """The first failure, re-labelled as property ``id``, or None.
+
+    (A failed CheckResult is falsy, so ``a or b`` would skip it: test ``is None``.)
+    """
+    failure = next((f for f in failures if f is not None), None)
+    return None if failure is None else replace(failure, id=id, clause=clause)
+
+
+def _close(id: str, clause: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, context: str) -> CheckResult:
+    result = compare_tensors(id, actual.double(), expected.double(), atol=atol, clause=clause)
+    if not result.passed:
+        result.message = f"{context}: {result.message}"
+    return result
+
+
+def _name_mistake(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float) -> str | None:
+    right = _reference(u, c, w)
+    for words, formula in _KNOWN_MISTAKES:
+        candidate = formula(u.double(), c.double(), w)
+        distinguishable = float((candidate - right).abs().max()) > 2 * atol
+        if distinguishable and float((out.double() - candidate).abs().max()) <= atol:
+            return words
+    return None
+
+
+def cfg_algebra(
+    cfg_combine: CfgCombine,
+    eps_uncond: torch.Tensor,
+    eps_cond: torch.Tensor,
+    guidance_scale: float,
+    other_scale: float,
+) -> list[CheckResult]:
+    """Every CFG algebra property of ``cfg_combine`` on these predictions, one result each.
+
+    ``guidance_scale`` and ``other_scale`` are the two weights the w-dependent properties
+    use (affinity compares the midpoint of the two).  Never raises because of the
+    implementation; raises ``TypeError``/``ValueError`` only for unusable inputs.
+    """
+    w, w2 = float(guidance_scale), float(other_scale)
+    _validate_inputs(eps_uncond, eps_cond, (w, w2))
+    u, c = eps_uncond.detach(), eps_cond.detach()
+    dtype = u.dtype
+    run = _Runner(cfg_combine, u.shape)
+    results: list[CheckResult] = []
+
+    # Output interface: shape, dtype and device of the inputs.
+    clause = "the guided prediction has the inputs' shape, dtype and device"
+    _, failure = call_tensor(
+        "cfg.shape_dtype_device", cfg_combine, u.clone(), c.clone(), w,
+        shape=u.shape, dtype=dtype, device=u.device, clause=clause,
+    )  # fmt: skip
+    results.append(ok("cfg.shape_dtype_device", clause) if failure is None else failure)
+
+    # The inputs are not modified in place.
+    clause = "cfg_combine leaves eps_uncond and eps_cond unchanged"
+    u_in, c_in = u.clone(), c.clone()
+    _, failure = call_tensor("cfg.inputs_unchanged", cfg_combine, u_in, c_in, w, clause=clause)
+    changed = [name for name, before, after in (("eps_uncond", u, u_in), ("eps_cond", c, c_in)) if not torch.equal(before, after)]
+    if changed:
+        results.append(
+            fail(
+                "cfg.inputs_unchanged",
+                f"cfg_combine modified {' and '.join(changed)} in place (e.g. `eps_uncond += ...` or `.add_()`); "
+                "the U-Net predictions must stay intact",
+                clause,
+            )
+        )
+    else:
+        results.append(ok("cfg.inputs_unchanged", clause) if failure is None else failure)
+
+    # w = 0 and w = 1 are the two predictions.
+    clause = "w = 0 returns eps_uncond"
+    out, failure = run("cfg.w0_is_uncond", clause, u, c, 0.0)
+    tol = cfg_tolerance(dtype, u, c, scale=_amplification(0.0))
+    results.append(failure if failure is not None else _close("cfg.w0_is_uncond", clause, out, u, tol, "at w=0 the result is not eps_uncond"))
+
+    clause = "w = 1 returns eps_cond (within rounding: c − u is rounded before u is added back)"
+    out, failure = run("cfg.w1_is_cond", clause, u, c, 1.0)
+    tol = cfg_tolerance(dtype, u, c, scale=_amplification(1.0))
+    results.append(failure if failure is not None else _close("cfg.w1_is_cond", clause, out, c, tol, "at w=1 the result is not eps_cond"))
+
+    # Equal predictions are a fixed point for every w.
+    clause = "eps_cond == eps_uncond gives that tensor for every w"
+    result = ok("cfg.equal_inputs", clause)
+    for weight in (w, w2):
+        out, failure = run("cfg.equal_inputs", clause, u, u, weight)
+        tol = cfg_tolerance(dtype, u, scale=_amplification(weight))
+        context = f"with eps_cond == eps_uncond and w={weight:g}"
+        check = failure if failure is not None else _close("cfg.equal_inputs", clause, out, u, tol, context)
+        if not check.passed:
+            result = check
+            break
+    results.append(result)
+
+    # Affine in w: f((w1 + w2) / 2) == (f(w1) + f(w2)) / 2.
+    clause = "the guided prediction is affine in w"
+    mid = (w + w2) / 2
+    outs = [run("cfg.affine_in_w", clause, u, c, weight) for weight in (w, w2, mid)]
+    result = _first("cfg.affine_in_w", clause, *(f for _, f in outs))
+    if result is None:
+        f1, f2, fm = (o.double() for o, _ in outs)
+        tol = cfg_tolerance(dtype, u, c, scale=2 * _amplification(w, w2))
+        context = f"f(w) at the midpoint w={mid:g} of {w:g} and {w2:g} is not the midpoint of f({w:g}) and f({w2:g})"
+        result = _close("cfg.affine_in_w", clause, fm, (f1 + f2) / 2, tol, context)
+    results.append(result)
+
+    # Homogeneous: f(a·u, a·c) == a·f(u, c).
+    clause = "scaling both predictions scales the result"
+    a = HOMOGENEITY_FACTOR
+    scaled, f_scaled = run("cfg.homogeneous", clause, a * u, a * c, w)
+    plain, f_plain = run("cfg.homogeneous", clause, u, c, w)
+    failure = _first("cfg.homogeneous", clause, f_scaled, f_plain)
+    if failure is not None:
+        results.append(failure)
+    else:
+        tol = cfg_tolerance(dtype, a * u, a * c, scale=2 * _amplification(w))
+        context = f"f({a:g}·u, {a:g}·c, w={w:g}) differs from {a:g}·f(u, c, w={w:g})"
+        results.append(_close("cfg.homogeneous", clause, scaled, a * plain.double(), tol, context))
+
+    # Translation-equivariant: f(u + d, c + d) == f(u, c) + d.
+    clause = "shifting both predictions by d shifts the result by d"
+    d = c.reshape(-1).flip(0).reshape(c.shape)
+    shifted, f_shifted = run("cfg.translation", clause, u + d, c + d, w)
+    failure = _first("cfg.translation", clause, f_shifted, f_plain)
+    if failure is not None:
+        results.append(failure)
+    else:
+        tol = cfg_tolerance(dtype, u, c, u + d, c + d, scale=2 * _amplification(w))
+        context = f"f(u + d, c + d, w={w:g}) differs from f(u, c, w={w:g}) + d"
+        results.append(_close("cfg.translation", clause, shifted, plain.double() + d.double(), tol, context))
+
+    # The formula itself, with the mistake named when it is a known one.
+    clause = "the result is eps_uncond + w·(eps_cond − eps_uncond)"
+    tol = cfg_tolerance(dtype, u, c, scale=_amplification(w))
+    if f_plain is not None:
+        results.append(_first("cfg.formula", clause, f_plain))
+    else:
+        result = _close("cfg.formula", clause, plain, _reference(u, c, w), tol, f"at w={w:g}")
+        mistake = None if result.passed else _name_mistake(plain, u, c, w, tol)
+        if mistake:
+            result.message = f"{mistake}\n{result.message}"
+        results.append(result)
+
+    # The swap detector: f equals eps_cond + w·(eps_uncond − eps_cond), i.e. f(1 − w).
+    clause = "eps_uncond and eps_cond are not swapped"
+    if f_plain is not None:
+        results.append(_first("cfg.swapped", clause, f_plain))
+    else:
+        swapped = c.double() + w * (u.double() - c.double())
+        distinguishable = float((swapped - _reference(u, c, w)).abs().max()) > 2 * tol
+        if distinguishable and float((plain.double() - swapped).abs().max()) <= tol:
+            results.append(fail("cfg.swapped", SWAPPED, clause, w=w))
+        else:
+            results.append(ok("cfg.swapped", clause, distinguishable=distinguishable))
+    return results
+

@@ -1,0 +1,140 @@
+"""Calling an implementation nobody has read, and taking its answers with care.
+
+A student's function may raise, return ``None``, a list, a numpy array, a tensor of
+the wrong shape/dtype/device, or an object whose ``__eq__`` always says True.  These
+helpers turn every such case into a failed :class:`CheckResult` whose message says
+what was expected and what was seen, and hand back only plain, detached tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from sdverify.results import CheckResult, fail
+
+
+def dims(shape: Sequence[int]) -> str:
+    """``[1,77,768]``: shapes written the way the contract and the messages write them."""
+    return f"[{','.join(str(int(n)) for n in shape)}]"
+
+
+def describe_value(value: Any) -> str:
+    """A short, safe description of an arbitrary returned object."""
+    if isinstance(value, torch.Tensor):
+        kind = "Tensor" if type(value) is torch.Tensor else f"{type(value).__name__} (a torch.Tensor subclass)"
+        return f"{kind} of shape {dims(value.shape)}, dtype {value.dtype}, device {value.device}"
+    return type(value).__name__
+
+
+def expectation(shape: Sequence[int] | None, dtype: torch.dtype | None = None, device: Any = None) -> str:
+    """Words for the tensor a check expects, e.g. ``a torch.Tensor of shape [1,77]``."""
+    text = "a torch.Tensor"
+    if shape is not None:
+        text += f" of shape {dims(shape)}"
+    if dtype is not None:
+        text += f", dtype {dtype}"
+    if device is not None:
+        text += f", on {device}"
+    return text
+
+
+def plain_tensor(value: Any) -> torch.Tensor | None:
+    """A detached plain ``torch.Tensor`` copy of ``value``, or None if it is not a tensor.
+
+    Subclasses are unwrapped with their ``__torch_function__`` disabled and called through
+    unbound ``torch.Tensor`` methods, so overridden methods of the returned object never run.
+    """
+    if not isinstance(value, torch.Tensor):
+        return None
+    with torch._C.DisableTorchFunctionSubclass():
+        base = torch.Tensor.as_subclass(value, torch.Tensor)
+        return torch.Tensor.clone(torch.Tensor.detach(base))
+
+
+def same_device(actual: torch.device, expected: torch.device | str) -> bool:
+    """``cuda`` matches ``cuda:0``: an unindexed expectation means any index of that type."""
+    expected = torch.device(expected)
+    if expected.index is None:
+        return actual.type == expected.type
+    return actual == expected
+
+
+def call(
+    id: str,
+    fn: Callable[..., Any],
+    *args: Any,
+    clause: str = "",
+    expected: str = "a torch.Tensor",
+    **kwargs: Any,
+) -> tuple[Any, CheckResult | None]:
+    """Run ``fn``; on an exception return ``(None, failed result)`` naming it."""
+    try:
+        return fn(*args, **kwargs), None
+    except Exception as exc:  # noqa: BLE001 - any failure of the implementation is a verdict
+        name = getattr(fn, "__name__", type(fn).__name__)
+        return None, fail(id, f"{name}(...) raised {type(exc).__name__}: {exc}; expected it to return {expected}", clause)
+
+
+def tensor_result(
+    id: str,
+    value: Any,
+    *,
+    shape: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    finite: bool = False,
+    clause: str = "",
+    what: str = "returned",
+) -> tuple[torch.Tensor | None, CheckResult | None]:
+    """Validate an implementation's return value: ``(plain tensor, None)`` or ``(None, failure)``.
+
+    ``shape``, ``dtype``, ``device`` and ``finite`` are checked only when given/true, so a
+    property about values can still look at a tensor whose dtype is another property's verdict.
+    """
+    want = expectation(shape, dtype, device)
+    tensor = None
+    try:
+        tensor = plain_tensor(value)
+    except Exception as exc:  # noqa: BLE001 - a broken subclass is a verdict too
+        return None, fail(id, f"{what} {describe_value(value)} that could not be read ({exc}); expected {want}", clause)
+    if tensor is None:
+        return None, fail(id, f"{what} {describe_value(value)}, expected {want}", clause)
+    seen = describe_value(value)
+    if shape is not None and tuple(tensor.shape) != tuple(shape):
+        return None, fail(id, f"{what} {seen}, expected {want}", clause)
+    if dtype is not None and tensor.dtype != dtype:
+        return None, fail(id, f"{what} {seen}, expected {want}", clause)
+    if device is not None and not same_device(tensor.device, device):
+        return None, fail(id, f"{what} {seen}, expected {want}", clause)
+    if finite and (tensor.is_floating_point() or tensor.is_complex()):
+        bad = ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            return None, fail(
+                id,
+                f"{what} {int(bad.sum())}/{tensor.numel()} non-finite values (NaN or inf); expected finite values",
+                clause,
+                nan=int(torch.isnan(tensor).sum()),
+                inf=int(torch.isinf(tensor).sum()),
+            )
+    return tensor, None
+
+
+def call_tensor(
+    id: str,
+    fn: Callable[..., Any],
+    *args: Any,
+    shape: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    finite: bool = False,
+    clause: str = "",
+    **kwargs: Any,
+) -> tuple[torch.Tensor | None, CheckResult | None]:
+    """:func:`call` then :func:`tensor_result`: the usual way to ask an implementation for a tensor."""
+    value, failure = call(id, fn, *args, clause=clause, expected=expectation(shape, dtype, device), **kwargs)
+    if failure is not None:
+        return None, failure
+    return tensor_result(id, value, shape=shape, dtype=dtype, device=device, finite=finite, clause=clause)
