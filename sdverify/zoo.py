@@ -160,8 +160,8 @@ def materialize(preset: str | Preset = "tiny", seed: int = 0, hub_cache: Path | 
 
 
 def hub_cache_of(snapshot: Path) -> Path:
-    """The HF_HUB_CACHE folder that holds a materialised snapshot."""
-    return snapshot.parents[3]
+    """The HF_HUB_CACHE folder that holds a materialised snapshot (``<cache>/models--X/snapshots/<rev>``)."""
+    return snapshot.parents[2]
 
 
 def offline_env(hub_cache: Path) -> dict[str, str]:
