@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a check failed, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -77,10 +78,52 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_grade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grade", help="grade student notebooks (.ipynb) and modules (.py) offline, with reports")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a notebook, a .py module, or a folder of them")
+    p.add_argument("--out", default="sdverify_grades", help="report folder (default: sdverify_grades)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel submissions (default: CPU count)")
+    p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
+    p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
+    p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"], help="zoo preset the notebooks load")
+    p.add_argument("--weights", default=os.environ.get("SDVERIFY_WEIGHTS"), help="local diffusers folder with real weights")
+    p.add_argument("--force", action="store_true", help="regrade submissions that already have a grade in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_grade)
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sdverify.notebooks.batch import grade_batch
+    from sdverify.notebooks.grading import Settings
+    from sdverify.notebooks.spec import load_spec
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.timeout <= 0 or args.cell_timeout <= 0:
+        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
+    spec = load_spec(args.spec)
+    settings = Settings(
+        preset=args.preset,
+        weights=args.weights,
+        cell_timeout=min(args.cell_timeout, args.timeout),
+        notebook_timeout=args.timeout,
+    )
+    out = Path(args.out)
+    grades = grade_batch(args.paths, out, spec=spec, settings=settings, workers=args.workers, force=args.force, progress=not args.quiet)
+    width = max(len(g.name) for g in grades)
+    for g in grades:
+        print(f"{g.name:{width}s}  {g.score:g}/{g.max_score:g}" + (f"  ({g.error})" if g.error else ""))
+    print(f"reports in {out}/: grades.csv, junit.xml, index.html, submissions/<name>/{{report.html,results.json}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdverify", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_zoo, _add_trace):
+    for add in (_add_zoo, _add_trace, _add_grade):
         add(sub)
     return parser
 

@@ -71,3 +71,20 @@ CFG_TOLERANCE_EPS = 4.0
 # bit-identical on CPU float32 (0.0 measured on the tiny encoder); kernels that tile
 # the masked attention differently (CUDA, fp16) may round differently, a few eps at most.
 CAUSALITY_TOLERANCE_EPS = 8.0
+
+# --- Notebook grading (sdverify.notebooks) ----------------------------------------------
+# The grader recomputes references from the notebook's own upstream values, float32 on CPU,
+# one thread in both the kernel and the grader: the same ops in the same order, so 0.0 is
+# measured on the tiny preset; the bound leaves room for BLAS builds that tile differently.
+GRADE_ATOL_FP32 = 1e-4
+# Exercise 4's image vs the grader's replay of 50 DDPM steps + VAE: rounding differences,
+# if any, are amplified by DDPM's early steps (1/sqrt(alpha_bar) ~ 14 at t = 981); every
+# catalogued mistake moves the image by > 0.05.
+GRADE_ATOL_REPLAY = 1e-3
+# Standard-normal test of a latent / of DDPM's step noise: sample mean and std within this
+# many standard errors (1/sqrt(n), 1/sqrt(2n)); a false alarm at 6 sigma has p ~ 2e-9.
+GRADE_NORMAL_SIGMAS = 6.0
+# Default limits of `sdverify grade`: a tiny-preset lesson cell takes seconds; real-size
+# weights on CPU need the instructor's --cell-timeout / --timeout.
+GRADE_CELL_TIMEOUT_S = 300.0
+GRADE_NOTEBOOK_TIMEOUT_S = 900.0

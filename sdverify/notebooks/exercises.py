@@ -1,0 +1,489 @@
+"""The checks an exercise spec can name, computed in the grader from extracted values.
+
+Each check is ``fn(ctx, var, **params) -> CheckResult``: ``ctx`` holds the lesson and
+the reference components (the same zoo files the kernel loaded, float32 on CPU),
+``var(name)`` returns a :class:`~sdverify.notebooks.runner.Variable` of the exercise's
+snapshot.  Parameters listed in ``register(...)`` name notebook variables (their
+defaults are the lesson's names); the spec may rename them.  Checks compare against
+references recomputed on the notebook's *own* upstream values (its ``z_t``, its
+``eps_uncond``...), so one mistake costs points only where it is made.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdverify import contract as C
+from sdverify import reference as R
+from sdverify import zoo
+from sdverify.notebooks.runner import Variable
+from sdverify.properties.cfg import _name_mistake as name_cfg_mistake
+from sdverify.results import CheckResult, compare_tensors, fail, ok
+from sdverify.schedulers import SCHEDULERS, make_scheduler
+
+VarLookup = Callable[[str], Variable]
+CheckFn = Callable[..., CheckResult]
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """What the lesson asks for: the facts the checks compare against."""
+
+    prompt: str = "a cat sitting on a beach at sunset"
+    seed: int = 42
+    steps: int = C.NUM_INFERENCE_STEPS
+    guidance_scale: float = C.GUIDANCE_SCALE
+    scheduler: str = "ddpm"
+
+
+@dataclass(frozen=True)
+class CheckDef:
+    fn: CheckFn
+    variables: tuple[str, ...]  # parameters whose values are notebook variable names
+
+
+CHECKS: dict[str, CheckDef] = {}
+
+
+def register(*variables: str) -> Callable[[CheckFn], CheckFn]:
+    def add(fn: CheckFn) -> CheckFn:
+        CHECKS[fn.__name__] = CheckDef(fn, variables)
+        return fn
+
+    return add
+
+
+@dataclass
+class Context:
+    """Reference side of grading: components loaded once, references cached per worker."""
+
+    lesson: Lesson
+    folder: Path
+    contract_params: bool  # True for the sd15 preset or real weights: counts must be SD1.5's
+    source: str = ""  # the notebook's code (seed detection); set per submission
+    _cache: dict[Any, Any] = field(default_factory=dict)
+
+    @cached_property
+    def components(self) -> zoo.Components:
+        return zoo.load_components(self.folder)
+
+    def scheduler(self):
+        """A fresh scheduler of the lesson's kind, from the weights' scheduler config."""
+        return make_scheduler(self.lesson.scheduler, dict(self.components.scheduler.config))
+
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def timesteps(self) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            scheduler = self.scheduler()
+            scheduler.set_timesteps(self.lesson.steps)
+            return scheduler.timesteps
+
+        return self.cached("timesteps", compute)
+
+    def embeddings(self, prompt: str) -> torch.Tensor:
+        c = self.components
+        return self.cached(("embed", prompt), lambda: R.encode_prompt(c.tokenizer, c.text_encoder, prompt))
+
+    def unet(self, latents: torch.Tensor, t: torch.Tensor, prompt: str) -> torch.Tensor:
+        with torch.no_grad():
+            return self.components.unet(latents.float(), t, encoder_hidden_states=self.embeddings(prompt)).sample
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.components.vae.decode(latents.float()).sample
+
+    def param_counts(self) -> dict[str, int]:
+        counts = self.cached("params", self.components.param_counts)
+        return {**counts, "total": sum(counts.values())}
+
+    def replay(self, seed: int, *, reverse: bool = False, swap: bool = False, init: str = "randn"):
+        """The lesson's Exercise 4, replayed from ``torch.manual_seed(seed)``: (final latents, image).
+
+        Global-RNG draws in the lesson's order: ``z`` first, then DDPM's step noise once
+        per step.  Two U-Net calls per step, as the lesson writes them (a batched call
+        rounds differently).  ``reverse``/``swap``/``init`` replay known mistakes.
+        """
+        return self.cached(("replay", seed, reverse, swap, init), lambda: self._replay(seed, reverse, swap, init))
+
+    def _replay(self, seed: int, reverse: bool, swap: bool, init: str):
+        c, w = self.components, self.lesson.guidance_scale
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            cond, uncond = self.embeddings(self.lesson.prompt), self.embeddings("")
+            scheduler = self.scheduler()
+            scheduler.set_timesteps(self.lesson.steps)
+            draw = torch.rand if init == "rand" else torch.randn
+            z = draw(C.LATENT_SHAPE) * scheduler.init_noise_sigma
+            for t in scheduler.timesteps.flip(0) if reverse else scheduler.timesteps:
+                x = scheduler.scale_model_input(z, t)
+                with torch.no_grad():
+                    u = c.unet(x, t, encoder_hidden_states=uncond).sample
+                    k = c.unet(x, t, encoder_hidden_states=cond).sample
+                eps = R.cfg_combine(k, u, w) if swap else R.cfg_combine(u, k, w)
+                z = scheduler.step(eps, t, z).prev_sample
+            return z, R.decode_latents(c.vae, z)
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _tensor(id: str, var: Variable, shape: Sequence[int] | None, what: str) -> tuple[torch.Tensor | None, CheckResult | None]:
+    """The variable as a tensor of ``shape``, or a failure saying what was found instead."""
+    expected = f"{what} (a tensor{' of shape ' + str(list(shape)) if shape else ''})"
+    if var.kind != "tensor" or var.tensor is None:
+        return None, fail(id, f"`{var.name}` is {var.describe()}; expected {expected}")
+    if shape is not None and tuple(var.tensor.shape) != tuple(shape):
+        return None, fail(id, f"`{var.name}` has shape {list(var.tensor.shape)}; expected {list(shape)}")
+    return var.tensor, None
+
+
+def _first(*problems: CheckResult | None) -> CheckResult | None:
+    """The first problem found (a failed CheckResult is falsy, so test ``is not None``)."""
+    return next((p for p in problems if p is not None), None)
+
+
+def _scalar(var: Variable) -> float | None:
+    if var.kind == "value" and isinstance(var.value, (int, float)) and not isinstance(var.value, bool):
+        return float(var.value)
+    if var.kind == "tensor" and var.tensor is not None and var.tensor.numel() == 1:
+        return float(var.tensor.reshape(()).item())
+    return None
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
+    return actual.shape == expected.shape and bool(((actual.double() - expected.double()).abs() <= atol).all())
+
+
+def _labelled(result: CheckResult, clause: str, prefix: str = "") -> CheckResult:
+    result.clause = clause
+    if prefix and not result.passed:
+        result.message = f"{prefix}: {result.message}"
+    return result
+
+
+def normal_statistics(x: torch.Tensor) -> tuple[float, float, str | None]:
+    """(mean, std, problem): is ``x`` a plausible standard-normal sample?
+
+    Bounds are ``NORMAL_SIGMAS`` standard errors of the sample mean (1/sqrt(n)) and std
+    (1/sqrt(2n)); uniform draws (``torch.rand``) are named.
+    """
+    x = x.detach().double().reshape(-1)
+    n = x.numel()
+    mean, std = float(x.mean()), float(x.std())
+    if not math.isfinite(mean) or not math.isfinite(std):
+        return mean, std, "contains NaN or inf"
+    if float(x.min()) >= 0 and float(x.max()) <= 1 and abs(mean - 0.5) < 0.05:
+        return mean, std, "all values lie in [0, 1) with mean ≈ 0.5: a uniform draw (torch.rand), not torch.randn"
+    if abs(mean) > C.GRADE_NORMAL_SIGMAS / math.sqrt(n) or abs(std - 1) > C.GRADE_NORMAL_SIGMAS / math.sqrt(2 * n):
+        return mean, std, f"mean {mean:.4f} and std {std:.4f} are not those of a standard normal sample of {n} values"
+    return mean, std, None
+
+
+# --- Exercise 1 -------------------------------------------------------------------
+
+_COMPONENT_WORDS = {"text_encoder": "CLIP text encoder", "vae": "VAE", "unet": "U-Net", "total": "three models together"}
+
+
+@register("value")
+def param_count(ctx: Context, var: VarLookup, *, value: str, component: str) -> CheckResult:
+    """A parameter count equals the loaded component's (and SD1.5's with real-size weights)."""
+    id, clause = f"{value}", f"`{value}` = parameters of the {_COMPONENT_WORDS.get(component, component)}"
+    counts = ctx.param_counts()
+    if component not in counts:
+        raise ValueError(f"param_count: component {component!r} unknown; expected one of {sorted(counts)}")
+    expected = counts[component]
+    contract = {"text_encoder": C.PARAMS_TEXT_ENCODER, "vae": C.PARAMS_VAE, "unet": C.PARAMS_UNET, "total": C.PARAMS_TOTAL}
+    v = var(value)
+    got = _scalar(v)
+    if got is None:
+        return fail(id, f"`{value}` is {v.describe()}; expected an int, the number of parameters", clause)
+    if ctx.contract_params and expected != contract[component]:
+        return fail(id, f"the loaded {_COMPONENT_WORDS[component]} has {expected:,} parameters, not SD1.5's {contract[component]:,}", clause)
+    if got == expected:
+        return ok(id, clause, value=int(got))
+    hint = next((f" — that is the count of the {_COMPONENT_WORDS[k]}" for k, n in counts.items() if n == got), "")
+    if not hint and abs(got * 1e6 - expected) < 1e6:
+        hint = " — it looks like millions; store the exact count"
+    return fail(id, f"`{value}` = {got:,.0f} but the {_COMPONENT_WORDS[component]} has {expected:,} parameters{hint}", clause)
+
+
+# --- Exercise 2 -------------------------------------------------------------------
+
+
+@register("value")
+def token_ids(ctx: Context, var: VarLookup, *, value: str = "token_ids") -> CheckResult:
+    """Token ids of the lesson prompt: [1,77] int64, BOS..EOS then EOS padding."""
+    id, clause = value, f"`{value}` = tokenizer(prompt, padding='max_length', max_length={C.MAX_TOKENS}, truncation=True)"
+    ids, problem = _tensor(id, var(value), None, "token ids")
+    if problem is not None:
+        return _labelled(problem, clause)
+    if tuple(ids.shape) != C.TOKEN_IDS_SHAPE:
+        hint = " — pad to 77 with padding='max_length', max_length=77" if ids.shape[-1] < C.MAX_TOKENS else ""
+        return fail(id, f"`{value}` has shape {list(ids.shape)}; expected {list(C.TOKEN_IDS_SHAPE)}{hint}", clause)
+    if ids.dtype != C.TOKEN_DTYPE:
+        return fail(id, f"`{value}` has dtype {ids.dtype}; expected {C.TOKEN_DTYPE} (what the tokenizer returns)", clause)
+    expected = R.tokenize(ctx.components.tokenizer, ctx.lesson.prompt)
+    return _labelled(compare_tensors(id, ids, expected, atol=0), clause, f"ids of {ctx.lesson.prompt!r}")
+
+
+@register("value")
+def prompt_embeddings(ctx: Context, var: VarLookup, *, value: str, prompt: str | None = None) -> CheckResult:
+    """CLIP ``last_hidden_state`` of ``prompt`` (the lesson prompt by default; "" for uncond)."""
+    prompt = ctx.lesson.prompt if prompt is None else prompt
+    id, clause = value, f"`{value}` = text_encoder(ids of {prompt!r}).last_hidden_state"
+    x, problem = _tensor(id, var(value), C.EMBEDDINGS_SHAPE, f"CLIP embeddings of {prompt!r}")
+    if problem is not None:
+        return _labelled(problem, clause)
+    result = compare_tensors(id, x.float(), ctx.embeddings(prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
+    if not result.passed:
+        for other in {ctx.lesson.prompt, ""} - {prompt}:
+            if _close(x, ctx.embeddings(other), C.GRADE_ATOL_FP32):
+                result.message = f"`{value}` encodes {other!r} instead of {prompt!r}"
+    return result
+
+
+# --- Exercise 3 -------------------------------------------------------------------
+
+
+@register("value")
+def scheduler_setup(ctx: Context, var: VarLookup, *, value: str = "scheduler") -> CheckResult:
+    """The lesson's scheduler class, from the weights' config, with ``set_timesteps(steps)``."""
+    cls = SCHEDULERS[ctx.lesson.scheduler].__name__
+    id, clause = value, f"`{value}` = {cls}.from_pretrained(model_id, subfolder='scheduler'), set_timesteps({ctx.lesson.steps})"
+    v = var(value)
+    if v.kind != "scheduler":
+        return fail(id, f"`{value}` is {v.describe()}; expected a {cls}", clause)
+    if not v.meta["type"].endswith("." + cls):
+        return fail(id, f"`{value}` is {v.describe()}; the lesson uses {cls}", clause)
+    steps = v.tensors.get(f"{value}.timesteps")
+    expected = ctx.timesteps()
+    if steps is None or steps.shape != expected.shape:
+        n = "no" if steps is None else len(steps)
+        return fail(id, f"`{value}` has {n} timesteps; expected {len(expected)}: call {value}.set_timesteps({ctx.lesson.steps})", clause)
+    return compare_tensors(id, steps, expected, atol=0, clause=clause)
+
+
+@register("value", "dtype", "device")
+def latent_noise(ctx: Context, var: VarLookup, *, value: str = "z_t", dtype: str = "dtype", device: str = "device") -> CheckResult:
+    """A standard-normal latent [1,4,64,64] in the notebook's own dtype and on its device."""
+    id, clause = value, f"`{value}` ~ N(0, 1), shape {list(C.LATENT_SHAPE)}, on `{device}` in `{dtype}`"
+    x, problem = _tensor(id, var(value), C.LATENT_SHAPE, "the initial latent")
+    if problem is not None:
+        return _labelled(problem, clause)
+    meta = var(value).meta
+    want_dtype, want_device = var(dtype), var(device)
+    if want_dtype.kind == "value" and str(want_dtype.value) != meta["dtype"]:
+        return fail(id, f"`{value}` is {meta['dtype']} but `{dtype}` is {want_dtype.value}", clause)
+    if want_device.kind == "value" and torch.device(str(want_device.value)).type != torch.device(meta["device"]).type:
+        return fail(id, f"`{value}` is on {meta['device']} but `{device}` is {want_device.value}", clause)
+    mean, std, problem_text = normal_statistics(x)
+    if problem_text:
+        return fail(id, f"`{value}`: {problem_text}", clause, mean=mean, std=std)
+    return ok(id, clause, mean=mean, std=std)
+
+
+@register("value")
+def timestep(ctx: Context, var: VarLookup, *, value: str = "t", index: int = 0) -> CheckResult:
+    """``t`` is ``scheduler.timesteps[index]`` (the first, noisiest step by default)."""
+    id, clause = value, f"`{value}` = scheduler.timesteps[{index}]"
+    steps = ctx.timesteps()
+    got = _scalar(var(value))
+    if got is None:
+        return fail(id, f"`{value}` is {var(value).describe()}; expected a timestep", clause)
+    expected = float(steps[index])
+    if got == expected:
+        return ok(id, clause, value=got)
+    hint = " — that is the last (least noisy) timestep; denoising starts at timesteps[0]" if got == float(steps[-1]) else ""
+    return fail(id, f"`{value}` = {got:g}; expected {expected:g}{hint}", clause)
+
+
+@register("value", "latents", "timestep")
+def unet_prediction(
+    ctx: Context, var: VarLookup, *, value: str, prompt: str | None = None, latents: str = "z_t", timestep: str = "t"
+) -> CheckResult:
+    """``unet(latents, t, embeddings of prompt).sample`` on the notebook's own latents and t."""
+    prompt = ctx.lesson.prompt if prompt is None else prompt
+    id, clause = value, f"`{value}` = unet({latents}, {timestep}, encoder_hidden_states=<embeddings of {prompt!r}>).sample"
+    x, problem = _tensor(id, var(value), C.LATENT_SHAPE, "a noise prediction")
+    z, missing = _tensor(id, var(latents), C.LATENT_SHAPE, "the latent")
+    t = _scalar(var(timestep))
+    if _first(problem, missing) is not None:
+        return _labelled(_first(problem, missing), clause)
+    if t is None:
+        return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
+    t_tensor = torch.tensor(int(t))
+    result = compare_tensors(id, x.float(), ctx.unet(z, t_tensor, prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
+    if not result.passed:
+        for other in {ctx.lesson.prompt, ""} - {prompt}:
+            if _close(x, ctx.unet(z, t_tensor, other), C.GRADE_ATOL_FP32):
+                result.message = f"`{value}` is the U-Net prediction conditioned on {other!r}, not {prompt!r}"
+    return result
+
+
+@register("value", "uncond", "cond")
+def cfg_combination(ctx: Context, var: VarLookup, *, value: str = "eps_cfg", uncond: str = "eps_uncond", cond: str = "eps_cond") -> CheckResult:
+    """CFG applied to the notebook's own predictions with the lesson's guidance scale."""
+    w = ctx.lesson.guidance_scale
+    id, clause = value, f"`{value}` = {uncond} + {w:g} · ({cond} − {uncond})"
+    tensors = {}
+    for name in (value, uncond, cond):
+        tensors[name], problem = _tensor(id, var(name), C.LATENT_SHAPE, "a noise prediction")
+        if problem is not None:
+            return _labelled(problem, clause)
+    out, u, c = tensors[value].double(), tensors[uncond].double(), tensors[cond].double()
+    atol = C.GRADE_ATOL_FP32 * (1 + 2 * abs(w))
+    result = compare_tensors(id, out, R.cfg_combine(u, c, w), atol=atol, clause=clause)
+    if not result.passed:
+        named = name_cfg_mistake(out, u, c, w, atol)
+        if named:
+            result.message = named
+    return result
+
+
+def ddpm_posterior(scheduler, eps: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(posterior mean, noise std) of one stochastic ``scheduler.step``, via its public API.
+
+    ``step`` returns mean + std·n with n drawn from the generator; two seeded calls give
+    two equations, solved for the scalar std by least squares, then for the mean.
+    """
+    outs, noises = [], []
+    for seed in (0, 1):
+        noises.append(torch.randn(sample.shape, generator=torch.Generator().manual_seed(seed), dtype=sample.dtype))
+        outs.append(scheduler.step(eps, t, sample, generator=torch.Generator().manual_seed(seed)).prev_sample)
+    dn, do = (noises[0] - noises[1]).double(), (outs[0] - outs[1]).double()
+    std = float((do * dn).sum() / (dn * dn).sum())
+    return outs[0].double() - std * noises[0].double(), std
+
+
+@register("value", "latents", "noise_pred", "timestep")
+def ddpm_step(
+    ctx: Context, var: VarLookup, *, value: str = "z_t_minus_1", latents: str = "z_t", noise_pred: str = "eps_cfg", timestep: str = "t"
+) -> CheckResult:
+    """One DDPM step from the notebook's own latent and guided prediction.
+
+    DDPM adds fresh noise, so the check is on the deterministic part: the residual
+    from the posterior mean, divided by the step's std, must be a standard-normal draw.
+    """
+    id, clause = value, f"`{value}` = scheduler.step({noise_pred}, {timestep}, {latents}).prev_sample"
+    v = var(value)
+    if v.kind == "mapping" and "prev_sample" in v.meta.get("keys", []):
+        type_name = v.meta["type"].rsplit(".", 1)[-1]
+        return fail(id, f"`{value}` is a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)", clause)
+    x, problem = _tensor(id, v, C.LATENT_SHAPE, "the next latent")
+    z, missing_z = _tensor(id, var(latents), C.LATENT_SHAPE, "the latent")
+    eps, missing_eps = _tensor(id, var(noise_pred), C.LATENT_SHAPE, "the guided prediction")
+    t = _scalar(var(timestep))
+    if _first(problem, missing_z, missing_eps) is not None:
+        return _labelled(_first(problem, missing_z, missing_eps), clause)
+    if t is None:
+        return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
+    scheduler = ctx.scheduler()
+    scheduler.set_timesteps(ctx.lesson.steps)
+    mean, std = ddpm_posterior(scheduler, eps.float(), torch.tensor(int(t)), z.float())
+    if std == 0:
+        return compare_tensors(id, x.double(), mean, atol=C.GRADE_ATOL_FP32, clause=clause)
+    residual = (x.double() - mean) / std
+    if float(residual.abs().max()) * std <= C.GRADE_ATOL_FP32:
+        return fail(id, f"`{value}` is the posterior mean without noise; DDPM's step adds σ·noise (σ = {std:.4g}) at t > 0", clause)
+    _, _, problem_text = normal_statistics(residual)
+    if problem_text:
+        return fail(
+            id,
+            f"`{value}` is not a DDPM step from `{latents}` with `{noise_pred}`: its deviation from the "
+            f"posterior mean, in units of the step's σ = {std:.4g}, {problem_text}",
+            clause,
+        )
+    return ok(id, clause, noise_std=std)
+
+
+# --- Exercise 4 -------------------------------------------------------------------
+
+
+@register("value")
+def image_shape(ctx: Context, var: VarLookup, *, value: str = "image") -> CheckResult:
+    """The decoded image: [1,3,512,512], finite."""
+    id, clause = f"{value}_shape", f"`{value}` is the raw VAE output, shape {list(C.IMAGE_SHAPE)}"
+    x, problem = _tensor(id, var(value), C.IMAGE_SHAPE, "the decoded image")
+    if problem is not None:
+        return _labelled(problem, clause)
+    if not bool(torch.isfinite(x).all()):
+        return fail(id, f"`{value}` contains NaN or inf", clause)
+    return ok(id, clause)
+
+
+@register("value", "latents")
+def image_decode(ctx: Context, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
+    """``image`` is ``vae.decode(latents / scaling_factor).sample`` of the notebook's final latents."""
+    sf = ctx.components.vae.config.scaling_factor
+    id, clause = f"{value}_decode", f"`{value}` = vae.decode({latents} / vae.config.scaling_factor).sample"
+    x, problem = _tensor(id, var(value), C.IMAGE_SHAPE, "the decoded image")
+    z, missing = _tensor(id, var(latents), C.LATENT_SHAPE, "the final latent")
+    if _first(problem, missing) is not None:
+        return _labelled(_first(problem, missing), clause)
+    result = compare_tensors(id, x.float(), ctx.decode(z / sf), atol=C.GRADE_ATOL_FP32, clause=clause)
+    if not result.passed:
+        for words, scaled in (("not divided by", z), ("multiplied by", z * sf)):
+            if _close(x, ctx.decode(scaled), C.GRADE_ATOL_FP32):
+                result.message = f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it"
+    return result
+
+
+_SEED = re.compile(r"manual_seed\(\s*(\d+)\s*\)")
+_REPLAY_MISTAKES = (
+    ({"reverse": True}, "the timesteps run backwards: loop over scheduler.timesteps as given (981 down to 1)"),
+    ({"swap": True}, "the two predictions are swapped in the guidance formula"),
+    ({"init": "rand"}, "the initial latent is uniform (torch.rand): use torch.randn"),
+)
+
+
+@register("value", "latents")
+def generation_replay(ctx: Context, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
+    """The image equals the lesson replayed from the notebook's seed (same global-RNG draws).
+
+    Seeds tried: the lesson's, then any literal ``torch.manual_seed(N)`` in the notebook.
+    On a mismatch, known mistakes are replayed to name the one made.
+    """
+    id = f"{value}_replay"
+    clause = f"`{value}` = the lesson's {ctx.lesson.steps}-step DDPM + CFG generation replayed from the notebook's seed"
+    x, problem = _tensor(id, var(value), C.IMAGE_SHAPE, "the decoded image")
+    if problem is not None:
+        return _labelled(problem, clause)
+    seeds = list(dict.fromkeys([ctx.lesson.seed, *map(int, _SEED.findall(ctx.source))]))
+    for seed in seeds:
+        if _close(x, ctx.replay(seed)[1], C.GRADE_ATOL_REPLAY):
+            return ok(id, clause, seed=seed)
+    result = compare_tensors(id, x.float(), ctx.replay(seeds[0])[1], atol=C.GRADE_ATOL_REPLAY, clause=clause)
+    z = var(latents).tensor if var(latents).kind == "tensor" else None
+    if z is not None and z.shape == C.LATENT_SHAPE:
+        if _close(z, ctx.replay(seeds[0])[0], C.GRADE_ATOL_REPLAY):
+            result.message = f"the final latents `{latents}` match the replay but `{value}` does not: the decode step differs"
+            return result
+        for options, words in _REPLAY_MISTAKES:
+            if _close(z, ctx.replay(seeds[0], **options)[0], C.GRADE_ATOL_REPLAY):
+                result.message = f"the final latents `{latents}` match a replay in which {words}"
+                return result
+    result.message = f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}"
+    return result
+
+
+@register("names")
+def stage_timings(ctx: Context, var: VarLookup, *, names: Sequence[str] = ("clip_time", "denoise_time", "vae_time")) -> CheckResult:
+    """Stage times are positive numbers of seconds (reported to the teacher, not compared)."""
+    id, clause = "stage_timings", f"{', '.join(f'`{n}`' for n in names)} are positive durations in seconds"
+    timings = {name: _scalar(var(name)) for name in names}
+    bad = [f"`{n}` is {var(n).describe()}" for n, s in timings.items() if s is None or not s > 0 or not math.isfinite(s)]
+    if bad:
+        return fail(id, "; ".join(bad) + "; expected a positive number of seconds (time.perf_counter() differences)", clause)
+    return ok(id, clause, timings=timings)

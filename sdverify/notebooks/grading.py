@@ -1,0 +1,255 @@
+"""Grade one submission — a notebook run offline, or a ``.py`` module via the checker.
+
+The verdict is computed here, in the grader's process, from values extracted from the
+kernel; nothing the notebook printed is read.  Any failure of the submission (or of
+the machinery on it) becomes a graded error, never an exception out of the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import torch
+
+from sdverify import contract as C
+from sdverify import reference as R
+from sdverify import zoo
+from sdverify.notebooks.exercises import CHECKS, Context
+from sdverify.notebooks.runner import RunResult, run_notebook
+from sdverify.notebooks.spec import ExerciseSpec, Spec
+from sdverify.presets import get_preset
+from sdverify.results import CheckResult, fail
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to grade: which weights the kernel sees, and the limits."""
+
+    preset: str = "tiny"
+    seed: int = 0  # zoo weight seed
+    weights: str | None = None  # a local diffusers folder with real weights
+    cell_timeout: float = C.GRADE_CELL_TIMEOUT_S
+    notebook_timeout: float = C.GRADE_NOTEBOOK_TIMEOUT_S
+    threads: int = 1  # torch threads in the kernel and the grader (same count: same rounding)
+
+
+@dataclass
+class CheckGrade:
+    id: str
+    passed: bool
+    points: float
+    max_points: float
+    message: str = ""
+    clause: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExerciseGrade:
+    id: str
+    title: str
+    checks: list[CheckGrade]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return sum(c.points for c in self.checks)
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.max_points for c in self.checks)
+
+
+@dataclass
+class SubmissionGrade:
+    """Everything the reports need about one submission (JSON round-trips for resuming)."""
+
+    name: str
+    path: str
+    kind: str  # "notebook" | "module"
+    exercises: list[ExerciseGrade]
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    digest: str = ""
+    image: str | None = None  # file name of the generated image, next to the reports
+
+    @property
+    def score(self) -> float:
+        return sum(e.score for e in self.exercises)
+
+    @property
+    def max_score(self) -> float:
+        return sum(e.max_score for e in self.exercises)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubmissionGrade:
+        exercises = [ExerciseGrade(**{**e, "checks": [CheckGrade(**c) for c in e["checks"]]}) for e in data["exercises"]]
+        return cls(**{**data, "exercises": exercises})
+
+
+def digest(path: Path, spec: Spec, settings: Settings) -> str:
+    """What a stored grade depends on: submission bytes, spec and weights settings."""
+    h = hashlib.sha256(path.read_bytes())
+    h.update(spec.text.encode())
+    h.update(repr((settings.preset, settings.seed, settings.weights)).encode())
+    return h.hexdigest()
+
+
+def grade_submission(path: Path, name: str, spec: Spec, settings: Settings, folder: Path) -> SubmissionGrade:
+    """Grade ``path`` (``.ipynb`` or ``.py``); artefacts (image, executed notebook) go to ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = "module" if path.suffix == ".py" else "notebook"
+    try:
+        grade = _grade_module(path, name, settings) if kind == "module" else _grade_notebook(path, name, spec, settings, folder)
+    except Exception as exc:  # noqa: BLE001 - one broken submission must never stop a batch
+        grade = SubmissionGrade(
+            name, str(path), kind, _zero(spec) if kind == "notebook" else [],
+            error=f"grading failed: {type(exc).__name__}: {exc}",
+            notes=[traceback.format_exc(limit=5)],
+        )
+    grade.digest = digest(path, spec, settings)
+    return grade
+
+
+def _zero(spec: Spec) -> list[ExerciseGrade]:
+    return [
+        ExerciseGrade(e.id, e.title, [CheckGrade(c.check, False, 0.0, c.points, "not graded") for c in e.checks])
+        for e in spec.exercises
+    ]
+
+
+# --- notebooks ---------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _context(folder: str, contract_params: bool, lesson) -> Context:
+    # One per worker process and weights: references (embeddings, replays) are shared
+    # by every notebook that worker grades.
+    return Context(lesson, Path(folder), contract_params)
+
+
+def _hub_cache(folder: Path) -> Path:
+    """An HF cache in which the hub id resolves to ``folder`` (a zoo snapshot or real weights)."""
+    if folder.parent.name == "snapshots" and folder.parents[1].name == zoo.REPO_FOLDER:
+        return zoo.hub_cache_of(folder)
+    cache = Path(tempfile.mkdtemp(prefix="sdverify-hub-"))
+    snapshot = zoo.snapshot_dir(cache, "local")
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(folder.resolve(), target_is_directory=True)
+    (cache / zoo.REPO_FOLDER / "refs").mkdir()
+    (cache / zoo.REPO_FOLDER / "refs" / "main").write_text("local")
+    return cache
+
+
+def kernel_env(folder: Path, settings: Settings) -> dict[str, str]:
+    """The kernel's environment: offline hub cache, headless matplotlib, CPU only, N threads."""
+    threads = str(settings.threads)
+    return {
+        **os.environ,
+        **zoo.offline_env(_hub_cache(folder)),
+        "MPLBACKEND": "Agg",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONHASHSEED": "0",
+    }
+
+
+def _grade_notebook(path: Path, name: str, spec: Spec, settings: Settings, folder: Path) -> SubmissionGrade:
+    torch.set_num_threads(settings.threads)
+    weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
+    contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
+    ctx = _context(str(weights), contract_params, spec.lesson)
+    run = run_notebook(
+        path,
+        [e.snapshot() for e in spec.exercises],
+        env=kernel_env(weights, settings),
+        cell_timeout=settings.cell_timeout,
+        notebook_timeout=settings.notebook_timeout,
+    )
+    nbformat.write(run.executed, folder / "executed.ipynb")
+    ctx.source = run.source
+    exercises = [_grade_exercise(ctx, run, e) for e in spec.exercises]
+    notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
+    if not run.starts:
+        notes.append("no exercise headings found; all variables were read at the end of the notebook")
+    grade = SubmissionGrade(name, str(path), "notebook", exercises, notes, seconds=run.seconds)
+    for exercise in exercises:
+        for check in exercise.checks:
+            grade.timings.update(check.details.get("timings", {}))
+    image = _image(run, spec)
+    if image is not None:
+        R.to_pil(image).save(folder / "image.png")
+        grade.image = "image.png"
+    return grade
+
+
+def _section(run: RunResult, index: int) -> str | None:
+    """The exercise whose cells include ``index`` (None: before the first heading)."""
+    before = [(start, id) for id, start in run.starts.items() if start <= index]
+    return max(before)[1] if before else None
+
+
+def _grade_exercise(ctx: Context, run: RunResult, exercise: ExerciseSpec) -> ExerciseGrade:
+    def var(name: str):
+        return run.variable(exercise.id, name)
+
+    notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) == exercise.id]
+    if exercise.id in run.snapshot_errors:
+        notes.append(f"variables not read: {run.snapshot_errors[exercise.id]}")
+    if exercise.id not in run.starts:
+        notes.append("heading not found; variables were read at the end of the notebook")
+    checks = []
+    for spec in exercise.checks:
+        try:
+            result = CHECKS[spec.check].fn(ctx, var, **spec.params)
+        except Exception as exc:  # noqa: BLE001 - a value nobody anticipated must not crash the grade
+            result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
+        checks.append(_graded(result, spec.points))
+    return ExerciseGrade(exercise.id, exercise.title, checks, notes)
+
+
+def _graded(result: CheckResult, points: float) -> CheckGrade:
+    d = result.to_dict()
+    return CheckGrade(d["id"], d["passed"], points if result.passed else 0.0, points, d["message"], d["clause"], d["details"])
+
+
+def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:
+    """The notebook's generated image (the first extracted [1,3,512,512] tensor), if any."""
+    for exercise in reversed(spec.exercises):
+        for variable in run.snapshots.get(exercise.id, {}).values():
+            x = variable.tensor
+            if x is not None and tuple(x.shape) == C.IMAGE_SHAPE and bool(torch.isfinite(x).all()):
+                return x.float()
+    return None
+
+
+# --- .py modules (the checker) ---------------------------------------------------------
+
+
+def _grade_module(path: Path, name: str, settings: Settings) -> SubmissionGrade:
+    from sdverify.checker import check_submission
+
+    report = check_submission(str(path), preset=settings.preset, weights=settings.weights, timeout=settings.cell_timeout)
+    by_function: dict[str, list[CheckGrade]] = {}
+    for entry in report.checks:
+        by_function.setdefault(entry.function, []).append(
+            CheckGrade(entry.id, entry.passed, entry.points, entry.max_points, entry.message, entry.clause, dict(entry.details))
+        )
+    exercises = [ExerciseGrade(function, f"{function}()", checks) for function, checks in by_function.items()]
+    grade = SubmissionGrade(name, str(path), "module", exercises, error=report.error, seconds=report.seconds)
+    return SubmissionGrade.from_dict(grade.to_dict())  # details made JSON-safe like a stored grade

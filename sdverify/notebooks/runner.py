@@ -1,0 +1,453 @@
+"""Execute a student notebook unmodified in its own kernel and bring named variables back.
+
+Nothing the notebook prints is trusted.  The runner inserts an extraction cell at the
+end of each exercise (before the next exercise's heading) that writes the exercise's
+variables with safetensors + JSON into a folder created just before that cell runs;
+the grader reads only those files.  The extraction code runs in a fresh namespace
+with its own imports, so a notebook that rebinds ``print``/``type``/``json`` or hides
+tracebacks cannot break it.
+
+Isolation: the kernel runs with ``cwd`` in a throw-away folder holding a copy of the
+notebook, the offline zoo as its Hugging Face cache (``HF_HUB_OFFLINE=1``), no GPU,
+``MPLBACKEND=Agg``; shell escapes (``!pip ...``, ``%pip``, ``%%bash``) are replaced by
+``pass`` and reported.  A cell that raises is recorded and execution continues; a cell
+that exceeds its time limit is interrupted; a cell that kills or wedges the kernel is
+skipped and the notebook is replayed in a fresh kernel without it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import torch
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+from safetensors.torch import load_file
+
+_KERNEL_NAME = "sdverify-python"
+_TIMEOUT_ENAME = "CellTimeoutError"
+# An extraction cell serialises a handful of tensors; a generous bound still catches a wedged kernel.
+EXTRACT_TIMEOUT_S = 60
+# After an interrupted cell, a trivial cell must finish this fast or the kernel is replaced.
+PROBE_TIMEOUT_S = 10
+MAX_RESTARTS = 2
+
+_SHELL_CELL = re.compile(r"^\s*%%(bash|sh|script|system|sx|perl|ruby|cmd|powershell|writefile)\b")
+_SHELL_ASSIGN = re.compile(r"^(\s*)([\w.\[\], ]+?)\s*=\s*(!|%sx\b|%system\b)(.*)$")
+_SHELL_LINE = re.compile(r"^(\s*)(!|%(?:pip|conda|mamba|sx|system|sc)\b)(.*)$")
+
+
+@dataclass
+class Variable:
+    """One variable as the extraction cell described it (``meta``) plus its tensors."""
+
+    name: str
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", "missing")
+
+    @property
+    def tensor(self) -> torch.Tensor | None:
+        return self.tensors.get(self.name)
+
+    @property
+    def value(self) -> Any:
+        return self.meta.get("value")
+
+    def describe(self) -> str:
+        """How a teacher would name what was found, for feedback messages."""
+        if self.kind == "missing":
+            return "not defined"
+        if self.kind == "error":
+            return f"not readable ({self.meta.get('error')})"
+        if self.kind == "tensor":
+            return f"a {self.meta['dtype'].replace('torch.', '')} tensor of shape {self.meta['shape']} on {self.meta['device']}"
+        type_name = self.meta.get("type", "?").rsplit(".", 1)[-1]
+        if self.kind == "value":
+            return f"{type_name} {self.value!r}"
+        return f"a {type_name}"
+
+
+@dataclass
+class CellEvent:
+    """Something the teacher should know about one cell (error, timeout, shell escape...)."""
+
+    index: int
+    kind: str  # "error" | "timeout" | "killed" | "not-run" | "shell"
+    message: str
+
+
+@dataclass
+class RunResult:
+    """What the grader learns from one execution: snapshots per exercise and cell events."""
+
+    snapshots: dict[str, dict[str, Variable]]
+    snapshot_errors: dict[str, str]
+    events: list[CellEvent]
+    seconds: float
+    source: str  # all code cells as run (after neutralising), for seed detection
+    executed: NotebookNode
+    starts: dict[str, int]  # exercise id -> first cell index (exercises whose heading was found)
+
+    def variable(self, exercise: str, name: str) -> Variable:
+        return self.snapshots.get(exercise, {}).get(name) or Variable(name, {"kind": "missing"})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Extraction point: after the cells of exercise ``id`` (found by ``heading``), read ``names``."""
+
+    id: str
+    heading: str
+    names: tuple[str, ...]
+
+
+def neutralise_shell(source: str) -> tuple[str, list[str]]:
+    """Replace shell escapes by ``pass``; return the new source and what was removed."""
+    if _SHELL_CELL.match(source):
+        first = source.splitlines()[0].strip()
+        return f"pass  # [sdverify] shell cell removed: {first}", [first]
+    removed: list[str] = []
+    lines = []
+    for line in source.splitlines():
+        if m := _SHELL_ASSIGN.match(line):
+            removed.append((m.group(3) + m.group(4)).strip())
+            line = f"{m.group(1)}{m.group(2)} = []  # [sdverify] shell escape removed"
+        elif m := _SHELL_LINE.match(line):
+            removed.append((m.group(2) + m.group(3)).strip())
+            line = f"{m.group(1)}pass  # [sdverify] shell escape removed"
+        lines.append(line)
+    return "\n".join(lines), removed
+
+
+def _heading_text(cell: NotebookNode) -> str:
+    if cell.cell_type == "markdown":
+        return cell.source
+    if cell.cell_type == "code":
+        return "\n".join(line for line in cell.source.splitlines() if line.lstrip().startswith("#"))
+    return ""
+
+
+def exercise_starts(cells: list[NotebookNode], snapshots: list[Snapshot]) -> dict[str, int]:
+    """Exercise id -> index of the first cell whose markdown (or code comment) matches its heading."""
+    starts: dict[str, int] = {}
+    for snap in snapshots:
+        pattern = re.compile(snap.heading, re.IGNORECASE | re.MULTILINE)
+        for index, cell in enumerate(cells):
+            if pattern.search(_heading_text(cell)):
+                starts[snap.id] = index
+                break
+    return starts
+
+
+def plan_snapshots(cells: list[NotebookNode], snapshots: list[Snapshot]) -> dict[int, list[Snapshot]]:
+    """Cell position -> snapshots to take just before it (``len(cells)`` means at the end).
+
+    An exercise's snapshot goes before the next exercise heading after its own.  An
+    exercise whose heading is missing is snapshotted at the end, so renamed headings
+    cost precision (later cells may overwrite names) but never the grade outright.
+    """
+    starts = exercise_starts(cells, snapshots)
+    plan: dict[int, list[Snapshot]] = {}
+    for snap in snapshots:
+        start = starts.get(snap.id)
+        later = [i for i in starts.values() if start is not None and i > start]
+        plan.setdefault(min(later) if later else len(cells), []).append(snap)
+    return plan
+
+
+_EXTRACT_CODE = r'''
+import importlib
+json = importlib.import_module("json")
+os = importlib.import_module("os")
+sys = importlib.import_module("sys")
+torch = importlib.import_module("torch")
+save_file = importlib.import_module("safetensors.torch").save_file
+B = importlib.import_module("builtins")
+
+def qualname(v):
+    c = B.object.__getattribute__(v, "__class__")
+    return c.__module__ + "." + c.__qualname__
+
+def keep(key, t, tensors):
+    tensors[key] = t.detach().to("cpu").contiguous().clone()
+
+def describe(name, v, tensors):
+    meta = {"type": qualname(v)}
+    np = sys.modules.get("numpy")
+    pil = sys.modules.get("PIL.Image")
+    if B.isinstance(v, torch.Tensor):
+        keep(name, v, tensors)
+        meta.update(kind="tensor", dtype=B.str(v.dtype), device=B.str(v.device), shape=B.list(v.shape))
+    elif v is None or B.isinstance(v, (B.bool, B.int, B.float, B.str)):
+        meta.update(kind="value", value=v)
+    elif B.isinstance(v, (torch.dtype, torch.device)):
+        meta.update(kind="value", value=B.str(v))
+    elif B.isinstance(v, torch.nn.Module):
+        params = B.list(v.parameters())
+        meta.update(kind="module", params=B.sum(p.numel() for p in params),
+                    dtype=B.str(params[0].dtype) if params else None,
+                    device=B.str(params[0].device) if params else None, training=B.bool(v.training))
+    elif B.hasattr(v, "timesteps") and B.hasattr(v, "config") and B.callable(B.getattr(v, "step", None)):
+        meta.update(kind="scheduler", config=json.loads(json.dumps(B.dict(v.config), default=B.str)))
+        if B.isinstance(v.timesteps, torch.Tensor):
+            keep(name + ".timesteps", v.timesteps, tensors)
+    elif np is not None and B.isinstance(v, np.ndarray):
+        keep(name, torch.from_numpy(np.ascontiguousarray(v)), tensors)
+        meta.update(kind="tensor", dtype=B.str(tensors[name].dtype), device="numpy", shape=B.list(v.shape))
+    elif np is not None and B.isinstance(v, np.generic):
+        meta.update(kind="value", value=v.item())
+    elif pil is not None and B.isinstance(v, pil.Image):
+        keep(name, torch.from_numpy(np.array(v)), tensors)
+        meta.update(kind="tensor", dtype="torch.uint8", device="PIL", shape=B.list(tensors[name].shape))
+    elif B.hasattr(v, "keys") and B.hasattr(v, "__getitem__"):
+        keys = []
+        for key in B.list(v.keys()):
+            item = v[key]
+            if B.isinstance(item, torch.Tensor):
+                keep(name + "." + B.str(key), item, tensors)
+            keys.append(B.str(key))
+        meta.update(kind="mapping", keys=keys)
+    else:
+        try:
+            meta.update(kind="value", value=json.loads(json.dumps(v)))
+        except B.Exception:
+            meta.update(kind="object", repr=B.repr(v)[:300])
+    return meta
+
+manifest, tensors = {}, {}
+for name in NAMES:
+    if name not in NS:
+        manifest[name] = {"kind": "missing"}
+        continue
+    try:
+        manifest[name] = describe(name, NS[name], tensors)
+    except B.BaseException as exc:
+        manifest[name] = {"kind": "error", "error": qualname(exc) + ": " + B.str(exc)[:300]}
+save_file(tensors, os.path.join(FOLDER, "values.safetensors"))
+with B.open(os.path.join(FOLDER, "manifest.json"), "w") as f:
+    json.dump(manifest, f, default=B.str)
+'''
+
+
+def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
+    # The outer two lines use only `import` and attributes of the fresh builtins module;
+    # everything else runs under exec with a clean globals dict.
+    return (
+        "import builtins as _sdv_b\n"
+        f"_sdv_b.exec(_sdv_b.compile({_EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
+        f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}}})\n"
+        "del _sdv_b"
+    )
+
+
+def read_snapshot(folder: Path) -> dict[str, Variable]:
+    """Load what an extraction cell wrote (JSON manifest + safetensors; never pickle)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tensors = load_file(str(folder / "values.safetensors"))
+    out = {}
+    for name, meta in manifest.items():
+        own = {k: v for k, v in tensors.items() if k == name or k.startswith(name + ".")}
+        out[name] = Variable(name, meta, own)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _kernel_dir() -> str:
+    """A kernelspec for *this* interpreter, whatever ``python3`` means on this machine."""
+    root = Path(tempfile.mkdtemp(prefix="sdverify-kernelspec-"))
+    (root / _KERNEL_NAME).mkdir()
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "sdverify grading kernel",
+        "language": "python",
+    }
+    (root / _KERNEL_NAME / "kernel.json").write_text(json.dumps(spec))
+    return str(root)
+
+
+class _Client(NotebookClient):
+    """nbclient with our kernelspec, remembering each cell's execute reply (status, ename)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, on_cell_executed=self._remember, **kwargs)
+        self.last_reply: dict[str, Any] = {}
+
+    def _remember(self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any]) -> None:
+        self.last_reply = (execute_reply or {}).get("content", {})
+
+    def run(self, cell: NotebookNode, index: int | None, timeout: float) -> dict[str, Any]:
+        """Execute a notebook cell (``index``) or, with None, a cell of ours; return the reply
+        content (DeadKernelError propagates).  nbclient stores the executed cell back at its
+        index, so our cells borrow a scratch slot at the end and leave no trace."""
+        self.timeout = max(1, int(timeout))
+        self.last_reply = {}
+        if index is not None:
+            self.execute_cell(cell, index)
+            return self.last_reply
+        self.nb.cells.append(cell)
+        try:
+            self.execute_cell(cell, len(self.nb.cells) - 1, store_history=False)
+        finally:
+            self.nb.cells.pop()
+        return self.last_reply
+
+    def create_kernel_manager(self) -> AsyncKernelManager:
+        self.km = AsyncKernelManager(
+            kernel_name=_KERNEL_NAME,
+            kernel_spec_manager=KernelSpecManager(kernel_dirs=[_kernel_dir()]),
+            config=self.config,
+        )
+        return self.km
+
+
+@dataclass
+class _Step:
+    kind: str  # "cell" | "snapshot"
+    index: int  # cell index in the notebook (snapshot: position it precedes)
+    snapshot: Snapshot | None = None
+
+
+class _Restart(Exception):
+    """The kernel died or wedged in a cell: replay in a fresh kernel without that cell."""
+
+
+def run_notebook(
+    path: str | Path,
+    snapshots: list[Snapshot],
+    *,
+    env: dict[str, str],
+    cell_timeout: float,
+    notebook_timeout: float,
+) -> RunResult:
+    """Execute ``path`` (never modified) and return the snapshots and cell events."""
+    start = time.monotonic()
+    deadline = start + notebook_timeout
+    nb = nbformat.read(str(path), as_version=4)
+    events: dict[tuple[int, str], CellEvent] = {}
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.source, removed = neutralise_shell(cell.source)
+            for command in removed:
+                events[(index, f"shell:{command}")] = CellEvent(index, "shell", f"shell escape not run: {command}")
+    plan = plan_snapshots(nb.cells, snapshots)
+    steps: list[_Step] = []
+    for index in range(len(nb.cells) + 1):
+        steps += [_Step("snapshot", index, snap) for snap in plan.get(index, [])]
+        if index < len(nb.cells) and nb.cells[index].cell_type == "code":
+            steps.append(_Step("cell", index))
+
+    taken: dict[str, dict[str, Variable]] = {}
+    errors: dict[str, str] = {}
+    skip: set[int] = set()
+    with tempfile.TemporaryDirectory(prefix="sdverify-nb-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        shutil.copy2(path, work / Path(path).name)
+        kernel_env = {**env, "PWD": str(work)}
+        for _attempt in range(MAX_RESTARTS + 1):
+            client = _Client(
+                nb,
+                allow_errors=True,
+                interrupt_on_timeout=True,
+                error_on_timeout={"ename": _TIMEOUT_ENAME, "evalue": "", "traceback": []},
+                shutdown_kernel="immediate",
+                iopub_timeout=4,
+                startup_timeout=120,
+                resources={"metadata": {"path": str(work)}},
+            )
+            try:
+                with client.setup_kernel(env=kernel_env, cwd=str(work)):
+                    for step in steps:
+                        if step.kind == "snapshot":
+                            _take_snapshot(client, step, Path(tmp), taken, errors)
+                        elif step.index in skip:
+                            continue
+                        elif time.monotonic() >= deadline:
+                            events[(step.index, "run")] = CellEvent(
+                                step.index, "not-run", f"not run: the notebook exceeded its {notebook_timeout:g} s limit"
+                            )
+                        else:
+                            _run_cell(client, nb, step.index, min(cell_timeout, deadline - time.monotonic()), events)
+                break
+            except _Restart as restart:
+                skip.add(int(str(restart)))
+                if time.monotonic() >= deadline:
+                    for snap in snapshots:
+                        errors.setdefault(snap.id, "the kernel was stuck when the notebook time limit ran out")
+                    break
+    return RunResult(
+        snapshots=taken,
+        snapshot_errors={k: v for k, v in errors.items() if k not in taken},
+        events=sorted(events.values(), key=lambda e: (e.index, e.kind)),
+        seconds=time.monotonic() - start,
+        source="\n".join(c.source for c in nb.cells if c.cell_type == "code"),
+        executed=nb,
+        starts=exercise_starts(nb.cells, snapshots),
+    )
+
+
+def _run_cell(client: _Client, nb: NotebookNode, index: int, timeout: float, events: dict) -> None:
+    cell = nb.cells[index]
+    limit = max(1, int(timeout))
+    events.pop((index, "run"), None)
+    try:
+        status = client.run(cell, index, timeout)
+    except DeadKernelError:
+        events[(index, "run")] = CellEvent(index, "killed", "this cell killed the kernel; it was skipped and the notebook rerun without it")
+        raise _Restart(index) from None
+    error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+    if status.get("ename") == _TIMEOUT_ENAME:
+        events[(index, "run")] = CellEvent(index, "timeout", f"this cell exceeded its {limit} s limit and was interrupted")
+        if not _probe(client):
+            events[(index, "run")] = CellEvent(
+                index, "timeout", f"this cell exceeded its {limit} s limit and ignored the interrupt; it was skipped"
+            )
+            raise _Restart(index)
+    elif status.get("status") == "error" or error is not None:
+        ename = status.get("ename") or (error or {}).get("ename", "error")
+        evalue = status.get("evalue") or (error or {}).get("evalue", "")
+        events[(index, "run")] = CellEvent(index, "error", f"{ename}: {evalue}"[:500])
+
+
+def _probe(client: _Client) -> bool:
+    """Is the kernel responsive again after an interrupt?"""
+    try:
+        reply = client.run(nbformat.v4.new_code_cell("pass"), None, PROBE_TIMEOUT_S)
+    except DeadKernelError:
+        return False
+    return reply.get("ename") != _TIMEOUT_ENAME
+
+
+def _take_snapshot(client: _Client, step: _Step, tmp: Path, taken: dict, errors: dict) -> None:
+    snap = step.snapshot
+    assert snap is not None
+    folder = Path(tempfile.mkdtemp(prefix=f"extract-{snap.id}-", dir=tmp))
+    cell = nbformat.v4.new_code_cell(_extraction_source(snap.names, folder))
+    try:
+        reply = client.run(cell, None, EXTRACT_TIMEOUT_S)
+    except DeadKernelError:
+        errors[snap.id] = "the kernel died while its variables were being read"
+        raise _Restart(-1) from None
+    try:
+        taken[snap.id] = read_snapshot(folder)
+    except (OSError, ValueError) as exc:
+        errors[snap.id] = f"variables could not be read: {reply.get('ename', type(exc).__name__)} {reply.get('evalue', exc)}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""Exercise specs: which variables to read from a notebook and which checks to run, as data.
+
+A spec is a TOML file (see ``sdverify/specs/consolidate_sd15.toml``, the shipped lesson).
+Loading validates everything up front — unknown checks, unknown or missing parameters,
+bad points — so an instructor's typo is reported before any notebook runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sdverify.notebooks.exercises import CHECKS, Lesson
+from sdverify.notebooks.runner import Snapshot
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15.toml"
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    check: str
+    points: float
+    params: dict[str, Any]
+
+    def variables(self) -> list[str]:
+        """Notebook variables this check reads (spec value or the check's default)."""
+        definition = CHECKS[self.check]
+        defaults = inspect.signature(definition.fn).parameters
+        names: list[str] = []
+        for param in definition.variables:
+            value = self.params.get(param, defaults[param].default)
+            names += [value] if isinstance(value, str) else list(value)
+        return names
+
+
+@dataclass(frozen=True)
+class ExerciseSpec:
+    id: str
+    title: str
+    heading: str
+    checks: tuple[CheckSpec, ...]
+
+    @property
+    def max_points(self) -> float:
+        return sum(c.points for c in self.checks)
+
+    def snapshot(self) -> Snapshot:
+        names = dict.fromkeys(n for c in self.checks for n in c.variables())
+        return Snapshot(self.id, self.heading, tuple(names))
+
+
+@dataclass(frozen=True)
+class Spec:
+    title: str
+    lesson: Lesson
+    exercises: tuple[ExerciseSpec, ...]
+    text: str  # the file's content: part of each submission's resume digest
+
+    @property
+    def max_points(self) -> float:
+        return sum(e.max_points for e in self.exercises)
+
+
+def load_spec(path: str | Path | None = None) -> Spec:
+    """Load and validate a spec (default: the shipped SD1.5 CONSOLIDATE lesson)."""
+    path = Path(path) if path else DEFAULT_SPEC
+    if not path.is_file():
+        raise FileNotFoundError(f"spec file {path} not found")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"spec {path}: not valid TOML ({exc})") from None
+    where = f"spec {path}"
+    lesson_keys = {f.name for f in fields(Lesson)}
+    lesson = data.get("lesson", {})
+    unknown = set(lesson) - lesson_keys
+    if unknown:
+        raise ValueError(f"{where}: unknown [lesson] keys {sorted(unknown)}; expected some of {sorted(lesson_keys)}")
+    exercises = [_exercise(where, i, raw) for i, raw in enumerate(data.get("exercises", []))]
+    if not exercises:
+        raise ValueError(f"{where}: no [[exercises]]; each needs id, title, heading and checks")
+    ids = [e.id for e in exercises]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{where}: exercise ids must be unique, got {ids}")
+    return Spec(str(data.get("title", path.stem)), Lesson(**lesson), tuple(exercises), text)
+
+
+def _exercise(where: str, index: int, raw: dict[str, Any]) -> ExerciseSpec:
+    missing = {"id", "heading", "checks"} - set(raw)
+    if missing:
+        raise ValueError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
+    try:
+        re.compile(raw["heading"])
+    except re.error as exc:
+        raise ValueError(f"{where}: exercise {raw['id']!r}: heading is not a valid regex ({exc})") from None
+    checks = tuple(_check(f"{where}: exercise {raw['id']!r} check #{i + 1}", c) for i, c in enumerate(raw["checks"]))
+    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks)
+
+
+def _check(where: str, raw: dict[str, Any]) -> CheckSpec:
+    params = dict(raw)
+    name = params.pop("check", None)
+    points = params.pop("points", None)
+    if name not in CHECKS:
+        raise ValueError(f"{where}: unknown check {name!r}; expected one of {sorted(CHECKS)}")
+    if not isinstance(points, (int, float)) or points < 0:
+        raise ValueError(f"{where}: points must be a number >= 0, got {points!r}")
+    try:
+        inspect.signature(CHECKS[name].fn).bind(None, None, **params)
+    except TypeError as exc:
+        raise ValueError(f"{where}: bad parameters for {name!r} ({exc})") from None
+    return CheckSpec(name, float(points), params)

@@ -1,0 +1,159 @@
+"""`sdverify grade` on the sample notebooks: the right exercises lose points, for the right reason.
+
+All samples are graded ONCE (module fixture, 2 workers, short cell timeout) and each
+test asserts on that batch's grades and reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from sdverify.notebooks.batch import grade_batch
+from sdverify.notebooks.grading import Settings
+from sdverify.notebooks.spec import load_spec
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
+CELL_TIMEOUT_S = 45  # the slowest lesson cell (imports + loading) takes ~10 s on 2 busy cores
+
+# sample -> {exercise: {failed check id: words the feedback must contain}}
+EXPECTED: dict[str, dict[str, dict[str, str]]] = {
+    "correct": {},
+    "mistake_prev_sample": {"ex3": {"z_t_minus_1": ".prev_sample"}},
+    "mistake_cfg_swapped": {"ex3": {"eps_cfg": "swapped"}, "ex4": {"image_replay": "swapped"}},
+    "mistake_uncond_prompt": {
+        "ex3": {"uncond_embeddings": "encodes 'a cat sitting on a beach at sunset' instead of ''", "eps_uncond": "conditioned on 'a cat"}
+    },
+    "mistake_no_scaling": {"ex4": {"image_decode": "not divided by", "image_replay": "decode step differs"}},
+    "mistake_rand": {"ex3": {"z_t": "torch.rand"}},
+    "mistake_reversed": {"ex4": {"image_replay": "timesteps run backwards"}},
+    # The raising line is vae_params'; the lines after it in that cell never ran.
+    "mistake_raises": {"ex1": {"vae_params": "not defined", "unet_params": "not defined", "total_params": "not defined"}},
+    "mistake_never_finishes": {
+        "ex4": {"image_shape": "not defined", "image_decode": "not defined", "image_replay": "not defined", "stage_timings": "denoise_time"}
+    },
+    # Hostile notebooks: correct work (except where stated) plus something nasty.
+    "hostile_showtraceback": {"ex1": {"vae_params": "not defined", "unet_params": "not defined", "total_params": "not defined"}},
+    "hostile_builtins": {},
+    "hostile_kill_kernel": {},
+    "hostile_delete_files": {},
+    "hostile_forged_grade": {
+        "ex3": dict.fromkeys(["scheduler", "z_t", "uncond_embeddings", "t", "eps_uncond", "eps_cond", "eps_cfg", "z_t_minus_1"], ""),
+        "ex4": dict.fromkeys(["image_shape", "image_decode", "image_replay", "stage_timings"], ""),
+    },
+}
+# Cell-level notes the teacher must see (sample -> words in some note).
+NOTES = {
+    "correct": "shell escape not run: !pip install",
+    "mistake_raises": "TypeError",
+    "mistake_never_finishes": "exceeded its 45 s limit",
+    "hostile_kill_kernel": "killed the kernel",
+    "hostile_showtraceback": "AttributeError",
+}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("submissions")
+    for name in EXPECTED:
+        shutil.copy(SAMPLES / f"{name}.ipynb", folder)
+    out = tmp_path_factory.mktemp("grades")
+    spec = load_spec()
+    settings = Settings(cell_timeout=CELL_TIMEOUT_S, notebook_timeout=240)
+    grades = grade_batch([folder], out, spec=spec, settings=settings, workers=2, progress=False)
+    return {g.name: g for g in grades}, out, folder, spec, settings
+
+
+def test_every_sample_was_graded(batch):
+    grades, *_ = batch
+    assert sorted(grades) == sorted(EXPECTED)
+    assert all(g.error is None for g in grades.values()), {n: g.error for n, g in grades.items() if g.error}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_points_lost_exactly_where_the_mistake_is(batch, name):
+    grades, *_ = batch
+    grade = grades[name]
+    failed = {e.id: {c.id: c.message for c in e.checks if not c.passed} for e in grade.exercises}
+    assert {k: sorted(v) for k, v in failed.items() if v} == {k: sorted(v) for k, v in EXPECTED[name].items()}
+    for exercise, checks in EXPECTED[name].items():
+        for check, words in checks.items():
+            assert words in failed[exercise][check], (check, failed[exercise][check])
+    lost = {e.id for e in grade.exercises if e.score < e.max_score}
+    assert lost == set(EXPECTED[name])
+
+
+@pytest.mark.parametrize("name", sorted(NOTES))
+def test_cell_events_are_reported(batch, name):
+    grades, *_ = batch
+    grade = grades[name]
+    notes = grade.notes + [n for e in grade.exercises for n in e.notes]
+    assert any(NOTES[name] in n for n in notes), notes
+
+
+def test_correct_sample_full_marks_with_image_and_timings(batch):
+    grades, out, *_ = batch
+    grade = grades["correct"]
+    assert grade.score == grade.max_score == load_spec().max_points
+    assert set(grade.timings) == {"clip_time", "denoise_time", "vae_time"}
+    assert (out / "submissions" / "correct" / grade.image).is_file()
+    assert (out / "submissions" / "correct" / "executed.ipynb").is_file()
+
+
+def test_forged_grade_is_ignored(batch):
+    grades, out, *_ = batch
+    forged = grades["hostile_forged_grade"]
+    assert forged.score == 8  # Exercises 1 and 2 only, whatever the notebook printed
+    results = json.loads((out / "submissions" / "hostile_forged_grade" / "results.json").read_text())
+    assert results["score"] == 8
+    assert not (out / "results.json").exists()
+
+
+def test_hostile_notebook_cannot_touch_the_submission(batch):
+    _, _, folder, *_ = batch
+    assert (folder / "hostile_delete_files.ipynb").is_file()
+    assert sorted(p.stem for p in folder.iterdir()) == sorted(EXPECTED)
+
+
+def test_grades_csv_one_row_per_student(batch):
+    grades, out, *_ = batch
+    with open(out / "grades.csv") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(EXPECTED)
+    for name, row in rows.items():
+        exercise_scores = [float(row[e.id]) for e in grades[name].exercises]
+        assert float(row["total"]) == sum(exercise_scores) == grades[name].score
+
+
+def test_gradescope_results_format(batch):
+    grades, out, *_ = batch
+    results = json.loads((out / "submissions" / "mistake_rand" / "results.json").read_text())
+    assert results["score"] == grades["mistake_rand"].score
+    failed = [t for t in results["tests"] if t["status"] == "failed"]
+    assert [t["name"].split(": ")[-1] for t in failed] == ["z_t"]
+    assert all(set(t) == {"name", "score", "max_score", "status", "output", "visibility"} for t in results["tests"])
+
+
+def test_junit_and_html_reports(batch):
+    grades, out, *_ = batch
+    suites = {s.get("name"): s for s in ET.parse(out / "junit.xml").getroot()}
+    assert set(suites) == set(EXPECTED)
+    assert suites["correct"].get("failures") == "0"
+    assert suites["mistake_rand"].get("failures") == "1"
+    page = (out / "submissions" / "mistake_no_scaling" / "report.html").read_text()
+    assert "not divided by" in page and "image.png" in page and "denoise_time" in page
+    index = (out / "index.html").read_text()
+    assert all(f"submissions/{name}/report.html" in index for name in EXPECTED)
+
+
+def test_resume_skips_graded_submissions(batch):
+    grades, out, folder, spec, settings = batch
+    stamp = (out / "submissions" / "correct" / "grade.json").stat().st_mtime_ns
+    again = grade_batch([folder / "correct.ipynb"], out, spec=spec, settings=settings, workers=1, progress=False)
+    assert again[0].score == grades["correct"].score
+    assert (out / "submissions" / "correct" / "grade.json").stat().st_mtime_ns == stamp

@@ -1,0 +1,137 @@
+"""Unit tests of the notebook grader's parts that need no kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell
+
+from sdverify import contract as C
+from sdverify.cli import main
+from sdverify.notebooks.batch import collect, unique_names
+from sdverify.notebooks.exercises import ddpm_posterior, normal_statistics
+from sdverify.notebooks.runner import Snapshot, neutralise_shell, plan_snapshots
+from sdverify.notebooks.spec import DEFAULT_SPEC, load_spec
+from sdverify.schedulers import make_scheduler
+
+
+@pytest.mark.parametrize(
+    ("source", "removed"),
+    [
+        ("!pip install -q diffusers\nimport torch", ["!pip install -q diffusers"]),
+        ("if True:\n    !ls -la\nx = 1", ["!ls -la"]),
+        ("%pip install torch", ["%pip install torch"]),
+        ("files = !ls", ["!ls"]),
+        ("%%bash\nrm -rf /\n", ["%%bash"]),
+        ("x = 3 != 4  # not a shell escape\nprint('!pip')", []),
+    ],
+)
+def test_shell_escapes_are_neutralised(source, removed):
+    new, found = neutralise_shell(source)
+    assert found == removed
+    if removed:
+        compile(new, "<cell>", "exec")  # still valid Python
+        assert "rm -rf" not in new and "pip install" not in new.replace("# [sdverify]", "")
+    else:
+        assert new == source
+
+
+def test_snapshots_go_before_the_next_exercise_heading():
+    cells = [
+        new_markdown_cell("# Title"),
+        new_code_cell("setup = 1"),
+        new_markdown_cell("## Exercise 1: load"),
+        new_code_cell("a = 1"),
+        new_code_cell("# Exercise 2 (a heading written as a comment)\nb = 2"),
+        new_code_cell("c = 3"),
+    ]
+    snaps = [Snapshot("one", r"^#+.*Exercise\s*1\b", ("a",)), Snapshot("two", r"^#+.*Exercise\s*2\b", ("b",)),
+             Snapshot("lost", r"^#+.*Exercise\s*9\b", ("c",))]
+    plan = plan_snapshots(cells, snaps)
+    assert {i: [s.id for s in v] for i, v in plan.items()} == {4: ["one"], 6: ["two", "lost"]}
+
+
+def test_shipped_spec_loads_and_names_the_lesson_variables():
+    spec = load_spec()
+    assert spec.lesson.prompt == "a cat sitting on a beach at sunset" and spec.lesson.seed == 42
+    names = {e.id: set(e.snapshot().names) for e in spec.exercises}
+    assert {"eps_uncond", "eps_cond", "eps_cfg", "z_t", "t", "z_t_minus_1", "dtype", "device"} <= names["ex3"]
+    assert {"image", "z", "clip_time", "denoise_time", "vae_time"} <= names["ex4"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (('check = "token_ids"', 'check = "token_idz"'), "unknown check 'token_idz'"),
+        (('component = "vae"', 'component = "vae", colour = "red"'), "bad parameters for 'param_count'"),
+        (("points = 2, value = \"token_ids\"", "points = -1, value = \"token_ids\""), "points must be a number >= 0"),
+        (("seed = 42", "seed = 42\nsteps_per_second = 3"), "unknown [lesson] keys ['steps_per_second']"),
+        (("heading = '^#+.*Exercise\\s*1\\b'", "heading = '(unclosed'"), "heading is not a valid regex"),
+    ],
+)
+def test_bad_specs_are_rejected_with_the_reason(tmp_path, edit, words):
+    text = DEFAULT_SPEC.read_text()
+    assert edit[0] in text
+    bad = tmp_path / "spec.toml"
+    bad.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ValueError, match=None) as info:
+        load_spec(bad)
+    assert words in str(info.value)
+
+
+def test_ddpm_posterior_recovers_mean_and_noise():
+    scheduler = make_scheduler("ddpm")
+    scheduler.set_timesteps(C.NUM_INFERENCE_STEPS)
+    t = scheduler.timesteps[0]
+    gen = torch.Generator().manual_seed(123)
+    sample, eps = torch.randn(C.LATENT_SHAPE, generator=gen), torch.randn(C.LATENT_SHAPE, generator=gen)
+    mean, std = ddpm_posterior(scheduler, eps, t, sample)
+    stepped = scheduler.step(eps, t, sample, generator=torch.Generator().manual_seed(7)).prev_sample
+    noise = torch.randn(C.LATENT_SHAPE, generator=torch.Generator().manual_seed(7))
+    assert std > 0
+    assert torch.allclose(stepped.double(), mean + std * noise.double(), atol=1e-5)
+
+
+def test_normal_statistics_names_uniform_draws():
+    gen = torch.Generator().manual_seed(0)
+    assert normal_statistics(torch.randn(C.LATENT_SHAPE, generator=gen))[2] is None
+    assert "torch.rand" in normal_statistics(torch.rand(C.LATENT_SHAPE, generator=gen))[2]
+    assert "not those of a standard normal" in normal_statistics(2 * torch.randn(C.LATENT_SHAPE, generator=gen))[2]
+
+
+def test_collect_and_unique_names(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    for p in ("a/alice.ipynb", "b/alice.ipynb", "b/bob.py", "b/notes.txt", ".ipynb_checkpoints/alice.ipynb"):
+        (tmp_path / p).write_text("{}")
+    found = collect([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/alice.ipynb", "b/alice.ipynb", "b/bob.py"]
+    assert unique_names(found) == ["alice", "alice-2", "bob"]
+    with pytest.raises(ValueError, match="expected a .ipynb notebook"):
+        collect([tmp_path / "b" / "notes.txt"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["grade", "missing_folder"], "no such file or folder"),
+        (["grade", ".", "--workers", "0"], "--workers must be >= 1"),
+        (["grade", ".", "--spec", "nope.toml"], "spec file nope.toml not found"),
+    ],
+)
+def test_cli_usage_errors(argv, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_cli_empty_folder_is_a_usage_error(tmp_path, capsys):
+    assert main(["grade", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "no .ipynb or .py submissions found" in capsys.readouterr().err
+
+
+def test_default_spec_path_exists():
+    assert Path(DEFAULT_SPEC).is_file()
