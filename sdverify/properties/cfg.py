@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from sdverify import contract as C
-from sdverify.properties.untrusted import call_tensor
+from sdverify.properties.untrusted import call, call_tensor, tensor_result
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 
 CfgCombine = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -259,3 +259,28 @@ def cfg_algebra(
             results.append(ok("cfg.swapped", clause, distinguishable=distinguishable))
     return results
 
+
+
+def batched_matches_separate(
+    unet, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, *, atol: float
+) -> CheckResult:
+    """One U-Net call on the batch ``[uncond, cond]`` equals two single calls within ``atol``.
+
+    The batched form is what SD1.5 pipelines run (half the kernel launches); it may only
+    differ by rounding, because a batch of 2 can change the GEMM summation order.
+    """
+    id, clause = "cfg.batched_matches_separate", "batched CFG (one U-Net call on a batch of 2) equals two calls"
+
+    def predict(x: torch.Tensor, embeddings: torch.Tensor):
+        with torch.no_grad():
+            out, failure = call(id, unet, x, t, encoder_hidden_states=embeddings, clause=clause, expected="a UNet2DConditionOutput")
+        return (None, failure) if failure is not None else tensor_result(id, getattr(out, "sample", out), finite=True, clause=clause)
+
+    batched, failure = predict(torch.cat([latents] * 2), torch.cat([uncond, cond]))
+    if failure is not None:
+        return failure
+    halves = [predict(latents, e) for e in (uncond, cond)]
+    failure = _first(id, clause, *(f for _, f in halves))
+    if failure is not None:
+        return failure
+    return compare_tensors(id, batched, torch.cat([h for h, _ in halves]), atol=atol, clause=clause)
