@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sdverify import contract as C
 from sdverify import reference
+from sdverify.properties import failures
 from sdverify.properties.cfg import SWAPPED, batched_matches_separate, cfg_algebra, cfg_tolerance
 from sdverify.properties.strategies import FLOAT_DTYPES, guidance_scales, prediction_pairs
 
@@ -22,17 +23,13 @@ CORRECT = {
 }
 
 
-def _failures(results) -> dict[str, str]:
-    return {r.id: r.message for r in results if not r.passed}
-
-
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @given(data=st.data(), impl=st.sampled_from(sorted(CORRECT)), w=guidance_scales(), w2=guidance_scales())
 def test_correct_formulations_pass_every_property(dtype, data, impl, w, w2):
     u, c = data.draw(prediction_pairs(dtype))
     results = cfg_algebra(CORRECT[impl], u, c, w, w2)
     assert len(results) == 10
-    assert _failures(results) == {}, "\n".join(map(str, results))
+    assert failures(results) == {}, "\n".join(map(str, results))
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
@@ -42,9 +39,9 @@ def test_swapped_predictions_are_named(dtype, w, seed):
     assume(abs(w - 0.5) >= 0.25)
     g = torch.Generator().manual_seed(seed)
     u, c = (torch.randn(1, 4, 4, 4, generator=g).to(dtype) for _ in range(2))
-    failures = _failures(cfg_algebra(lambda u, c, w: c + w * (u - c), u, c, w, 3.0))
-    assert failures["cfg.swapped"] == SWAPPED
-    assert failures["cfg.formula"].startswith(SWAPPED)
+    failed = failures(cfg_algebra(lambda u, c, w: c + w * (u - c), u, c, w, 3.0))
+    assert failed["cfg.swapped"] == SWAPPED
+    assert failed["cfg.formula"].startswith(SWAPPED)
 
 
 MISTAKES = {
@@ -59,9 +56,9 @@ MISTAKES = {
 def test_known_mistakes_fail_the_formula_with_their_name(name):
     fn, words = MISTAKES[name]
     u, c = torch.randn(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    failures = _failures(cfg_algebra(fn, u, c, C.GUIDANCE_SCALE, 3.0))
-    assert words in failures["cfg.formula"]
-    assert "cfg.swapped" not in failures
+    failed = failures(cfg_algebra(fn, u, c, C.GUIDANCE_SCALE, 3.0))
+    assert words in failed["cfg.formula"]
+    assert "cfg.swapped" not in failed
 
 
 class _AlwaysEqual(torch.Tensor):
@@ -84,16 +81,18 @@ BROKEN = {
 def test_broken_implementations_fail_without_raising(name):
     fn, words = BROKEN[name]
     u, c = torch.randn(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
-    failures = _failures(cfg_algebra(fn, u, c, C.GUIDANCE_SCALE, 3.0))
-    assert "cfg.formula" in failures and words in failures["cfg.formula"] + failures.get("cfg.shape_dtype_device", "")
+    failed = failures(cfg_algebra(fn, u, c, C.GUIDANCE_SCALE, 3.0))
+    assert "cfg.formula" in failed and words in failed["cfg.formula"] + failed.get("cfg.shape_dtype_device", "")
 
 
 def test_interface_and_in_place_mistakes_are_reported_separately():
     u, c = torch.randn(2, 1, 4, 8, 8, dtype=torch.float16, generator=torch.Generator().manual_seed(3)).unbind(0)
-    upcast = _failures(cfg_algebra(lambda u, c, w: u.float() + w * (c.float() - u.float()), u, c, 7.5, 3.0))
+    upcast = failures(cfg_algebra(lambda u, c, w: u.float() + w * (c.float() - u.float()), u, c, 7.5, 3.0))
     assert set(upcast) == {"cfg.shape_dtype_device"} and "dtype torch.float32" in upcast["cfg.shape_dtype_device"]
-    in_place = _failures(cfg_algebra(lambda u, c, w: u.add_(w * (c - u)), u, c, 7.5, 3.0))
-    assert set(in_place) == {"cfg.inputs_unchanged"} and "modified eps_uncond in place" in in_place["cfg.inputs_unchanged"]
+    in_place = failures(cfg_algebra(lambda u, c, w: u.add_(w * (c - u)), u, c, 7.5, 3.0))
+    assert (
+        set(in_place) == {"cfg.inputs_unchanged"} and "modified eps_uncond in place" in in_place["cfg.inputs_unchanged"]
+    )
 
 
 def test_w1_is_not_exact_in_floating_point_but_within_tolerance():
@@ -102,7 +101,7 @@ def test_w1_is_not_exact_in_floating_point_but_within_tolerance():
     formula = reference.cfg_combine(u, c, 1.0)
     assert formula.item() == 0.0 != c.item()
     assert abs(formula.item() - c.item()) <= cfg_tolerance(torch.float16, u, c, scale=3.0)
-    assert _failures(cfg_algebra(reference.cfg_combine, u, c, 1.0, 0.0)) == {}
+    assert failures(cfg_algebra(reference.cfg_combine, u, c, 1.0, 0.0)) == {}
 
 
 def test_tolerance_scales_with_dtype_magnitude_and_amplification():

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sdverify import contract as C
 from sdverify import reference
 from sdverify.presets import SD15
+from sdverify.properties import failures
 from sdverify.properties.embeddings import causality, embedding_properties
 from sdverify.properties.strategies import prompts
 from sdverify.schedulers import make_scheduler
@@ -19,10 +20,6 @@ from sdverify.schedulers import make_scheduler
 ENCODER_EXAMPLES = settings(max_examples=max(5, settings.default.max_examples // 4))
 
 
-def _failures(results) -> dict[str, str]:
-    return {r.id: r.message for r in results if not r.passed}
-
-
 @ENCODER_EXAMPLES
 @given(prompt=prompts())
 @example(prompt="")
@@ -30,7 +27,7 @@ def _failures(results) -> dict[str, str]:
 def test_embeddings_are_finite_1x77x768_in_the_encoders_dtype(sd_tokenizer, sd_components, prompt):
     encoder = sd_components.text_encoder
     embeddings = reference.encode_prompt(sd_tokenizer, encoder, prompt)
-    assert _failures(embedding_properties(embeddings, dtype=encoder.dtype, device=encoder.device)) == {}
+    assert failures(embedding_properties(embeddings, dtype=encoder.dtype, device=encoder.device)) == {}
 
 
 @st.composite
@@ -99,13 +96,16 @@ def test_non_causal_encoder_and_broken_outputs_are_reported(sd_tokenizer):
 
 def test_embedding_interface_mistakes_are_named():
     good = torch.zeros(C.EMBEDDINGS_SHAPE)
-    assert "dtype torch.float32" in _failures(embedding_properties(good, dtype=torch.float16, device="cpu"))["embeddings.dtype"]
-    assert "on cuda" in _failures(embedding_properties(good, dtype=torch.float32, device="cuda"))["embeddings.device"]
-    pooled = _failures(embedding_properties(torch.zeros(1, C.EMBED_DIM), dtype=torch.float32, device="cpu"))
+    assert (
+        "dtype torch.float32"
+        in failures(embedding_properties(good, dtype=torch.float16, device="cpu"))["embeddings.dtype"]
+    )
+    assert "on cuda" in failures(embedding_properties(good, dtype=torch.float32, device="cuda"))["embeddings.device"]
+    pooled = failures(embedding_properties(torch.zeros(1, C.EMBED_DIM), dtype=torch.float32, device="cpu"))
     assert "expected a torch.Tensor of shape [1,77,768]" in pooled["embeddings.shape"]
-    nan = _failures(embedding_properties(good * float("nan"), dtype=torch.float32, device="cpu"))
+    nan = failures(embedding_properties(good * float("nan"), dtype=torch.float32, device="cpu"))
     assert set(nan) == {"embeddings.finite"}
-    assert set(_failures(embedding_properties(None, dtype=torch.float32, device="cpu"))) == {
+    assert set(failures(embedding_properties(None, dtype=torch.float32, device="cpu"))) == {
         "embeddings.shape", "embeddings.dtype", "embeddings.device", "embeddings.finite",
     }  # fmt: skip
 
@@ -118,7 +118,7 @@ def test_real_depth_sd15_text_encoder(sd_tokenizer):
     encoder = CLIPTextModel(CLIPTextConfig(**SD15.text_encoder)).eval()
     for prompt in ("", "a cat sitting on a beach at sunset", "🐱 " * 3_000, "日本の城 &amp; \x0b\x00"):
         embeddings = reference.encode_prompt(sd_tokenizer, encoder, prompt)
-        assert _failures(embedding_properties(embeddings, dtype=torch.float32, device="cpu")) == {}
+        assert failures(embedding_properties(embeddings, dtype=torch.float32, device="cpu")) == {}
     ids_a = reference.tokenize(sd_tokenizer, "a cat sitting on a beach at sunset")
     ids_b = reference.tokenize(sd_tokenizer, "a cat sitting on a dog")
     assert causality(encoder, ids_a, ids_b).passed

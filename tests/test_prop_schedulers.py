@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sdverify import contract as C
 from sdverify import reference
+from sdverify.properties import failures
 from sdverify.properties import scheduler_invariants as S
 from sdverify.properties.strategies import FLOAT_DTYPES
 from sdverify.schedulers import SCHEDULERS, SIGMA_BASED, make_scheduler
@@ -28,27 +29,23 @@ def model(x: torch.Tensor, t) -> torch.Tensor:
     return torch.tanh(x)
 
 
-def _failures(results) -> dict[str, str]:
-    return {r.id: r.message for r in results if not r.passed}
-
-
 @given(name=st.sampled_from(NAMES), n=st.integers(1, C.NUM_TRAIN_TIMESTEPS))
 @example(name="pndm", n=1)  # the PLMS warm-up needs two timesteps: one entry, no repeat
 @example(name="pndm", n=2)
 @example(name="heun", n=1)
 def test_set_timesteps_invariants(name, n):
     scheduler = make_scheduler(name)
-    failures = _failures(S.timestep_properties(scheduler, n))
+    failed = failures(S.timestep_properties(scheduler, n))
     # Exactly the documented upstream findings fail (none for most (name, n)); see upstream_findings.
-    assert set(failures) == set(S.upstream_findings(name, n)), failures
+    assert set(failed) == set(S.upstream_findings(name, n)), failed
     assert S.init_noise_sigma_property(scheduler).passed
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_upstream_findings_at_1000_steps_are_hit(name):
     # Hypothesis draws N = 1000 only sometimes: the documented findings are asserted here every run.
-    failures = _failures(S.timestep_properties(make_scheduler(name), C.NUM_TRAIN_TIMESTEPS))
-    assert set(failures) == set(S.upstream_findings(name, C.NUM_TRAIN_TIMESTEPS)), failures
+    failed = failures(S.timestep_properties(make_scheduler(name), C.NUM_TRAIN_TIMESTEPS))
+    assert set(failed) == set(S.upstream_findings(name, C.NUM_TRAIN_TIMESTEPS)), failed
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "pndm"])
@@ -96,14 +93,14 @@ def test_every_step_keeps_shape_dtype_device_and_stays_finite(name, n, seed, dty
     scheduler = make_scheduler(name)
     scheduler.set_timesteps(n)
     x = (torch.randn(SMALL, generator=torch.Generator().manual_seed(seed)) * scheduler.init_noise_sigma).to(dtype)
-    failures = _failures(S.step_properties(scheduler, x, model, torch.Generator().manual_seed(seed)))
-    assert failures == {}
+    failed = failures(S.step_properties(scheduler, x, model, torch.Generator().manual_seed(seed)))
+    assert failed == {}
 
 
 @given(name=st.sampled_from(NAMES), n=st.integers(1, 10), seed=st.integers(0, 2**31))
 def test_seeded_generators_reproduce_and_only_stochastic_schedulers_depend_on_them(name, n, seed):
     x = torch.randn(SMALL, generator=torch.Generator().manual_seed(seed))
-    assert _failures(S.reproducibility(name, n, seed, x, model)) == {}
+    assert failures(S.reproducibility(name, n, seed, x, model)) == {}
 
 
 def test_ddim_eta_zero_is_deterministic_and_eta_one_is_not():

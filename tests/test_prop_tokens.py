@@ -8,15 +8,12 @@ from hypothesis import example, given
 
 from sdverify import contract as C
 from sdverify import reference
+from sdverify.properties import failures
 from sdverify.properties.strategies import SPECIAL_TOKEN_TEXT, prompts
 from sdverify.properties.tokens import attention_mask_property, token_id_properties
 from sdverify.tokenizer import count_tokens, encode_batch, text_token_count
 
 CAT = "a cat sitting on a beach at sunset"
-
-
-def _failures(results) -> dict[str, str]:
-    return {r.id: r.message for r in results if not r.passed}
 
 
 @given(prompt=prompts())
@@ -26,7 +23,7 @@ def _failures(results) -> dict[str, str]:
 def test_ids_properties_hold_for_any_prompt(sd_tokenizer, prompt):
     n = text_token_count(sd_tokenizer, prompt)
     ids = reference.tokenize(sd_tokenizer, prompt)
-    assert _failures(token_id_properties(ids, n)) == {}
+    assert failures(token_id_properties(ids, n)) == {}
     mask = encode_batch(sd_tokenizer, prompt).attention_mask
     assert attention_mask_property(mask, n).passed
     assert count_tokens(mask) == min(n + 2, C.MAX_TOKENS)
@@ -56,8 +53,8 @@ def test_finding_special_token_text_in_a_prompt_becomes_the_special_token(sd_tok
     ids = reference.tokenize(sd_tokenizer, f"a {text} b")[0].tolist()
     special = sd_tokenizer.convert_tokens_to_ids(text)
     assert ids[:4] == [C.BOS_ID, 320, special, 321]  # 320 "a</w>", 321 "b</w>"
-    failures = _failures(token_id_properties(torch.tensor([ids]), text_token_count(sd_tokenizer, f"a {text} b")))
-    assert set(failures) == ({"tokens.eos_position", "tokens.padding"} if text == "<|endoftext|>" else set())
+    failed = failures(token_id_properties(torch.tensor([ids]), text_token_count(sd_tokenizer, f"a {text} b")))
+    assert set(failed) == ({"tokens.eos_position", "tokens.padding"} if text == "<|endoftext|>" else set())
 
 
 def _cat_ids(sd_tokenizer) -> torch.Tensor:
@@ -66,12 +63,20 @@ def _cat_ids(sd_tokenizer) -> torch.Tensor:
 
 MISTAKES = {
     # mistake -> (mangle ids of CAT, failing property, words in its message)
-    "pad_with_zero": (lambda ids: torch.cat([ids[:, :10], torch.zeros(1, 67, dtype=torch.int64)], 1), "tokens.padding", "'!' token"),
+    "pad_with_zero": (
+        lambda ids: torch.cat([ids[:, :10], torch.zeros(1, 67, dtype=torch.int64)], 1),
+        "tokens.padding",
+        "'!' token",
+    ),
     "no_bos": (lambda ids: torch.cat([ids[:, 1:], ids[:, -1:]], 1), "tokens.bos", "expected BOS 49406"),
     "no_eos": (lambda ids: torch.where(ids == C.EOS_ID, 0, ids), "tokens.eos_position", "no EOS"),
     "int32": (lambda ids: ids.int(), "tokens.shape_dtype", "torch.int32 tensor, expected torch.int64"),
     "unbatched": (lambda ids: ids[0], "tokens.shape_dtype", "shape [77]"),
-    "list": (lambda ids: ids[0].tolist(), "tokens.shape_dtype", "returned list, expected a torch.Tensor of shape [1,77]"),
+    "list": (
+        lambda ids: ids[0].tolist(),
+        "tokens.shape_dtype",
+        "returned list, expected a torch.Tensor of shape [1,77]",
+    ),
     "out_of_vocab": (lambda ids: ids + 5, "tokens.vocab", "outside the CLIP vocabulary"),
 }
 
@@ -79,12 +84,12 @@ MISTAKES = {
 @pytest.mark.parametrize("name", sorted(MISTAKES))
 def test_tokenizer_mistakes_are_named(sd_tokenizer, name):
     mangle, property_id, words = MISTAKES[name]
-    failures = _failures(token_id_properties(mangle(_cat_ids(sd_tokenizer)), 8))
-    assert words in failures[property_id]
+    failed = failures(token_id_properties(mangle(_cat_ids(sd_tokenizer)), 8))
+    assert words in failed[property_id]
 
 
 def test_truncation_that_drops_the_eos_is_named(sd_tokenizer):
     long = "x " * 200
     naive = sd_tokenizer(long, return_tensors="pt").input_ids[:, : C.MAX_TOKENS]  # cut after encoding
-    failures = _failures(token_id_properties(naive, text_token_count(sd_tokenizer, long)))
-    assert "truncation must keep EOS at position 76" in failures["tokens.eos_position"]
+    failed = failures(token_id_properties(naive, text_token_count(sd_tokenizer, long)))
+    assert "truncation must keep EOS at position 76" in failed["tokens.eos_position"]

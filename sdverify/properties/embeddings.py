@@ -53,7 +53,9 @@ def _validate_ids(ids_a: torch.Tensor, ids_b: torch.Tensor) -> int:
     """Length of the shared prefix of two [1,77] id tensors (the checker's inputs)."""
     for name, ids in (("ids_a", ids_a), ("ids_b", ids_b)):
         if not isinstance(ids, torch.Tensor) or tuple(ids.shape) != C.TOKEN_IDS_SHAPE or ids.is_floating_point():
-            raise ValueError(f"{name} must be an integer tensor of shape {dims(C.TOKEN_IDS_SHAPE)}, got {describe_value(ids)}")
+            raise ValueError(
+                f"{name} must be an integer tensor of shape {dims(C.TOKEN_IDS_SHAPE)}, got {describe_value(ids)}"
+            )
     differ = (ids_a.cpu() != ids_b.cpu())[0].nonzero()
     if not len(differ) or int(differ[0]) == 0:
         raise ValueError("ids_a and ids_b must share a non-empty prefix and then differ somewhere")

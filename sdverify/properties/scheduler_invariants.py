@@ -22,8 +22,8 @@ import torch
 
 from sdverify import contract as C
 from sdverify import reference
-from sdverify.reference import _step_kwargs as step_kwargs  # what the pipeline passes: eta=0, generator
 from sdverify.properties.untrusted import call, dims, tensor_result
+from sdverify.reference import _step_kwargs as step_kwargs  # what the pipeline passes: eta=0, generator
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.schedulers import SCHEDULERS, SIGMA_BASED, STOCHASTIC, make_scheduler, scheduler_name
 
@@ -97,26 +97,36 @@ def timestep_properties(scheduler, num_inference_steps: int) -> list[CheckResult
     want = expected_timestep_count(name, n)
     clause = f"set_timesteps({n}) gives {want} timesteps (the scheduler's documented count)"
     results.append(
-        ok("timesteps.count", clause) if len(ts) == want else fail("timesteps.count", f"{len(ts)} timesteps, expected {want}", clause)
+        ok("timesteps.count", clause)
+        if len(ts) == want
+        else fail("timesteps.count", f"{len(ts)} timesteps, expected {want}", clause)
     )
 
     top = C.NUM_TRAIN_TIMESTEPS - 1
     clause = f"every timestep lies in [0, {top}]"
     outside = values[(values < 0) | (values > top)].tolist()
     results.append(
-        fail("timesteps.range", f"timesteps outside [0, {top}]: {outside[:5]}", clause) if outside else ok("timesteps.range", clause)
+        fail("timesteps.range", f"timesteps outside [0, {top}]: {outside[:5]}", clause)
+        if outside
+        else ok("timesteps.range", clause)
     )
 
     integral = name in DISCRETE_TIME
     clause = "integer timesteps (discrete-time)" if integral else "float timesteps (sigma-based)"
     dtype_ok = (not ts.is_floating_point()) if integral else ts.is_floating_point()
-    results.append(ok("timesteps.dtype", clause) if dtype_ok else fail("timesteps.dtype", f"timesteps are {ts.dtype}", clause))
+    results.append(
+        ok("timesteps.dtype", clause) if dtype_ok else fail("timesteps.dtype", f"timesteps are {ts.dtype}", clause)
+    )
 
     steps = values[1:] - values[:-1]
     clause = "timesteps are non-increasing"
     rising = (steps > 0).nonzero().flatten().tolist()
     results.append(
-        fail("timesteps.non_increasing", f"timesteps rise after positions {rising[:5]}: {values.tolist()[:10]}...", clause)
+        fail(
+            "timesteps.non_increasing",
+            f"timesteps rise after positions {rising[:5]}: {values.tolist()[:10]}...",
+            clause,
+        )
         if rising
         else ok("timesteps.non_increasing", clause)
     )
@@ -142,7 +152,9 @@ def timestep_properties(scheduler, num_inference_steps: int) -> list[CheckResult
     results.append(
         ok("timesteps.idempotent", clause)
         if torch.equal(again, ts)
-        else fail("timesteps.idempotent", f"second call gave {again.tolist()[:8]}..., first {ts.tolist()[:8]}...", clause)
+        else fail(
+            "timesteps.idempotent", f"second call gave {again.tolist()[:8]}..., first {ts.tolist()[:8]}...", clause
+        )
     )
     return results
 
@@ -168,7 +180,9 @@ def init_noise_sigma_property(scheduler) -> CheckResult:
     return fail("scheduler.init_noise_sigma", f"init_noise_sigma is {got:g}, expected {want:g}", clause)
 
 
-def step_properties(scheduler, sample: torch.Tensor, model: Model, generator: torch.Generator | None = None) -> list[CheckResult]:
+def step_properties(
+    scheduler, sample: torch.Tensor, model: Model, generator: torch.Generator | None = None
+) -> list[CheckResult]:
     """Run the whole schedule from ``sample``; every step keeps shape/dtype/device and stays finite.
 
     Also checks ``scale_model_input`` at every step: the identity for discrete-time schedulers,
@@ -181,7 +195,9 @@ def step_properties(scheduler, sample: torch.Tensor, model: Model, generator: to
         "step.shape_dtype_device": "prev_sample keeps the sample's shape, dtype and device",
         "step.finite": "prev_sample is finite at every step",
         "step.scale_model_input": (
-            "scale_model_input is the identity" if name in DISCRETE_TIME else "scale_model_input divides by sqrt(sigma^2 + 1)"
+            "scale_model_input is the identity"
+            if name in DISCRETE_TIME
+            else "scale_model_input divides by sqrt(sigma^2 + 1)"
         ),
     }
     failures: dict[str, CheckResult] = {}
@@ -200,7 +216,9 @@ def step_properties(scheduler, sample: torch.Tensor, model: Model, generator: to
             result = compare_tensors("step.scale_model_input", scaled.double(), expected.double(), atol=atol)
             if not result.passed:
                 failures["step.scale_model_input"] = fail(
-                    "step.scale_model_input", f"step {i} (t={float(t):g}): {result.message}", clauses["step.scale_model_input"]
+                    "step.scale_model_input",
+                    f"step {i} (t={float(t):g}): {result.message}",
+                    clauses["step.scale_model_input"],
                 )
         out = scheduler.step(model(scaled, t), t, x, **step_kwargs(scheduler, generator)).prev_sample
         where = f"step {i} (t={float(t):g})"
@@ -211,7 +229,9 @@ def step_properties(scheduler, sample: torch.Tensor, model: Model, generator: to
         if bad is not None:
             failures.setdefault("step.shape_dtype_device", bad)
             break
-        _, bad = tensor_result("step.finite", out, finite=True, clause=clauses["step.finite"], what=f"{where}: prev_sample has")
+        _, bad = tensor_result(
+            "step.finite", out, finite=True, clause=clauses["step.finite"], what=f"{where}: prev_sample has"
+        )
         if bad is not None:
             failures.setdefault("step.finite", bad)
             break
@@ -223,7 +243,9 @@ def run_schedule(scheduler, sample: torch.Tensor, model: Model, generator: torch
     """The final sample after every step of the current schedule."""
     x = sample
     for t in scheduler.timesteps:
-        x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x, **step_kwargs(scheduler, generator)).prev_sample
+        x = scheduler.step(
+            model(scheduler.scale_model_input(x, t), t), t, x, **step_kwargs(scheduler, generator)
+        ).prev_sample
     return x
 
 
@@ -234,18 +256,20 @@ def noise_drawn(name: str, scheduler) -> str:
     timestep < 0) the posterior variance is 0, clamped to 1e-20: noise of std 1e-10, below
     rounding for most elements (with one step that is all there is).  Euler-ancestral adds
     ``sigma_up`` noise on every step whose target sigma is > 0; with one step it goes
-    straight to sigma 0 and draws nothing.  The other schedulers never draw.
+    straight to sigma 0 and draws nothing.  Schedulers outside ``STOCHASTIC`` never draw.
     """
+    if name not in STOCHASTIC:
+        return "none"
     if name == "ddpm":
         if any(_previous(scheduler, i) >= 0 for i in range(len(scheduler.timesteps))):
             return "visible"
         return "negligible" if bool((scheduler.timesteps > 0).any()) else "none"
-    if name == "euler_a":
-        return "visible" if bool((scheduler.sigmas[1:] > 0).any()) else "none"
-    return "none"
+    return "visible" if bool((scheduler.sigmas[1:] > 0).any()) else "none"  # euler_a
 
 
-def reproducibility(name: str, num_inference_steps: int, seed: int, sample: torch.Tensor, model: Model) -> list[CheckResult]:
+def reproducibility(
+    name: str, num_inference_steps: int, seed: int, sample: torch.Tensor, model: Model
+) -> list[CheckResult]:
     """Same generator seed -> same result; stochastic schedulers differ across seeds, the others do not."""
 
     def final(generator_seed: int) -> torch.Tensor:
@@ -266,12 +290,20 @@ def reproducibility(name: str, num_inference_steps: int, seed: int, sample: torc
     same = torch.equal(first, other)
     if noise == "visible":
         clause = "different generator seeds give different results (noise is drawn)"
-        results.append(fail("step.seeds_matter", "seeds s and s+1 gave identical results", clause) if same else ok("step.seeds_matter", clause))
+        results.append(
+            fail("step.seeds_matter", "seeds s and s+1 gave identical results", clause)
+            if same
+            else ok("step.seeds_matter", clause)
+        )
     elif noise == "none":
         clause = "no noise is drawn: the result does not depend on the generator"
-        results.append(ok("step.seeds_matter", clause) if same else fail("step.seeds_matter", "seeds s and s+1 differ", clause))
+        results.append(
+            ok("step.seeds_matter", clause) if same else fail("step.seeds_matter", "seeds s and s+1 differ", clause)
+        )
     else:
-        clause = "not compared: the only noise has std 1e-10 (DDPM's step off the grid), below rounding for most elements"
+        clause = (
+            "not compared: the only noise has std 1e-10 (DDPM's step off the grid), below rounding for most elements"
+        )
         results.append(ok("step.seeds_matter", clause, noise=noise))
     return results
 
@@ -281,7 +313,9 @@ def alphas_cumprod_property(scheduler) -> CheckResult:
     a = scheduler.alphas_cumprod.double()
     clause = "alphas_cumprod is strictly decreasing in (0, 1)"
     if not bool(((a > 0) & (a < 1)).all()):
-        return fail("scheduler.alphas_cumprod", f"values outside (0, 1): min {float(a.min()):g}, max {float(a.max()):g}", clause)
+        return fail(
+            "scheduler.alphas_cumprod", f"values outside (0, 1): min {float(a.min()):g}, max {float(a.max()):g}", clause
+        )
     rising = ((a[1:] - a[:-1]) >= 0).nonzero().flatten().tolist()
     if rising:
         return fail("scheduler.alphas_cumprod", f"not strictly decreasing after positions {rising[:5]}", clause)
@@ -312,7 +346,8 @@ def _previous(scheduler, index: int) -> int:
 
 
 def ddim_exact_step(scheduler, x0: torch.Tensor, eps: torch.Tensor, index: int) -> CheckResult:
-    """With the true noise, one DDIM step (eta=0) from ``add_noise(x0, eps, t)`` lands on ``add_noise(x0, eps, t_prev)``.
+    """With the true noise, one DDIM step (eta=0) from ``add_noise(x0, eps, t)`` lands on
+    ``add_noise(x0, eps, t_prev)``: the model's x0 estimate is exact, so is the step.
 
     Below t = 0 DDIM uses alphas_cumprod[0] (SD1.5's ``set_alpha_to_one=False``), or 1.
     Call after ``set_timesteps``.  Exact in exact arithmetic; compared within float32 rounding
@@ -359,7 +394,9 @@ def ddpm_posterior(scheduler, x0: torch.Tensor, eps: torch.Tensor, index: int, s
     return result
 
 
-def full_loop_finite(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, num_inference_steps: int, seed: int) -> CheckResult:
+def full_loop_finite(
+    unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, num_inference_steps: int, seed: int
+) -> CheckResult:
     """A whole CFG loop of the reference ``denoise_step`` over ``unet`` keeps the latents finite."""
     name = scheduler_name(scheduler) or type(scheduler).__name__
     clause = f"{num_inference_steps} CFG steps with {name} keep the latents finite and {dims(C.LATENT_SHAPE)}"

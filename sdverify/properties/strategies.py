@@ -50,7 +50,9 @@ def _combining() -> st.SearchStrategy[str]:
 
 def _long() -> st.SearchStrategy[str]:
     """Far past 77 tokens: a short unit repeated up to ~LONG_PROMPT_CHARS characters."""
-    unit = st.one_of(st.sampled_from(_WORDS).map(lambda w: w + " "), st.sampled_from(_EMOJI), _runs(_chars(0x4E00, 0x9FFF), 3))
+    unit = st.one_of(
+        st.sampled_from(_WORDS).map(lambda w: w + " "), st.sampled_from(_EMOJI), _runs(_chars(0x4E00, 0x9FFF), 3)
+    )
     return st.tuples(unit, st.integers(40, LONG_PROMPT_CHARS)).map(lambda p: (p[0] * (p[1] // len(p[0]) + 1))[: p[1]])
 
 
@@ -92,7 +94,9 @@ def float_tensors(draw: st.DrawFn, dtype: torch.dtype, shape: tuple[int, ...]) -
     for size in shape:
         n *= size
     explicit = st.lists(
-        st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE, allow_nan=False, allow_infinity=False, width=32), min_size=n, max_size=n
+        st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE, allow_nan=False, allow_infinity=False, width=32),
+        min_size=n,
+        max_size=n,
     ).map(lambda xs: torch.tensor(xs, dtype=torch.float64).reshape(shape))
     seeded = st.tuples(st.integers(0, 2**32 - 1), st.floats(1e-3, MAX_ABS_VALUE / 5)).map(
         lambda p: torch.randn(shape, generator=torch.Generator().manual_seed(p[0]), dtype=torch.float64) * p[1]

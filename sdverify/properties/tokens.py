@@ -111,4 +111,6 @@ def attention_mask_property(attention_mask: Any, n_tokens: int) -> CheckResult:
     got, want = int(mask.sum()), real_positions(n_tokens)
     if got == want:
         return ok("tokens.attention_mask", clause, positions=got)
-    return fail("tokens.attention_mask", f"the mask counts {got} positions, expected {want} for {n_tokens} text tokens", clause)
+    return fail(
+        "tokens.attention_mask", f"the mask counts {got} positions, expected {want} for {n_tokens} text tokens", clause
+    )

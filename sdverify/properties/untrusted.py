@@ -75,7 +75,9 @@ def call(
         return fn(*args, **kwargs), None
     except Exception as exc:  # noqa: BLE001 - any failure of the implementation is a verdict
         name = getattr(fn, "__name__", type(fn).__name__)
-        return None, fail(id, f"{name}(...) raised {type(exc).__name__}: {exc}; expected it to return {expected}", clause)
+        return None, fail(
+            id, f"{name}(...) raised {type(exc).__name__}: {exc}; expected it to return {expected}", clause
+        )
 
 
 def tensor_result(
