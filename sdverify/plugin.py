@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sdverify import zoo
+from sdverify.gpu import session as gpu_session
 
 _SETTINGS = pytest.StashKey[dict]()
 
@@ -34,6 +35,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("SDVERIFY_DEVICE"),
         help="device for the gpu suite (default cuda); 'cpu' runs its logic on the tiny preset",
     )
+    group.addoption(
+        "--sdverify-timing-json",
+        dest="sdverify_timing_json",
+        default=os.environ.get("SDVERIFY_TIMING_JSON"),
+        help="write the gpu suite's timing report as JSON to this path ($SDVERIFY_TIMING_JSON)",
+    )
+    group.addoption(
+        "--sdverify-budget-scale",
+        dest="sdverify_budget_scale",
+        type=float,
+        default=float(os.environ.get("SDVERIFY_BUDGET_SCALE", "1")),
+        help="multiply the per-GPU time budgets; 0 turns them off ($SDVERIFY_BUDGET_SCALE, default 1)",
+    )
+    group.addoption(
+        "--sdverify-budget-gpu",
+        dest="sdverify_budget_gpu",
+        default=os.environ.get("SDVERIFY_BUDGET_GPU"),
+        help="apply this budget-table row (e.g. A100) instead of the detected GPU's ($SDVERIFY_BUDGET_GPU)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,7 +63,33 @@ def pytest_configure(config: pytest.Config) -> None:
         "seed": config.getoption("sdverify_seed"),
         "weights": config.getoption("sdverify_weights"),
         "device": config.getoption("sdverify_device"),
+        "timing_json": config.getoption("sdverify_timing_json"),
+        "budget_scale": config.getoption("sdverify_budget_scale"),
+        "budget_gpu": config.getoption("sdverify_budget_gpu"),
     }
+    gpu_session.configure(config, config.stash[_SETTINGS]["device"])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_session.skip_without_device(items, settings_of(config)["device"])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # pytest-xdist controller: one GPU per worker
+    gpu_session.configure_node(node, settings_of(node.config)["device"])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # pytest-xdist controller: collect worker timings
+    gpu_session.receive_from_worker(node.config, node)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    gpu_session.send_to_controller(session.config)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    gpu_session.terminal_summary(terminalreporter, config, settings_of(config)["timing_json"])
 
 
 def settings_of(config: pytest.Config) -> dict:
@@ -79,3 +125,40 @@ def sd_impl():
     from sdverify import reference
 
     return reference
+
+
+@pytest.fixture(scope="session")
+def gpu_config(pytestconfig: pytest.Config):
+    """The gpu suite's settings: sd15 float16 on CUDA, tiny float32 with --sdverify-device cpu."""
+    from sdverify.gpu import devices, suite
+
+    s = settings_of(pytestconfig)
+    return suite.suite_config(devices.resolve_device(s["device"]), s["seed"], s["weights"])
+
+
+@pytest.fixture(scope="session")
+def gpu_components(gpu_config):
+    """Components built on the suite's device (shared: tests must not mutate them)."""
+    from sdverify.gpu import suite
+
+    return suite.load_suite_components(gpu_config)
+
+
+@pytest.fixture(scope="session")
+def gpu_report(pytestconfig: pytest.Config, gpu_config):
+    """This process's timing report, printed in the terminal summary (and written as JSON)."""
+    from sdverify.gpu import report
+
+    env = report.environment(gpu_config.device, gpu_config.preset, gpu_config.dtype)
+    return gpu_session.new_report(pytestconfig, report.TimingReport(env))
+
+
+@pytest.fixture(scope="session")
+def gpu_budget(pytestconfig: pytest.Config, gpu_config):
+    """The absolute budget row for this GPU (scaled), or None off the table / on CPU."""
+    from sdverify.gpu import devices
+
+    if not gpu_config.on_cuda:
+        return None
+    s = settings_of(pytestconfig)
+    return gpu_session.budget_for(devices.device_name(gpu_config.device), s["budget_scale"], s["budget_gpu"])

@@ -1,0 +1,93 @@
+"""pytest glue for the GPU suite: skips, per-worker GPUs, the timing report across xdist workers.
+
+``sdverify.plugin`` calls these from its hooks so that the hooks stay one line each.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sdverify.gpu import devices
+from sdverify.gpu.budgets import Budget, resolve_budget
+from sdverify.gpu.report import TimingReport, format_reports, write_json
+
+REPORTS = pytest.StashKey[list[TimingReport]]()
+_WORKER_GPU = "sdverify_gpu"  # workerinput key: the GPU id a worker should see
+_WORKER_REPORTS = "sdverify_timing_reports"  # workeroutput key: the worker's reports as dicts
+
+
+def configure(config: pytest.Config, device_option: str | None) -> None:
+    """Validate the device; on an xdist worker, pin it to its GPU before CUDA starts."""
+    try:
+        device = devices.resolve_device(device_option)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[REPORTS] = []
+    if device.type != "cuda":
+        return
+    gpu = getattr(config, "workerinput", {}).get(_WORKER_GPU)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    # cuBLAS reads this when CUDA starts; without it deterministic GEMMs cannot be requested.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def configure_node(node, device_option: str | None) -> None:
+    """On the xdist controller: hand worker gwK the K-th visible GPU (round robin)."""
+    if devices.resolve_device(device_option).type != "cuda":
+        return
+    gpu = devices.gpu_for_worker(node.gateway.id, devices.controller_gpus())
+    if gpu is not None:
+        node.workerinput[_WORKER_GPU] = gpu
+
+
+def skip_without_device(items: list[pytest.Item], device_option: str | None) -> None:
+    """Mark gpu tests skipped, with the reason, when their device is missing."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    reason = devices.cuda_skip_reason(devices.resolve_device(device_option))
+    if reason:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def new_report(config: pytest.Config, report: TimingReport) -> TimingReport:
+    """Register this process's report for the terminal summary."""
+    config.stash[REPORTS].append(report)
+    return report
+
+
+def budget_for(gpu_name: str, scale: float, gpu_key: str | None) -> Budget | None:
+    try:
+        return resolve_budget(gpu_name, scale=scale, gpu_key=gpu_key)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def send_to_controller(config: pytest.Config) -> None:
+    """On an xdist worker: ship the reports to the controller, which prints the summary."""
+    if hasattr(config, "workeroutput"):
+        config.workeroutput[_WORKER_REPORTS] = [r.to_dict() for r in config.stash.get(REPORTS, [])]
+
+
+def receive_from_worker(config: pytest.Config, node) -> None:
+    for data in getattr(node, "workeroutput", {}).get(_WORKER_REPORTS, []):
+        config.stash.setdefault(REPORTS, []).append(TimingReport.from_dict(data))
+
+
+def terminal_summary(terminalreporter, config: pytest.Config, json_path: str | None) -> None:
+    """Print the timing table and write the JSON (the controller's merged reports, or ours)."""
+    if hasattr(config, "workerinput"):
+        return
+    reports = [r for r in config.stash.get(REPORTS, []) if r.timings]
+    if not reports:
+        return
+    terminalreporter.write_sep("=", "sdverify gpu timings")
+    terminalreporter.write_line(format_reports(reports))
+    if json_path:
+        path = write_json(reports, Path(json_path))
+        terminalreporter.write_line(f"timings written to {path}")
