@@ -31,9 +31,10 @@ def embedding_properties(embeddings: Any, *, dtype: torch.dtype, device: torch.d
 
 
 def _module_device(module: Any) -> torch.device:
+    """Where the encoder's weights live; CPU for a plain callable."""
     try:
         return next(module.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
+    except Exception:  # noqa: BLE001 - no parameters() of any kind: a plain function
         return torch.device("cpu")
 
 
@@ -79,7 +80,11 @@ def causality(text_encoder: Any, ids_a: torch.Tensor, ids_b: torch.Tensor) -> Ch
             output, failure = call(id, text_encoder, ids.to(device), clause=clause, expected="CLIP's last_hidden_state")
         if failure is not None:
             return failure
-        tensor, failure = tensor_result(id, _last_hidden_state(output), finite=True, clause=clause)
+        try:
+            hidden_state = _last_hidden_state(output)
+        except Exception as exc:  # noqa: BLE001 - a broken output object is a verdict
+            return fail(id, f"the encoder's output ({describe_value(output)}) could not be read: {exc}", clause)
+        tensor, failure = tensor_result(id, hidden_state, finite=True, clause=clause)
         if failure is not None:
             return failure
         if tensor.ndim != 3 or tuple(tensor.shape[:2]) != C.TOKEN_IDS_SHAPE:

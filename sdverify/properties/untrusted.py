@@ -22,11 +22,17 @@ def dims(shape: Sequence[int]) -> str:
 
 
 def describe_value(value: Any) -> str:
-    """A short, safe description of an arbitrary returned object."""
-    if isinstance(value, torch.Tensor):
-        kind = "Tensor" if type(value) is torch.Tensor else f"{type(value).__name__} (a torch.Tensor subclass)"
-        return f"{kind} of shape {dims(value.shape)}, dtype {value.dtype}, device {value.device}"
-    return type(value).__name__
+    """A short description of an arbitrary returned object that runs none of its code."""
+    kind = type(value).__name__
+    if not isinstance(value, torch.Tensor):
+        return kind
+    if type(value) is not torch.Tensor:
+        kind += " (a torch.Tensor subclass)"
+    try:
+        plain = plain_tensor(value)
+    except Exception:  # noqa: BLE001 - unreadable: say what it claims to be
+        return kind
+    return f"{kind} of shape {dims(plain.shape)}, dtype {plain.dtype}, device {plain.device}"
 
 
 def expectation(shape: Sequence[int] | None, dtype: torch.dtype | None = None, device: Any = None) -> str:
