@@ -104,6 +104,8 @@ def format_flop_rows(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compile and args.fp32_baseline:
+        raise SystemExit("--fp32-baseline copies the U-Net, which --compile has wrapped: use them in separate runs")
     device = devices.resolve_device(args.device)
     reason = devices.cuda_skip_reason(device)
     if reason:

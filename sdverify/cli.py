@@ -120,10 +120,39 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check a student module against the contract (default: the bundled reference)")
+    p.add_argument("target", nargs="?", default=None, metavar="PATH_OR_MODULE",
+                   help="a .py file or importable module (default: sdverify.reference)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the JSON report here")
+    p.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
+    p.add_argument("--weights", default=None, help="local diffusers folder with real weights ($SDVERIFY_WEIGHTS)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--timeout", type=float, default=C.CHECK_TIMEOUT_S, help="seconds per call of a student function")
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sdverify.checker import check_submission, to_json, to_junit, to_text
+
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    report = check_submission(args.target, preset=args.preset, device=args.device, timeout=args.timeout,
+                              weights=args.weights)
+    print(to_text(report))
+    for path, render in ((args.json, to_json), (args.junit, to_junit)):
+        if path:
+            Path(path).write_text(render(report), encoding="utf-8")
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdverify", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_zoo, _add_trace, _add_grade):
+    for add in (_add_zoo, _add_trace, _add_grade, _add_check):
         add(sub)
     return parser
 

@@ -82,6 +82,31 @@ CFG_TOLERANCE_EPS = 4.0
 # the masked attention differently (CUDA, fp16) may round differently, a few eps at most.
 CAUSALITY_TOLERANCE_EPS = 8.0
 
+# --- Student checker (sdverify.checker) -----------------------------------------------
+# Differential checks compare a submission with the reference on shared inputs (same
+# components, timesteps and generator seeds).  Correct rewrites (batched vs two U-Net
+# calls, lerp, (1-w)*u + w*c, float64 upcast, 1/0.18215 multiplied) differ only by float32
+# rounding; the bounds below are ~10x the largest such difference measured over the
+# examples/submissions/correct_* variants on the tiny preset, and ~100x below the
+# smallest difference any catalogued mistake produces.
+CHECK_ATOL_TOKENS = 0  # token ids are integers: equal or wrong
+CHECK_ATOL_EMBEDDINGS = 1e-4  # CLIP last_hidden_state, |x| ~ 1 (layer norm)
+CHECK_ATOL_LATENTS = 1e-5  # initial latents: the same randn draw times init_noise_sigma
+CHECK_RTOL_LATENTS = 1e-5  # ... relative part for sigma-based schedulers (|x| up to ~50)
+CHECK_ATOL_CFG = 1e-5  # cfg_combine on |eps| ~ 1, w <= 7.5: a few float32 ulps
+CHECK_RTOL_CFG = 1e-5
+CHECK_ATOL_DENOISE = 1e-4  # latents after 2 CFG steps (eps differences scaled by w)
+CHECK_RTOL_DENOISE = 1e-4
+CHECK_ATOL_DECODE = 1e-4  # raw VAE image, |x| ~ 1
+CHECK_ATOL_GENERATE = 1e-3  # raw image after 3 steps + VAE: per-step rounding accumulates
+CHECK_PIL_LEVELS = 1  # 8-bit image: rounding vs truncation of x*255 differ by one level
+# Sandbox limits: per probe (one call of a student function, a whole generate() included);
+# the startup limit covers the first forkserver start (imports torch/diffusers) and
+# loading the components; the memory limit is what a submission may add on CPU.
+CHECK_TIMEOUT_S = 60.0
+CHECK_STARTUP_TIMEOUT_S = 180.0
+CHECK_MEMORY_LIMIT_MB = 4096
+
 # --- Notebook grading (sdverify.notebooks) ----------------------------------------------
 # The grader recomputes references from the notebook's own upstream values, float32 on CPU,
 # one thread in both the kernel and the grader: the same ops in the same order, so 0.0 is

@@ -54,9 +54,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("SDVERIFY_BUDGET_GPU"),
         help="apply this budget-table row (e.g. A100) instead of the detected GPU's ($SDVERIFY_BUDGET_GPU)",
     )
+    group.addoption(
+        "--sdverify-impl",
+        dest="sdverify_impl",
+        default=os.environ.get("SDVERIFY_IMPL"),
+        metavar="PATH_OR_MODULE",
+        help="run the contract tests against this student module instead of sdverify.reference ($SDVERIFY_IMPL)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _share_cpu_threads()
     # Resolve once; fixtures and hooks read the stash.
     config.stash[_SETTINGS] = {
         "preset": config.getoption("sdverify_preset"),
@@ -66,6 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "timing_json": config.getoption("sdverify_timing_json"),
         "budget_scale": config.getoption("sdverify_budget_scale"),
         "budget_gpu": config.getoption("sdverify_budget_gpu"),
+        "impl": config.getoption("sdverify_impl"),
     }
     gpu_session.configure(config, config.stash[_SETTINGS]["device"])
 
@@ -90,6 +99,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     gpu_session.terminal_summary(terminalreporter, config, settings_of(config)["timing_json"])
+
+
+def _share_cpu_threads() -> None:
+    """Give each xdist worker its share of the cores.
+
+    N workers each running torch's default of all-cores threads oversubscribe the CPU,
+    and OpenMP's spin-waiting then makes the suite several times slower.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def settings_of(config: pytest.Config) -> dict:
@@ -120,11 +142,14 @@ def sd_components(sd_weights_dir: Path) -> zoo.Components:
 
 
 @pytest.fixture(scope="session")
-def sd_impl():
-    """The pipeline implementation under test: the bundled reference by default."""
-    from sdverify import reference
+def sd_impl(pytestconfig: pytest.Config):
+    """The implementation under test: ``--sdverify-impl`` (loaded in this process), else the reference.
 
-    return reference
+    A name the module lacks fails the test that uses it as "not implemented".
+    """
+    from sdverify.checker.submission import Implementation
+
+    return Implementation.load(settings_of(pytestconfig)["impl"])
 
 
 @pytest.fixture(scope="session")

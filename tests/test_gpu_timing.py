@@ -2,8 +2,8 @@
 
 Every timing is a median of interleaved, synchronised repeats after warm-up runs and
 lands in the report printed at the end of the session.  On CPU (tiny preset) the
-claims about SD1.5 on a GPU are skipped; the reference-vs-pipeline ratio and the
-report still run.
+timing claims are skipped (their checks are unit-tested in test_gpu_plumbing.py); the
+timings, the report and its plumbing still run.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def test_float16_beats_float32(gpu_config, unet_timings):
     _assert(claims.check_ratio(claims.FP16_SPEEDUP, unet_timings["unet.cfg_batched"], unet_timings["unet.cfg_batched_fp32"]))
 
 
-def test_reference_is_no_slower_than_pipeline(generation_timings):
+def test_reference_is_no_slower_than_pipeline(gpu_config, generation_timings):
+    if not gpu_config.on_cuda:
+        pytest.skip("shared CPU cores are too noisy for a 10% bound; the ratio is reported and its check unit-tested")
     ref, pipe = generation_timings["reference.end_to_end"], generation_timings["pipeline.end_to_end"]
     _assert(claims.check_ratio(claims.REFERENCE_VS_PIPELINE, ref, pipe))
 
@@ -75,9 +77,11 @@ def test_absolute_budgets_of_this_gpu(gpu_budget, generation_timings, unet_timin
 def test_report_holds_every_stage_with_shares(gpu_config, gpu_report, generation_timings, unet_timings):
     rows = {row["stage"]: row for row in gpu_report.rows()}
     assert set(generation_timings) | set(unet_timings) <= set(rows)
-    stage_shares = [rows[f"reference.{s}"]["share"] for s in ("clip", "denoise", "vae")]
-    # Stages are timed inside the end-to-end run, so together they cannot exceed it.
-    assert all(0 < share < 1 for share in stage_shares) and sum(stage_shares) <= 1.0
+    stages = [generation_timings[f"reference.{s}"] for s in ("clip", "denoise", "vae")]
+    assert all(0 < rows[t.name]["share"] < 1 for t in stages)
+    # Stages are timed inside each end-to-end run, so in every round together they cannot exceed it.
+    for i, total in enumerate(generation_timings["reference.end_to_end"].samples):
+        assert sum(t.samples[i] for t in stages) <= total
     assert rows["reference.denoise"]["it_per_s"] == pytest.approx(
         gpu_config.steps / generation_timings["reference.denoise"].median
     )

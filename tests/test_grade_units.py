@@ -135,3 +135,29 @@ def test_cli_empty_folder_is_a_usage_error(tmp_path, capsys):
 
 def test_default_spec_path_exists():
     assert Path(DEFAULT_SPEC).is_file()
+
+
+def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkeypatch, tmp_path):
+    from sdverify import checker
+    from sdverify.checker.report import CheckEntry, SubmissionReport
+    from sdverify.notebooks.batch import grade_batch
+    from sdverify.notebooks.grading import Settings
+
+    calls = []
+
+    def fake_check_submission(target, **options):
+        calls.append((target, options))
+        return SubmissionReport(target, [
+            CheckEntry("cfg_combine.formula", "cfg_combine", False, 0.0, 2.0, "the two predictions are swapped", "CFG"),
+            CheckEntry("tokenize.reference", "tokenize", True, 1.0, 1.0, ""),
+        ], None, 0.5)
+
+    monkeypatch.setattr(checker, "check_submission", fake_check_submission)
+    module = tmp_path / "alice.py"
+    module.write_text("def cfg_combine(u, c, w):\n    return c + w * (u - c)\n")
+    out = tmp_path / "out"
+    [grade] = grade_batch([module], out, spec=load_spec(), settings=Settings(cell_timeout=30), workers=1, progress=False)
+    assert calls == [(str(module.resolve()), {"preset": "tiny", "weights": None, "timeout": 30})]
+    assert (grade.kind, [e.id for e in grade.exercises], grade.score, grade.max_score) == ("module", ["cfg_combine", "tokenize"], 1, 3)
+    assert "swapped" in (out / "submissions" / "alice" / "report.html").read_text()
+    assert (out / "grades.csv").read_text().splitlines()[0] == "student,cfg_combine,tokenize,total,max_total,error"

@@ -279,16 +279,15 @@ def time_unet(c: zoo.Components, config: SuiteConfig, with_fp32: bool) -> dict[s
         latents32, embeddings32 = latents.float(), embeddings.float()
         fns["unet.cfg_batched_fp32"] = lambda: unet32(latents32, t, encoder_hidden_states=embeddings32)
     with torch.inference_mode(), tf32_disabled():
-        timings = measure_interleaved(fns, device=config.device, repeats=config.repeats, warmup=config.warmup)
-    del unet32
-    return timings
+        return measure_interleaved(fns, device=config.device, repeats=config.repeats, warmup=config.warmup)
 
 
 def time_generations(c: zoo.Components, config: SuiteConfig) -> dict[str, Timing]:
     """Reference and StableDiffusionPipeline end to end, interleaved, plus the reference's stages."""
     steps = config.steps
     traces: list[Trace] = []
-    ref_scheduler, pipe = make_scheduler("pndm", dict(c.scheduler.config)), make_pipeline(c, make_scheduler("pndm", dict(c.scheduler.config)))
+    ref_scheduler = make_scheduler("pndm", dict(c.scheduler.config))
+    pipe = make_pipeline(c, make_scheduler("pndm", dict(c.scheduler.config)))
 
     def run_reference() -> None:
         trace = Trace(device=config.device)

@@ -138,7 +138,10 @@ def _zero(spec: Spec) -> list[ExerciseGrade]:
 @lru_cache(maxsize=4)
 def _context(folder: str, contract_params: bool, lesson) -> Context:
     # One per worker process and weights: references (embeddings, replays) are shared
-    # by every notebook that worker grades.
+    # by every notebook that worker grades.  Loading bars would interleave with ours.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     return Context(lesson, Path(folder), contract_params)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -373,7 +374,8 @@ def run_notebook(
                 resources={"metadata": {"path": str(work)}},
             )
             try:
-                with client.setup_kernel(env=kernel_env, cwd=str(work)):
+                # The kernel's own stderr (startup banners, warnings) is noise to the grader's user.
+                with client.setup_kernel(env=kernel_env, cwd=str(work), stderr=subprocess.DEVNULL):
                     for step in steps:
                         if step.kind == "snapshot":
                             _take_snapshot(client, step, Path(tmp), taken, errors)

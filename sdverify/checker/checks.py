@@ -1,0 +1,319 @@
+"""Per-function verdicts: the sandbox's raw outputs against the reference, in the grader.
+
+Everything here runs in the trusted process on values the child sent back; the
+expected values, the property checks of :mod:`sdverify.properties` and the mistake
+simulations are computed here too, so a submission cannot reach any of them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdverify import contract as C
+from sdverify import reference as R
+from sdverify import zoo
+from sdverify.checker import mistakes
+from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, run_probe, with_function
+from sdverify.checker.sandbox import Outcome, Value
+from sdverify.properties.cfg import cfg_algebra
+from sdverify.properties.embeddings import embedding_properties
+from sdverify.properties.tokens import token_id_properties
+from sdverify.properties.untrusted import dims, expectation, tensor_result
+from sdverify.results import CheckResult, compare_tensors, fail, ok
+from sdverify.tokenizer import text_token_count
+
+CFG_SCALES = (7.5, 3.0)  # the two weights of the CFG algebra properties
+_PER_PROBE = {"denoise_step", "generate"}  # one reference check per scheduler case
+# (atol, rtol) of each differential check; justified in sdverify.contract.
+_TOLERANCES: dict[str, tuple[float, float]] = {
+    "tokenize": (C.CHECK_ATOL_TOKENS, 0.0),
+    "encode_prompt": (C.CHECK_ATOL_EMBEDDINGS, 0.0),
+    "initial_latents": (C.CHECK_ATOL_LATENTS, C.CHECK_RTOL_LATENTS),
+    "denoise_step": (C.CHECK_ATOL_DENOISE, C.CHECK_RTOL_DENOISE),
+    "decode_latents": (C.CHECK_ATOL_DECODE, 0.0),
+    "to_pil": (C.CHECK_PIL_LEVELS, 0.0),
+    "generate": (C.CHECK_ATOL_GENERATE, 0.0),
+}
+_CLAUSES = {
+    "tokenize": "ids equal the SD1.5 CLIP tokenizer's (padding='max_length', max_length=77, truncation)",
+    "encode_prompt": "embeddings equal CLIP's last_hidden_state of the padded ids, no attention mask",
+    "initial_latents": "latents are randn(generator) × scheduler.init_noise_sigma",
+    "denoise_step": "each step equals scale_model_input → U-Net on [uncond, cond] → CFG → scheduler.step().prev_sample",
+    "decode_latents": "image equals vae.decode(latents / scaling_factor).sample",
+    "to_pil": "pixels equal round(255 · clamp(x/2 + 0.5, 0, 1)), RGB, HWC",
+    "generate": "the image equals the reference pipeline's for the same components, scheduler and seed",
+}
+
+
+@dataclass
+class Context:
+    """Trusted state shared by every submission checked with the same settings."""
+
+    env: Env
+    plan: Plan
+    expected: dict[str, list[torch.Tensor]]
+    weights: Path
+    simulated: dict[tuple[str, str], list[torch.Tensor] | None]
+
+
+def _plain(value: Any) -> torch.Tensor:
+    if isinstance(value, Image.Image):
+        return torch.from_numpy(np.array(value))
+    return value.detach().cpu()
+
+
+def _record_cfg_calls() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """The calls ``cfg_algebra`` makes, recorded on the reference, to replay on a submission."""
+    calls: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+
+    def recorder(u: torch.Tensor, c: torch.Tensor, w: float) -> torch.Tensor:
+        calls.append((u.clone(), c.clone(), float(w)))
+        return R.cfg_combine(u, c, w)
+
+    cfg_algebra(recorder, *_cfg_inputs(), *CFG_SCALES)
+    return calls
+
+
+def _cfg_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(10)
+    return torch.randn(C.LATENT_SHAPE, generator=g), torch.randn(C.LATENT_SHAPE, generator=g)
+
+
+@functools.lru_cache(maxsize=4)
+def context(preset: str, device: str, weights: str | None) -> Context:
+    """Components, inputs, probes and expected values (built once per process and settings)."""
+    folder = zoo.weights_dir(preset, 0, weights)
+    env = Env(zoo.load_components(folder, device), {}, torch.device(device), torch.float32)
+    plan = build_plan(env, _record_cfg_calls())
+    env.inputs = plan.inputs
+    expected = {p.id: [_plain(v) for v in run_probe(R, env, p)] for p in plan.probes}
+    return Context(env, plan, expected, folder, {})
+
+
+# ----------------------------------------------------------------------- helpers
+def _student_tensor(value: Value) -> Any:
+    """The value as a tensor on its reported device, or a stand-in whose type name is the student's."""
+    if value.kind == "tensor" and value.tensor is not None:
+        return value.tensor.to(value.desc.get("device", "cpu"))
+    return type(str(value.desc.get("type", "object")), (), {})()
+
+
+def _outcome_failure(id: str, probe: Probe, outcome: Outcome | None, clause: str) -> CheckResult | None:
+    if outcome is None:
+        return fail(id, f"{probe.id}: no result came back", clause)
+    if outcome.status == "missing":
+        return fail(id, f"not implemented: the submission defines no {probe.function}()", clause, status="missing")
+    if outcome.status != "ok":
+        return fail(id, f"{probe.id}: {probe.function}(...) {outcome.message}", clause, status=outcome.status)
+    return None
+
+
+def _with_mistake(result: CheckResult, named: tuple[str, str] | None) -> CheckResult:
+    if named is None or result.passed:
+        return result
+    mistake_id, words = named
+    return replace(result, message=f"{words}\n{result.message}", details={**result.details, "mistake": mistake_id})
+
+
+def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> bool:
+    atol, rtol = _TOLERANCES[function]
+    if len(values) != len(target):
+        return False
+    for value, want in zip(values, target):
+        if value.tensor is None or tuple(value.tensor.shape) != tuple(want.shape):
+            return False
+        if not compare_tensors("match", value.tensor.double(), want.double(), atol=atol, rtol=rtol).passed:
+            return False
+    return True
+
+
+def _simulated(ctx: Context, mistake: mistakes.Mistake, probe: Probe) -> list[torch.Tensor] | None:
+    key = (mistake.id, probe.id)
+    if key not in ctx.simulated:
+        try:
+            ctx.simulated[key] = [_plain(v) for v in run_probe(with_function(mistake.function, mistake.impl), ctx.env, probe)]
+        except Exception:  # noqa: BLE001 - a mistake that cannot run on this probe cannot be its signature
+            ctx.simulated[key] = None
+    return ctx.simulated[key]
+
+
+def name_mistake(ctx: Context, probe: Probe, values: list[Value]) -> tuple[str, str] | None:
+    """The known mistake whose signature ``values`` carry, if any."""
+    for value in values:
+        named = mistakes.from_value(probe.function, value)
+        if named:
+            return named
+        if value.kind == "tensor" and value.tensor is not None:
+            named = mistakes.from_statistics(probe.function, value.tensor)
+            if named:
+                return named
+    for mistake in mistakes.simulated(probe.function):
+        target = _simulated(ctx, mistake, probe)
+        if target is not None and _matches(probe.function, values, target):
+            return mistake.id, mistake.message
+    return None
+
+
+# -------------------------------------------------------------------- the checks
+def reference_check(ctx: Context, id: str, probes: list[Probe], outcomes: dict[str, Outcome]) -> CheckResult:
+    """The submission's values equal the reference's on every probe, within the contract's tolerance."""
+    function = probes[0].function
+    clause = _CLAUSES[function]
+    atol, rtol = _TOLERANCES[function]
+    worst = 0.0
+    for probe in probes:
+        outcome = outcomes.get(probe.id)
+        failure = _outcome_failure(id, probe, outcome, clause)
+        if failure is not None:
+            return failure
+        expected = ctx.expected[probe.id]
+        for step, (value, want) in enumerate(zip(outcome.values, expected)):
+            where = f"{probe.id}" + (f" after step {step + 1}" if len(expected) > 1 else "")
+            if value.tensor is None or (function == "to_pil") != (value.kind == "image"):
+                what = "a PIL.Image" if function == "to_pil" else expectation(want.shape)
+                result = fail(id, f"{where}: returned {value.describe()}, expected {what}", clause)
+                return _with_mistake(result, name_mistake(ctx, probe, outcome.values))
+            result = compare_tensors(id, value.tensor.double(), want.double(), atol=atol, rtol=rtol, clause=clause)
+            if not result.passed:
+                result = replace(result, message=f"{where}: {result.message}", details={**result.details, "probe": probe.id})
+                return _with_mistake(result, name_mistake(ctx, probe, outcome.values))
+            worst = max(worst, result.details.get("max_abs_diff", 0.0))
+        if len(outcome.values) != len(expected):
+            return fail(id, f"{probe.id}: {len(outcome.values)} values came back, expected {len(expected)}", clause)
+    return ok(id, clause, max_abs_diff=worst, probes=[p.id for p in probes])
+
+
+def contract_check(id: str, probes: list[Probe], outcomes: dict[str, Outcome], *, shape, ctx: Context) -> CheckResult:
+    """Every returned value is a finite tensor of ``shape`` in the run's dtype, on its device."""
+    clause = f"returns a finite {dims(shape)} {ctx.env.dtype} tensor on {ctx.env.device}"
+    for probe in probes:
+        outcome = outcomes.get(probe.id)
+        failure = _outcome_failure(id, probe, outcome, clause)
+        if failure is not None:
+            return failure
+        for value in outcome.values:
+            _, failure = tensor_result(id, _student_tensor(value), shape=shape, dtype=ctx.env.dtype,
+                                       device=ctx.env.device, finite=True, clause=clause)
+            if failure is not None:
+                failure = replace(failure, message=f"{probe.id}: {failure.message}")
+                return _with_mistake(failure, mistakes.from_value(probe.function, value))
+    return ok(id, clause)
+
+
+def reproducible_check(id: str, first: Probe, again: Probe, outcomes: dict[str, Outcome]) -> CheckResult:
+    """Two runs with generators seeded alike give identical values."""
+    clause = "the same generator seed gives the same result"
+    for probe in (first, again):
+        failure = _outcome_failure(id, probe, outcomes.get(probe.id), clause)
+        if failure is not None:
+            return failure
+    a, b = outcomes[first.id].values, outcomes[again.id].values
+    for value in a + b:
+        if value.kind != "tensor" or value.tensor is None:
+            result = fail(id, f"{first.id}: returned {value.describe()}, cannot compare two runs", clause)
+            return _with_mistake(result, mistakes.from_value(first.function, value))
+    if len(a) != len(b):
+        return fail(id, f"{first.id}: the two runs returned {len(a)} and {len(b)} values", clause)
+    for x, y in zip(a, b):
+        if x.tensor.shape != y.tensor.shape or not torch.equal(x.tensor, y.tensor):
+            return fail(id, mistakes.NOT_REPRODUCIBLE[first.function], clause, mistake="generator_ignored")
+    return ok(id, clause)
+
+
+def _merged(function: str, per_probe: list[tuple[Probe, list[CheckResult]]]) -> list[CheckResult]:
+    """One result per property id across probes: failed with the first failing probe named."""
+    merged: dict[str, CheckResult] = {}
+    for probe, results in per_probe:
+        for r in results:
+            key = f"{function}.{r.id}"
+            if key not in merged or (merged[key].passed and not r.passed):
+                merged[key] = replace(r, id=key, message=f"{probe.id}: {r.message}" if not r.passed else r.message)
+    return list(merged.values())
+
+
+def _value_properties(ctx: Context, function: str, outcomes: dict[str, Outcome],
+                      properties: Callable[[Probe, Any], list[CheckResult]]) -> list[CheckResult]:
+    """A property function of :mod:`sdverify.properties` on every probe's value, merged per property."""
+    per_probe = []
+    for probe in ctx.plan.of(function):
+        outcome = outcomes.get(probe.id)
+        failure = _outcome_failure("x", probe, outcome, "")
+        if failure is not None:  # the same ids as a run that returned something
+            ids = [r.id for r in properties(probe, ctx.expected[probe.id][0])]
+            return [replace(failure, id=f"{function}.{id}") for id in ids]
+        named = mistakes.from_value(function, outcome.values[0])
+        results = [_with_mistake(r, named) for r in properties(probe, _student_tensor(outcome.values[0]))]
+        per_probe.append((probe, results))
+    return _merged(function, per_probe)
+
+
+def _replayer(outcomes: list[Outcome]) -> Callable:
+    """A ``cfg_combine`` that answers the recorded calls with the submission's recorded answers."""
+    answers = iter(outcomes)
+
+    def cfg_combine(u: torch.Tensor, c: torch.Tensor, w: float) -> Any:
+        outcome = next(answers, None)
+        if outcome is None or outcome.status != "ok":
+            raise _replayed_error(outcome.message if outcome else "gave no answer")
+        out, u_after, c_after = outcome.values
+        for given, after in ((u, u_after), (c, c_after)):  # replay in-place changes to the inputs
+            if after.tensor is not None and after.tensor.shape == given.shape:
+                given.copy_(after.tensor.to(given.dtype))
+        return _student_tensor(out)
+
+    return cfg_combine
+
+
+class SubmissionError(Exception):
+    """How the submission's function failed (timeout, crash), replayed in the grader."""
+
+
+def _replayed_error(message: str) -> Exception:
+    """The submission's exception, rebuilt by name (``raised ValueError: ...``) so messages read the same."""
+    name, sep, text = message.removeprefix("raised ").partition(": ")
+    if message.startswith("raised ") and sep and name.isidentifier():
+        return type(name, (Exception,), {})(text)
+    return SubmissionError(message)
+
+
+def function_checks(ctx: Context, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
+    """Every check of one API function, from the probes' outcomes."""
+    probes = ctx.plan.of(function)
+    first = [p for p in probes if not p.id.endswith(",again]")]
+    if function == "tokenize":
+        tok = ctx.env.components.tokenizer
+        results = _value_properties(ctx, function, outcomes,
+                                    lambda p, v: token_id_properties(v, text_token_count(tok, PROMPTS[p.args["prompt"]])))
+        return results + [reference_check(ctx, "tokenize.reference", first, outcomes)]
+    if function == "encode_prompt":
+        results = _value_properties(ctx, function, outcomes,
+                                    lambda p, v: embedding_properties(v, dtype=ctx.env.dtype, device=ctx.env.device))
+        return results + [reference_check(ctx, "encode_prompt.reference", first, outcomes)]
+    if function == "cfg_combine":
+        missing = _outcome_failure("x", probes[0], outcomes.get(probes[0].id), "")
+        if missing is not None and missing.details.get("status") == "missing":
+            ids = [r.id for r in cfg_algebra(R.cfg_combine, *_cfg_inputs(), *CFG_SCALES)]
+            return [replace(missing, id=f"cfg_combine.{id}") for id in ids]
+        results = cfg_algebra(_replayer([outcomes[p.id] for p in probes]), *_cfg_inputs(), *CFG_SCALES)
+        return [replace(r, id=f"cfg_combine.{r.id}") for r in results]
+    shapes = {"initial_latents": C.LATENT_SHAPE, "denoise_step": C.LATENT_SHAPE, "decode_latents": C.IMAGE_SHAPE,
+              "generate": C.IMAGE_SHAPE}
+    results = []
+    if function in shapes:
+        results.append(contract_check(f"{function}.contract", probes, outcomes, shape=shapes[function], ctx=ctx))
+    if function in _PER_PROBE:
+        results += [reference_check(ctx, f"{function}.reference[{p.args['scheduler']}]", [p], outcomes) for p in first]
+    else:
+        results.append(reference_check(ctx, f"{function}.reference", first, outcomes))
+    for again in [p for p in probes if p.id.endswith(",again]")]:
+        original = next(p for p in first if p.args == again.args)
+        results.append(reproducible_check(f"{function}.reproducible", original, again, outcomes))
+    return results

@@ -1,0 +1,170 @@
+"""The calls a submission is graded on: named inputs and one recipe that runs them.
+
+The grader builds the inputs with the reference (trusted), the sandboxed child runs
+the recipes on the student's functions, and the grader runs the very same recipes on
+the reference (expected values) and on known-mistake variants (to name a mistake).
+One recipe for all three means a difference can only come from the implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from sdverify import reference
+from sdverify.checker.submission import API_NAMES
+from sdverify.schedulers import make_scheduler
+from sdverify.zoo import Components
+
+PROMPTS = {
+    "astronaut": "a photograph of an astronaut riding a horse",
+    "empty": "",
+    "long": "an extremely detailed oil painting of " + ", ".join(f"a {c} cat number {i}" for i, c in
+                                                                 enumerate(["red", "blue", "green"] * 8)),
+    "unicode": "Café au lait, naïve façade — 3 cats!!! 🐈",
+}
+# Scheduler cases: PNDM (SD1.5's default), DDPM (stochastic step: the generator matters)
+# and Euler (sigma-based: init_noise_sigma and scale_model_input matter), each with its
+# own prompt and guidance scale.
+DENOISE_CASES = (("pndm", "astronaut", 7.5), ("ddpm", "unicode", 3.0), ("euler", "astronaut", 7.5))
+GENERATE_CASES = (("pndm", "astronaut", 7.5), ("ddpm", "unicode", 4.0), ("euler", "long", 7.5))
+DENOISE_SCHEDULE = 10  # set_timesteps(10); the first DENOISE_STEPS are checked
+DENOISE_STEPS = 2
+GENERATE_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One recipe run: ``function`` is the API name it exercises, ``args`` are JSON-able."""
+
+    id: str
+    function: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    probes: list[Probe]
+    inputs: dict[str, torch.Tensor]  # CPU, contiguous: written to the child as safetensors
+
+    def of(self, function: str) -> list[Probe]:
+        return [p for p in self.probes if p.function == function]
+
+
+@dataclass
+class Env:
+    """What a recipe runs against: components, the plan's inputs and the target device/dtype."""
+
+    components: Components
+    inputs: dict[str, torch.Tensor]
+    device: torch.device
+    dtype: torch.dtype
+
+    def scheduler(self, name: str):
+        return make_scheduler(name, dict(self.components.scheduler.config))
+
+    def tensor(self, key: str) -> torch.Tensor:
+        # A fresh copy per call: an implementation that writes into its inputs harms only itself.
+        return self.inputs[key].to(self.device).clone()
+
+
+def _noise(seed: int, shape=(1, 4, 64, 64), low: float | None = None, high: float | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if low is None:
+        return torch.randn(shape, generator=g)
+    return torch.rand(shape, generator=g) * (high - low) + low
+
+
+def build_plan(env: Env, cfg_calls: list[tuple[torch.Tensor, torch.Tensor, float]]) -> Plan:
+    """Inputs computed with the reference on ``env`` plus the probe list.
+
+    ``cfg_calls`` are the (eps_uncond, eps_cond, w) calls the CFG property suite makes,
+    recorded on the reference; the child makes them on the student's ``cfg_combine``.
+    """
+    c = env.components
+    inputs: dict[str, torch.Tensor] = {}
+    probes: list[Probe] = []
+    for label in PROMPTS:
+        probes.append(Probe(f"tokenize[{label}]", "tokenize", {"prompt": label}))
+    for label in ("astronaut", "empty", "long"):
+        probes.append(Probe(f"encode_prompt[{label}]", "encode_prompt", {"prompt": label}))
+    for name, seed in (("pndm", 1), ("euler", 2)):
+        probes.append(Probe(f"initial_latents[{name}]", "initial_latents", {"scheduler": name, "seed": seed}))
+    probes.append(Probe("initial_latents[euler,again]", "initial_latents", {"scheduler": "euler", "seed": 2}))
+
+    for i, (u, cnd, w) in enumerate(cfg_calls):
+        inputs[f"cfg_u{i}"], inputs[f"cfg_c{i}"] = u.detach().cpu().contiguous(), cnd.detach().cpu().contiguous()
+        probes.append(Probe(f"cfg_combine[call {i}]", "cfg_combine", {"u": f"cfg_u{i}", "c": f"cfg_c{i}", "w": w}))
+
+    with torch.no_grad():
+        inputs["uncond"] = reference.encode_prompt(c.tokenizer, c.text_encoder, "").cpu()
+        for label in {p for _, p, _ in DENOISE_CASES}:
+            inputs[f"cond_{label}"] = reference.encode_prompt(c.tokenizer, c.text_encoder, PROMPTS[label]).cpu()
+    for i, (name, label, w) in enumerate(DENOISE_CASES):
+        sched = env.scheduler(name)
+        sched.set_timesteps(DENOISE_SCHEDULE)
+        inputs[f"latents_{name}"] = reference.initial_latents(sched, torch.Generator().manual_seed(20 + i), "cpu", torch.float32)
+        args = {"scheduler": name, "prompt": label, "w": w, "seed": 30 + i}
+        probes.append(Probe(f"denoise_step[{name}]", "denoise_step", args))
+        if name == "ddpm":  # stochastic step: the same generator seed must give the same result
+            probes.append(Probe(f"denoise_step[{name},again]", "denoise_step", args))
+
+    inputs["decode_latents"] = _noise(40)
+    probes.append(Probe("decode_latents[noise]", "decode_latents", {"latents": "decode_latents"}))
+    # Values beyond [-1, 1] on purpose: a decoded image overshoots and must be clamped.
+    inputs["image"] = _noise(50, (1, 3, 512, 512), -1.3, 1.3)
+    probes.append(Probe("to_pil[uniform]", "to_pil", {"image": "image"}))
+    for i, (name, label, w) in enumerate(GENERATE_CASES):
+        args = {"scheduler": name, "prompt": label, "w": w, "seed": 60 + i, "steps": GENERATE_STEPS}
+        probes.append(Probe(f"generate[{name}]", "generate", args))
+    return Plan(probes, {k: v.contiguous() for k, v in inputs.items()})
+
+
+def run_probe(impl: Any, env: Env, probe: Probe) -> list[Any]:
+    """Run one recipe on ``impl`` (a module or namespace with the API names); return its values.
+
+    Exceptions from the implementation propagate: the caller decides what they mean.
+    """
+    c, a = env.components, probe.args
+    fn = getattr(impl, probe.function)
+    if probe.function == "tokenize":
+        return [fn(c.tokenizer, PROMPTS[a["prompt"]])]
+    if probe.function == "encode_prompt":
+        return [fn(c.tokenizer, c.text_encoder, PROMPTS[a["prompt"]])]
+    if probe.function == "initial_latents":
+        return [fn(env.scheduler(a["scheduler"]), torch.Generator().manual_seed(a["seed"]), env.device, env.dtype)]
+    if probe.function == "cfg_combine":
+        # The inputs come back too: the grader replays in-place changes to them.
+        u, cond = env.tensor(a["u"]), env.tensor(a["c"])
+        return [fn(u, cond, a["w"]), u, cond]
+    if probe.function == "denoise_step":
+        sched = env.scheduler(a["scheduler"])
+        sched.set_timesteps(DENOISE_SCHEDULE, device=env.device)
+        generator = torch.Generator().manual_seed(a["seed"])
+        latents, values = env.tensor(f"latents_{a['scheduler']}"), []
+        for t in sched.timesteps[:DENOISE_STEPS]:
+            cond, uncond = env.tensor(f"cond_{a['prompt']}"), env.tensor("uncond")
+            latents = fn(c.unet, sched, latents, t, cond, uncond, a["w"], generator)
+            values.append(latents)
+            if not isinstance(latents, torch.Tensor):
+                break  # the next step could only fail on it
+        return values
+    if probe.function == "decode_latents":
+        return [fn(c.vae, env.tensor(a["latents"]))]
+    if probe.function == "to_pil":
+        return [fn(env.tensor(a["image"]))]
+    if probe.function == "generate":
+        generator = torch.Generator().manual_seed(a["seed"])
+        return [
+            fn(c.tokenizer, c.text_encoder, c.unet, c.vae, env.scheduler(a["scheduler"]), PROMPTS[a["prompt"]],
+               num_inference_steps=a["steps"], guidance_scale=a["w"], generator=generator)
+        ]
+    raise ValueError(f"unknown probe function {probe.function!r}")
+
+
+def with_function(name: str, fn: Any) -> SimpleNamespace:
+    """The reference API with one function replaced: how a known mistake is simulated."""
+    return SimpleNamespace(**{**{n: getattr(reference, n) for n in API_NAMES}, name: fn})

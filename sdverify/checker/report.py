@@ -1,0 +1,122 @@
+"""The graded result of one submission, and its text / JSON / JUnit renderings."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdverify.results import CheckResult, _jsonable
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class CheckEntry:
+    """One graded check: ``function`` is the API name it grades (or ``sandbox``)."""
+
+    id: str
+    function: str
+    passed: bool
+    points: float
+    max_points: float
+    message: str
+    clause: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, function: str, result: CheckResult, max_points: float = 1.0) -> CheckEntry:
+        return cls(result.id, function, result.passed, max_points if result.passed else 0.0, max_points,
+                   result.message, result.clause, result.details)
+
+
+@dataclass
+class SubmissionReport:
+    submission: str
+    checks: list[CheckEntry]
+    error: str | None
+    seconds: float
+
+    @property
+    def score(self) -> float:
+        return sum(c.points for c in self.checks)
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.max_points for c in self.checks)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(c.passed for c in self.checks)
+
+    def failed(self) -> list[CheckEntry]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (schema in docs/checker.md)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "submission": self.submission,
+            "passed": self.passed,
+            "score": self.score,
+            "max_score": self.max_score,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "checks": [
+                {
+                    "id": c.id,
+                    "function": c.function,
+                    "passed": c.passed,
+                    "points": c.points,
+                    "max_points": c.max_points,
+                    "message": c.message,
+                    "clause": c.clause,
+                    "mistake": c.details.get("mistake"),
+                    "details": _jsonable(c.details),
+                }
+                for c in self.checks
+            ],
+        }
+
+
+def to_json(report: SubmissionReport) -> str:
+    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+
+
+def to_text(report: SubmissionReport) -> str:
+    """Readable per-stage report: a line per check, failures explained below their line."""
+    lines = [f"sdverify check: {report.submission}"]
+    if report.error:
+        lines.append(f"  SUBMISSION ERROR: {report.error}")
+    function = None
+    for c in report.checks:
+        if c.function != function:
+            function = c.function
+            mine = [x for x in report.checks if x.function == function]
+            lines.append(f"\n{function}  ({sum(x.points for x in mine):g}/{sum(x.max_points for x in mine):g})")
+        lines.append(f"  [{'PASS' if c.passed else 'FAIL'}] {c.id}")
+        if not c.passed:
+            if c.clause:
+                lines.append(f"         contract: {c.clause}")
+            for text in c.message.splitlines():
+                lines.append(f"         {text}")
+    verdict = "PASSED" if report.passed else "FAILED"
+    lines.append(f"\n{verdict}: {report.score:g}/{report.max_score:g} points, "
+                 f"{len(report.failed())} failing check(s), {report.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def to_junit(report: SubmissionReport) -> str:
+    """JUnit XML: one testcase per check, classname = the API function."""
+    suite = ET.Element("testsuite", name=f"sdverify check {report.submission}", tests=str(len(report.checks)),
+                       failures=str(len(report.failed())), errors="1" if report.error else "0",
+                       time=f"{report.seconds:.3f}")
+    if report.error:
+        ET.SubElement(suite, "system-err").text = report.error
+    for c in report.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"sdverify.{c.function}", name=c.id)
+        if not c.passed:
+            failure = ET.SubElement(case, "failure", message=(c.message.splitlines() or [""])[0])
+            failure.text = f"{c.clause}\n{c.message}".strip()
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)

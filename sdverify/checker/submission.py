@@ -1,0 +1,113 @@
+"""Naming and loading a student submission: a ``.py`` file or an importable module.
+
+The grader only *resolves* the target (is the file there and readable?); importing,
+which runs the student's code, happens in the sandboxed child alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+# The reference API a submission may implement (any subset: partial credit).
+API_NAMES = (
+    "tokenize",
+    "encode_prompt",
+    "initial_latents",
+    "cfg_combine",
+    "denoise_step",
+    "decode_latents",
+    "to_pil",
+    "generate",
+)
+
+REFERENCE = "sdverify.reference"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved submission: ``kind`` is ``"path"`` (absolute file) or ``"module"``."""
+
+    kind: str
+    value: str
+
+    @property
+    def display(self) -> str:
+        """How reports name it: the path as given to the loader, or the module name."""
+        return self.value
+
+
+def resolve_target(target: str | os.PathLike[str] | None) -> Target:
+    """Turn the user's argument into a :class:`Target` without running any of its code.
+
+    Raises ``FileNotFoundError``/``ValueError`` (usage errors) for an unreadable path or a
+    module name that cannot be found; a file with a syntax error resolves fine and fails
+    later, as a graded submission.
+    """
+    text = os.fspath(target).strip() if target is not None else ""
+    if not text:
+        return Target("module", REFERENCE)
+    path = Path(text).expanduser()
+    looks_like_path = text.endswith(".py") or os.sep in text or path.exists()
+    if looks_like_path:
+        if path.is_dir():
+            path = path / "__init__.py"
+        if not path.is_file():
+            raise FileNotFoundError(f"submission {text!r} is not a readable Python file")
+        if not os.access(path, os.R_OK):
+            raise FileNotFoundError(f"submission {text!r} is not readable (permission denied)")
+        return Target("path", str(path.resolve()))
+    if not all(part.isidentifier() for part in text.split(".")):
+        raise ValueError(f"submission {text!r} is neither an existing .py file nor a module name")
+    top = text.split(".")[0]
+    # PathFinder looks the top-level name up on sys.path without executing anything.
+    if top not in sys.builtin_module_names and top not in sys.modules and (
+        importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is None
+    ):
+        raise ValueError(f"submission module {text!r} not found (no {top!r} on sys.path or in {os.getcwd()})")
+    return Target("module", text)
+
+
+def load_module(target: Target, search_dir: str) -> ModuleType:
+    """Import the submission (child process only).  ``search_dir`` is where module names resolve."""
+    if target.kind == "path":
+        spec = importlib.util.spec_from_file_location("sdverify_submission", target.value)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {target.value} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        sys.path.insert(0, str(Path(target.value).parent))  # so the student's own helpers import
+        spec.loader.exec_module(module)
+        return module
+    sys.path.insert(0, search_dir)
+    return importlib.import_module(target.value)
+
+
+class Implementation:
+    """An API implementation loaded in *this* process, for the pytest layer (``--sdverify-impl``).
+
+    The grader never uses it (it sandboxes); it serves the contract tests, where a student
+    runs the suite on their own code.  Missing API names fail the test that asks for them.
+    """
+
+    def __init__(self, module: ModuleType, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    @classmethod
+    def load(cls, target: str | None) -> Implementation:
+        resolved = resolve_target(target)
+        return cls(load_module(resolved, os.getcwd()), resolved.display)
+
+    def __getattr__(self, attr: str):
+        if attr in API_NAMES and not callable(getattr(self.module, attr, None)):
+            import pytest
+
+            pytest.fail(f"not implemented: {self.name} defines no {attr}()", pytrace=False)
+        return getattr(self.module, attr)

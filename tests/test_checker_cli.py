@@ -1,0 +1,45 @@
+"""``sdverify check``: exit codes, the printed report, the JSON and JUnit files."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from sdverify.cli import main
+
+CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
+
+
+def test_no_argument_checks_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out_json, out_xml = tmp_path / "r.json", tmp_path / "r.xml"
+    assert main(["check", "--json", str(out_json), "--junit", str(out_xml)]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    report = json.loads(out_json.read_text())
+    assert report["submission"] == "sdverify.reference" and report["passed"] is True
+    assert report["score"] == report["max_score"] == len(report["checks"]) > 20
+    for entry in report["checks"]:
+        assert {"id", "function", "passed", "points", "max_points", "message"} <= set(entry)
+    suite = ET.parse(out_xml).getroot()
+    assert suite.get("failures") == "0" and len(suite.findall("testcase")) == len(report["checks"])
+
+
+def test_wrong_submission_exits_1_naming_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out_json = tmp_path / "r.json"
+    assert main(["check", str(CATALOG / "wrong_decode_no_scaling.py"), "--json", str(out_json)]) == 1
+    text = capsys.readouterr().out
+    assert "[FAIL] decode_latents.reference" in text and "not divided by the VAE scaling factor" in text
+    failed = [c for c in json.loads(out_json.read_text())["checks"] if not c["passed"]]
+    assert any(c["mistake"] == "decode_not_divided" for c in failed)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["check", "no/such/file.py"], ["check", "no_such_module_xyz"], ["check", "--timeout", "0"]],
+    ids=["missing-file", "missing-module", "bad-timeout"],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]):
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
