@@ -128,7 +128,7 @@ def test_syntax_error_is_a_failed_submission(tmp_path: Path):
     path.write_text("def tokenize(tokenizer, prompt)\n    return 1\n")
     report = check_submission(str(path))
     assert not report.passed and "SyntaxError" in report.error
-    assert all(not c.passed for c in report.checks)
+    assert all(not c.passed for c in report.checks if c.function != "sandbox")
 
 
 def test_writes_stay_out_of_the_graders_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
