@@ -86,9 +86,10 @@ CAUSALITY_TOLERANCE_EPS = 8.0
 # Differential checks compare a submission with the reference on shared inputs (same
 # components, timesteps and generator seeds).  Correct rewrites (batched vs two U-Net
 # calls, lerp, (1-w)*u + w*c, float64 upcast, 1/0.18215 multiplied) differ only by float32
-# rounding; the bounds below are ~10x the largest such difference measured over the
-# examples/submissions/correct_* variants on the tiny preset, and ~100x below the
-# smallest difference any catalogued mistake produces.
+# rounding.  Largest differences measured over examples/submissions/correct_* (tiny, CPU):
+# embeddings 0, latents 0, decode 9.3e-6, denoise 1.1e-5 (|x|~1) and 5.4e-5 (Euler,
+# |x|~14), generate 1.4e-5, to_pil 1 level.  The bounds leave ~10x for other BLAS builds
+# and stay orders of magnitude below what any catalogued mistake produces (>1e-2).
 CHECK_ATOL_TOKENS = 0  # token ids are integers: equal or wrong
 CHECK_ATOL_EMBEDDINGS = 1e-4  # CLIP last_hidden_state, |x| ~ 1 (layer norm)
 CHECK_ATOL_LATENTS = 1e-5  # initial latents: the same randn draw times init_noise_sigma
@@ -98,7 +99,7 @@ CHECK_RTOL_CFG = 1e-5
 CHECK_ATOL_DENOISE = 1e-4  # latents after 2 CFG steps (eps differences scaled by w)
 CHECK_RTOL_DENOISE = 1e-4
 CHECK_ATOL_DECODE = 1e-4  # raw VAE image, |x| ~ 1
-CHECK_ATOL_GENERATE = 1e-3  # raw image after 3 steps + VAE: per-step rounding accumulates
+CHECK_ATOL_GENERATE = 2e-4  # raw image after 3 steps + VAE: per-step rounding accumulates
 CHECK_PIL_LEVELS = 1  # 8-bit image: rounding vs truncation of x*255 differ by one level
 # Sandbox limits: per probe (one call of a student function, a whole generate() included);
 # the startup limit covers the first forkserver start (imports torch/diffusers) and
