@@ -101,7 +101,8 @@ def grade_batch(
                 try:
                     grades[name] = future.result()
                 except Exception as exc:  # noqa: BLE001 - a dead worker costs one grade, not the batch
-                    grades[name] = SubmissionGrade(name, str(path), "notebook", [], error=f"worker failed: {exc!r}")
+                    kind = "module" if path.suffix == ".py" else "notebook"
+                    grades[name] = SubmissionGrade(name, str(path), kind, [], error=f"worker failed: {exc!r}")
                     write_submission(grades[name], submission_dir(out, name))
                 bar.set_postfix_str(name)
                 bar.update()
