@@ -46,6 +46,7 @@ _PRELOAD = [
     "sdverify.reference",
     "sdverify.checker.sandbox",
 ]
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # sdverify/
 _MAX_FRAME = 256 * 2**20  # bytes: larger than any honest probe result (an image is 3 MiB)
 
 
@@ -99,12 +100,9 @@ class SandboxResult:
 def _describe_exception(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"called sys.exit({exc.code!r}) instead of returning"
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = ""
-    student = [f for f in frames if "sdverify" not in f.filename or "examples" in f.filename]
-    if student:
-        last = student[-1]
-        where = f" (at {Path(last.filename).name}:{last.lineno}, in {last.name})"
+    # Where it happened: the innermost frame outside the grader's own package.
+    outside = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE)]
+    where = f" (at {Path(outside[-1].filename).name}:{outside[-1].lineno}, in {outside[-1].name})" if outside else ""
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return f"raised {type(exc).__name__}: {text}{where}"
 
