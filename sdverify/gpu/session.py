@@ -83,7 +83,10 @@ def terminal_summary(terminalreporter, config: pytest.Config, json_path: str | N
     """Print the timing table and write the JSON (the controller's merged reports, or ours)."""
     if hasattr(config, "workerinput"):
         return
-    reports = [r for r in config.stash.get(REPORTS, []) if r.timings]
+    # Workers finish in any order: sort so the table and the JSON are stable run to run.
+    reports = sorted(
+        (r for r in config.stash.get(REPORTS, []) if r.timings), key=lambda r: (r.environment["gpu"], r.environment["device"])
+    )
     if not reports:
         return
     terminalreporter.write_sep("=", "sdverify gpu timings")
