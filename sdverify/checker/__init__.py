@@ -15,7 +15,7 @@ from sdverify import contract as C
 from sdverify.checker.report import CheckEntry, SubmissionReport, to_json, to_junit, to_text
 from sdverify.checker.submission import API_NAMES, resolve_target
 
-__all__ = ["CheckEntry", "SubmissionReport", "check_submission", "to_json", "to_junit", "to_text", "API_NAMES"]
+__all__ = ["API_NAMES", "CheckEntry", "SubmissionReport", "check_submission", "to_json", "to_junit", "to_text"]
 
 
 def check_submission(

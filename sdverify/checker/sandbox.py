@@ -19,7 +19,6 @@ import resource
 import signal
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,7 +261,7 @@ def _read(run: _Run, timeout: float) -> tuple[dict[str, Any] | None, bytes | Non
     except EOFError:
         return None, None
     if not isinstance(header, dict) or not isinstance(header.get("event"), str):
-        raise ValueError("malformed header")
+        raise TypeError("malformed header")
     payload = None
     if header["event"] == "done":
         if not run.recv.poll(timeout):
@@ -272,11 +271,14 @@ def _read(run: _Run, timeout: float) -> tuple[dict[str, Any] | None, bytes | Non
 
 
 def _values(header: dict[str, Any], payload: bytes) -> list[Value]:
-    tensors = safetensors.torch.load(payload)
+    try:
+        tensors = safetensors.torch.load(payload)
+    except Exception as exc:  # SafetensorError is no ValueError; garbage bytes are a channel fault
+        raise ValueError(f"unreadable tensor bytes ({exc})") from exc
     values = []
     for desc in header.get("values", []):
         if not isinstance(desc, dict):
-            raise ValueError("malformed value")
+            raise TypeError("malformed value")
         values.append(Value(desc, tensors.get(desc.get("key")) if desc.get("kind") in ("tensor", "image") else None))
     return values
 
