@@ -45,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sdverify-budget-scale",
         dest="sdverify_budget_scale",
         type=float,
-        default=float(os.environ.get("SDVERIFY_BUDGET_SCALE", "1")),
+        default=os.environ.get("SDVERIFY_BUDGET_SCALE", "1"),  # a string: argparse converts it, naming a bad value
         help="multiply the per-GPU time budgets; 0 turns them off ($SDVERIFY_BUDGET_SCALE, default 1)",
     )
     group.addoption(
