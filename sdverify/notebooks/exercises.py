@@ -25,7 +25,7 @@ from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
 from sdverify.notebooks.runner import Variable
-from sdverify.properties.cfg import _name_mistake as name_cfg_mistake
+from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.schedulers import SCHEDULERS, make_scheduler
 

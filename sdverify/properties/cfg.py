@@ -136,7 +136,8 @@ def _matches(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, form
     return distinguishable and float((out.double() - candidate).abs().max()) <= atol
 
 
-def _name_mistake(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float) -> str | None:
+def name_cfg_mistake(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float) -> str | None:
+    """The known CFG mistake whose formula reproduces ``out`` (e.g. swapped predictions), or None."""
     return next((words for words, formula in _KNOWN_MISTAKES if _matches(out, u, c, w, formula, atol)), None)
 
 
@@ -265,7 +266,7 @@ def cfg_algebra(
         results.append(_first("cfg.formula", clause, f_plain))
     else:
         result = _close("cfg.formula", clause, plain, _reference(u, c, w), tol, f"at w={w:g}")
-        mistake = None if result.passed else _name_mistake(plain, u, c, w, tol)
+        mistake = None if result.passed else name_cfg_mistake(plain, u, c, w, tol)
         if mistake:
             result.message = f"{mistake}\n{result.message}"
         results.append(result)
