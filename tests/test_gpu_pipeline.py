@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdverify import contract as C
 from sdverify import reference
 from sdverify.gpu import suite
 from sdverify.results import compare_tensors

@@ -28,7 +28,7 @@ class CheckEntry:
     @classmethod
     def from_result(cls, function: str, result: CheckResult, max_points: float = 1.0) -> CheckEntry:
         return cls(result.id, function, result.passed, max_points if result.passed else 0.0, max_points,
-                   result.message, result.clause, result.details)
+                   result.message, result.clause, _jsonable(result.details))
 
 
 @dataclass

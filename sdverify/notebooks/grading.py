@@ -27,7 +27,8 @@ from sdverify.notebooks.exercises import CHECKS, Context
 from sdverify.notebooks.runner import RunResult, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.presets import get_preset
-from sdverify.results import CheckResult, fail
+from sdverify.checker.report import CheckEntry
+from sdverify.results import fail
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,10 @@ class Settings:
 
 
 @dataclass
-class CheckGrade:
-    id: str
-    passed: bool
-    points: float
-    max_points: float
-    message: str = ""
-    clause: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class ExerciseGrade:
     id: str
     title: str
-    checks: list[CheckGrade]
+    checks: list[CheckEntry]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -97,7 +87,7 @@ class SubmissionGrade:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubmissionGrade:
-        exercises = [ExerciseGrade(**{**e, "checks": [CheckGrade(**c) for c in e["checks"]]}) for e in data["exercises"]]
+        exercises = [ExerciseGrade(**{**e, "checks": [CheckEntry(**c) for c in e["checks"]]}) for e in data["exercises"]]
         return cls(**{**data, "exercises": exercises})
 
 
@@ -127,7 +117,7 @@ def grade_submission(path: Path, name: str, spec: Spec, settings: Settings, fold
 
 def _zero(spec: Spec) -> list[ExerciseGrade]:
     return [
-        ExerciseGrade(e.id, e.title, [CheckGrade(c.check, False, 0.0, c.points, "not graded") for c in e.checks])
+        ExerciseGrade(e.id, e.title, [CheckEntry(c.check, e.id, False, 0.0, c.points, "not graded") for c in e.checks])
         for e in spec.exercises
     ]
 
@@ -222,13 +212,8 @@ def _grade_exercise(ctx: Context, run: RunResult, exercise: ExerciseSpec) -> Exe
             result = CHECKS[spec.check].fn(ctx, var, **spec.params)
         except Exception as exc:  # noqa: BLE001 - a value nobody anticipated must not crash the grade
             result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
-        checks.append(_graded(result, spec.points))
+        checks.append(CheckEntry.from_result(exercise.id, result, spec.points))
     return ExerciseGrade(exercise.id, exercise.title, checks, notes)
-
-
-def _graded(result: CheckResult, points: float) -> CheckGrade:
-    d = result.to_dict()
-    return CheckGrade(d["id"], d["passed"], points if result.passed else 0.0, points, d["message"], d["clause"], d["details"])
 
 
 def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:
@@ -248,11 +233,9 @@ def _grade_module(path: Path, name: str, settings: Settings) -> SubmissionGrade:
     from sdverify.checker import check_submission
 
     report = check_submission(str(path), preset=settings.preset, weights=settings.weights, timeout=settings.cell_timeout)
-    by_function: dict[str, list[CheckGrade]] = {}
+    by_function: dict[str, list[CheckEntry]] = {}
     for entry in report.checks:
-        by_function.setdefault(entry.function, []).append(
-            CheckGrade(entry.id, entry.passed, entry.points, entry.max_points, entry.message, entry.clause, dict(entry.details))
-        )
+        by_function.setdefault(entry.function, []).append(entry)
     exercises = [ExerciseGrade(function, f"{function}()", checks) for function, checks in by_function.items()]
     grade = SubmissionGrade(name, str(path), "module", exercises, error=report.error, seconds=report.seconds)
     return SubmissionGrade.from_dict(grade.to_dict())  # details made JSON-safe like a stored grade
