@@ -191,23 +191,18 @@ def cfg_algebra(
         results.append(ok("cfg.inputs_unchanged", clause) if failure is None else failure)
 
     # w = 0 and w = 1 are the two predictions.
-    clause = "w = 0 returns eps_uncond"
-    out, failure = run("cfg.w0_is_uncond", clause, u, c, 0.0)
-    tol = cfg_tolerance(dtype, u, c, scale=_amplification(0.0))
-    results.append(
-        failure
-        if failure is not None
-        else _close("cfg.w0_is_uncond", clause, out, u, tol, "at w=0 the result is not eps_uncond")
+    endpoints = (
+        ("cfg.w0_is_uncond", 0.0, u, "eps_uncond", "w = 0 returns eps_uncond"),
+        ("cfg.w1_is_cond", 1.0, c, "eps_cond", "w = 1 returns eps_cond (within rounding: c − u is rounded before u is added back)"),
     )
-
-    clause = "w = 1 returns eps_cond (within rounding: c − u is rounded before u is added back)"
-    out, failure = run("cfg.w1_is_cond", clause, u, c, 1.0)
-    tol = cfg_tolerance(dtype, u, c, scale=_amplification(1.0))
-    results.append(
-        failure
-        if failure is not None
-        else _close("cfg.w1_is_cond", clause, out, c, tol, "at w=1 the result is not eps_cond")
-    )
+    for check_id, weight, expected, name, clause in endpoints:
+        out, failure = run(check_id, clause, u, c, weight)
+        tol = cfg_tolerance(dtype, u, c, scale=_amplification(weight))
+        results.append(
+            failure
+            if failure is not None
+            else _close(check_id, clause, out, expected, tol, f"at w={weight:g} the result is not {name}")
+        )
 
     # Equal predictions are a fixed point for every w.
     clause = "eps_cond == eps_uncond gives that tensor for every w"
