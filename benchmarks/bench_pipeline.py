@@ -37,8 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="timed rounds; medians are reported")
     p.add_argument("--warmup", type=int, help="untimed rounds first (compile, autotuning, allocator)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--attention", choices=["sdpa", "classic"], default="sdpa",
-                   help="sdpa: torch scaled_dot_product_attention (diffusers' default); classic: explicit softmax(QK^T)V")
+    p.add_argument(
+        "--attention",
+        choices=["sdpa", "classic"],
+        default="sdpa",
+        help="sdpa: torch scaled_dot_product_attention (diffusers' default); classic: explicit softmax(QK^T)V",
+    )
     p.add_argument("--channels-last", action="store_true", help="U-Net and VAE in channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (warm-up rounds absorb compilation)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
@@ -78,18 +82,35 @@ def per_component(c, config: suite.SuiteConfig, run, prefix: str) -> dict[str, T
 
 def flop_rows(timings: dict[str, Timing], flops, peak_tflops: float | None) -> list[dict]:
     """Achieved TFLOP/s and fraction of peak for every timing whose work is known."""
-    work = {"end_to_end": flops.total, "text_encoder": flops.clip, "clip": flops.clip, "unet": flops.denoise,
-            "denoise": flops.denoise, "vae_decoder": flops.vae_decode, "vae": flops.vae_decode}
-    work_unet = {"unet.cfg_batched": 2 * flops.unet_pass, "unet.cfg_two_calls": 2 * flops.unet_pass,
-                 "unet.cfg_batched_fp32": 2 * flops.unet_pass}
+    work = {
+        "end_to_end": flops.total,
+        "text_encoder": flops.clip,
+        "clip": flops.clip,
+        "unet": flops.denoise,
+        "denoise": flops.denoise,
+        "vae_decoder": flops.vae_decode,
+        "vae": flops.vae_decode,
+    }
+    work_unet = {
+        "unet.cfg_batched": 2 * flops.unet_pass,
+        "unet.cfg_two_calls": 2 * flops.unet_pass,
+        "unet.cfg_batched_fp32": 2 * flops.unet_pass,
+    }
     rows = []
     for name, timing in timings.items():
         amount = work_unet.get(name, work.get(name.split(".", 1)[-1]))
         if amount is None:
             continue
         tflops = amount / timing.median / 1e12
-        rows.append({"stage": name, "median_ms": 1000 * timing.median, "tflop": amount / 1e12, "tflop_per_s": tflops,
-                     "fraction_of_peak": tflops / peak_tflops if peak_tflops else None})
+        rows.append(
+            {
+                "stage": name,
+                "median_ms": 1000 * timing.median,
+                "tflop": amount / 1e12,
+                "tflop_per_s": tflops,
+                "fraction_of_peak": tflops / peak_tflops if peak_tflops else None,
+            }
+        )
     return rows
 
 
@@ -111,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"cannot benchmark on {device}: {reason}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup}.items() if v is not None}
+    overrides = {
+        k: v for k, v in {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup}.items() if v is not None
+    }
     config = suite.suite_config(device, args.seed, args.weights, **overrides)
     c = suite.load_suite_components(config)
     apply_options(c, args)
@@ -121,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     timings.update(suite.time_unet(c, config, with_fp32=args.fp32_baseline))
     scheduler = make_scheduler("pndm", dict(c.scheduler.config))
     pipe = suite.make_pipeline(c, make_scheduler("pndm", dict(c.scheduler.config)))
-    timings.update(per_component(c, config, lambda: suite.reference_image(c, scheduler, steps, config.seed), "reference"))
+    timings.update(
+        per_component(c, config, lambda: suite.reference_image(c, scheduler, steps, config.seed), "reference")
+    )
     timings.update(per_component(c, config, lambda: suite.pipeline_image(pipe, steps, config.seed), "pipeline"))
     timings = {name: timings[name] for name in sorted(timings)}
 
@@ -144,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:9s} end to end: {t.median:.3f} s ({steps / t.median:.2f} it/s)")
     if peak:
         floor = flops.total / (peak * 1e12)
-        print(f"physical limit at {peak:g} TFLOP/s ({spec.key} datasheet, dense): {floor:.3f} s per image "
-              f"({flops.total / 1e12:.1f} TFLOP; U-Net {2 * flops.unet_pass / 1e12:.2f} TFLOP per CFG step)")
+        print(
+            f"physical limit at {peak:g} TFLOP/s ({spec.key} datasheet, dense): {floor:.3f} s per image "
+            f"({flops.total / 1e12:.1f} TFLOP; U-Net {2 * flops.unet_pass / 1e12:.2f} TFLOP per CFG step)"
+        )
     else:
         print(f"no datasheet peak for {report.environment['gpu']}: fractions of peak are n/a")
     if args.json:

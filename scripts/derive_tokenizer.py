@@ -48,25 +48,41 @@ def derive(wheel: Path, out: Path) -> None:
     vocab += ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8")
+    (out / "vocab.json").write_text(
+        json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8"
+    )
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
     special = {"content": "<|endoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
-    (out / "special_tokens_map.json").write_text(json.dumps({
-        "bos_token": {**special, "content": "<|startoftext|>"},
-        "eos_token": special, "pad_token": special, "unk_token": special,
-    }, indent=2) + "\n")
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": 77,
-        "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>",
-        "do_lower_case": True,
-        "errors": "replace",
-        "add_prefix_space": False,
-        "clean_up_tokenization_spaces": True,
-    }, indent=2) + "\n")
+    (out / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": {**special, "content": "<|startoftext|>"},
+                "eos_token": special,
+                "pad_token": special,
+                "unk_token": special,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "do_lower_case": True,
+                "errors": "replace",
+                "add_prefix_space": False,
+                "clean_up_tokenization_spaces": True,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {len(vocab)} ids, {len(merges)} merges to {out}")
 
 

@@ -87,7 +87,9 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
     p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
     p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"], help="zoo preset the notebooks load")
-    p.add_argument("--weights", default=os.environ.get("SDVERIFY_WEIGHTS"), help="local diffusers folder with real weights")
+    p.add_argument(
+        "--weights", default=os.environ.get("SDVERIFY_WEIGHTS"), help="local diffusers folder with real weights"
+    )
     p.add_argument("--force", action="store_true", help="regrade submissions that already have a grade in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_grade)
@@ -112,7 +114,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         notebook_timeout=args.timeout,
     )
     out = Path(args.out)
-    grades = grade_batch(args.paths, out, spec=spec, settings=settings, workers=args.workers, force=args.force, progress=not args.quiet)
+    grades = grade_batch(
+        args.paths, out, spec=spec, settings=settings, workers=args.workers, force=args.force, progress=not args.quiet
+    )
     width = max(len(g.name) for g in grades)
     for g in grades:
         print(f"{g.name:{width}s}  {g.score:g}/{g.max_score:g}" + (f"  ({g.error})" if g.error else ""))
@@ -122,8 +126,13 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check a student module against the contract (default: the bundled reference)")
-    p.add_argument("target", nargs="?", default=None, metavar="PATH_OR_MODULE",
-                   help="a .py file or importable module (default: sdverify.reference)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default=None,
+        metavar="PATH_OR_MODULE",
+        help="a .py file or importable module (default: sdverify.reference)",
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="write the JSON report here")
     p.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report here")
     p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
@@ -140,8 +149,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
-    report = check_submission(args.target, preset=args.preset, device=args.device, timeout=args.timeout,
-                              weights=args.weights)
+    report = check_submission(
+        args.target, preset=args.preset, device=args.device, timeout=args.timeout, weights=args.weights
+    )
     print(to_text(report))
     for path, render in ((args.json, to_json), (args.junit, to_junit)):
         if path:

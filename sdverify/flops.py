@@ -44,7 +44,11 @@ class StageFlops:
         return self.clip + self.denoise + self.vae_decode
 
     def shares(self) -> dict[str, float]:
-        return {"clip": self.clip / self.total, "denoise": self.denoise / self.total, "vae": self.vae_decode / self.total}
+        return {
+            "clip": self.clip / self.total,
+            "denoise": self.denoise / self.total,
+            "vae": self.vae_decode / self.total,
+        }
 
 
 def count_stage_flops(preset: str = "sd15", steps: int = C.NUM_INFERENCE_STEPS, cfg: bool = True) -> StageFlops:

@@ -37,7 +37,9 @@ def run_trace(
 
     trace = Trace(device=device, on_step=on_step)
     generator = torch.Generator("cpu").manual_seed(seed)
-    image = reference.generate(c.tokenizer, c.text_encoder, c.unet, c.vae, sched, prompt, steps, guidance, generator, trace)
+    image = reference.generate(
+        c.tokenizer, c.text_encoder, c.unet, c.vae, sched, prompt, steps, guidance, generator, trace
+    )
     bar.close()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

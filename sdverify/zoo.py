@@ -176,7 +176,9 @@ def weights_dir(preset: str = "tiny", seed: int = 0, weights: str | os.PathLike[
         path = Path(weights).expanduser()
         missing = [c for c in COMPONENTS if not (path / c).is_dir()]
         if missing:
-            raise FileNotFoundError(f"weights folder {path} lacks diffusers subfolders {missing}; expected {list(COMPONENTS)}")
+            raise FileNotFoundError(
+                f"weights folder {path} lacks diffusers subfolders {missing}; expected {list(COMPONENTS)}"
+            )
         return path
     return materialize(preset, seed)
 

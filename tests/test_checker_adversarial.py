@@ -15,10 +15,10 @@ import torch
 from sdverify import zoo
 from sdverify.checker import check_submission
 
-GOOD_TOKENIZE = '''
+GOOD_TOKENIZE = """
 def tokenize(tokenizer, prompt):
     return tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-'''
+"""
 
 
 def _write(tmp_path: Path, body: str, name: str = "student.py") -> str:
@@ -45,14 +45,28 @@ def _messages(entries) -> str:
     [
         ("def cfg_combine(u, c, w):\n    raise ValueError('boom')\n", "cfg_combine", "raised ValueError: boom"),
         ("def decode_latents(vae, latents):\n    latents / 2\n", "decode_latents", "returned None"),
-        ("def initial_latents(s, g, d, t):\n    return torch.randn(1, 4, 64, 64, generator=g).numpy()\n",
-         "initial_latents", "ndarray"),
+        (
+            "def initial_latents(s, g, d, t):\n    return torch.randn(1, 4, 64, 64, generator=g).numpy()\n",
+            "initial_latents",
+            "ndarray",
+        ),
         ("def encode_prompt(tok, te, p):\n    return [[0.0] * 768] * 77\n", "encode_prompt", "list"),
-        ("def decode_latents(vae, latents):\n    return torch.zeros(1, 3, 64, 64)\n", "decode_latents", "[1,3,512,512]"),
-        ("def decode_latents(vae, latents):\n    return torch.full((1, 3, 512, 512), float('nan'))\n",
-         "decode_latents", "non-finite"),
-        ("def initial_latents(s, g, d, t):\n    return torch.randn(1, 4, 64, 64, generator=g, dtype=torch.float64)\n",
-         "initial_latents", "torch.float64"),
+        (
+            "def decode_latents(vae, latents):\n    return torch.zeros(1, 3, 64, 64)\n",
+            "decode_latents",
+            "[1,3,512,512]",
+        ),
+        (
+            "def decode_latents(vae, latents):\n    return torch.full((1, 3, 512, 512), float('nan'))\n",
+            "decode_latents",
+            "non-finite",
+        ),
+        (
+            "def initial_latents(s, g, d, t):\n"
+            "    return torch.randn(1, 4, 64, 64, generator=g, dtype=torch.float64)\n",
+            "initial_latents",
+            "torch.float64",
+        ),
         ("def cfg_combine(u, c, w):\n    sys.exit(0)\n", "cfg_combine", "called sys.exit(0)"),
     ],
     ids=["raises", "returns-none", "numpy", "list", "wrong-shape", "nan", "wrong-dtype", "sys-exit"],
@@ -148,10 +162,14 @@ def test_writes_stay_out_of_the_graders_folders(tmp_path: Path, monkeypatch: pyt
     (files,) = by_function["sandbox"]
     assert not files.passed and "vae" in files.message
     # The next submission runs on intact components: its correct decoder passes.
-    clean = _write(tmp_path, """
+    clean = _write(
+        tmp_path,
+        """
     def decode_latents(vae, latents):
         with torch.no_grad():
             return vae.decode(latents / vae.config.scaling_factor).sample
-    """, name="clean.py")
+    """,
+        name="clean.py",
+    )
     report = check_submission(clean, weights=str(weights), timeout=20)
     assert all(c.passed for c in report.checks if c.function in ("tokenize", "decode_latents")), report.failed()

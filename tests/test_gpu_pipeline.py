@@ -49,7 +49,10 @@ def test_reference_matches_stable_diffusion_pipeline(gpu_config, gpu_components,
     with suite.deterministic():
         theirs = suite.pipeline_image(pipe, gpu_config.steps, gpu_config.seed)
     result = compare_tensors(
-        "pipeline.equivalence", suite.to_unit_range(image), theirs, atol=gpu_config.pipeline_atol,
+        "pipeline.equivalence",
+        suite.to_unit_range(image),
+        theirs,
+        atol=gpu_config.pipeline_atol,
         clause="reference image == StableDiffusionPipeline image",
     )
     assert result.passed, str(result)
@@ -67,7 +70,9 @@ def test_batched_cfg_equals_two_unet_calls(gpu_config, gpu_components):
 def test_same_seed_twice_gives_identical_image(gpu_config, gpu_components, reference_runs):
     _, first, _ = reference_runs["pndm"]
     with suite.deterministic():
-        again = suite.reference_image(gpu_components, _scheduler(gpu_components, "pndm"), gpu_config.steps, gpu_config.seed)
+        again = suite.reference_image(
+            gpu_components, _scheduler(gpu_components, "pndm"), gpu_config.steps, gpu_config.seed
+        )
     assert torch.equal(first, again), f"max |diff| {float((first.float() - again.float()).abs().max()):.3g}"
 
 

@@ -19,7 +19,11 @@ pytest_plugins = ["pytester"]
 def test_measure_interleaved_warms_up_then_alternates():
     calls: list[str] = []
     timings = measure_interleaved(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, device="cpu", repeats=3, warmup=2, iterations=5
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        device="cpu",
+        repeats=3,
+        warmup=2,
+        iterations=5,
     )
     assert calls == ["a", "b"] * 5
     assert [len(t.samples) for t in timings.values()] == [3, 3]
@@ -40,7 +44,7 @@ def test_median_per_second_and_paired_ratio():
     assert paired_ratio(slow, fast) == pytest.approx(2.0)
     assert Timing.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     with pytest.raises(ValueError, match="no samples"):
-        Timing("empty").median
+        _ = Timing("empty").median
     with pytest.raises(ValueError, match="equal"):
         paired_ratio(fast, Timing("short", [1.0]))
 
@@ -120,8 +124,17 @@ def test_budget_checks_name_the_card_and_the_override():
 
 # --- report -------------------------------------------------------------------------
 def _report(gpu: str = "Fake GPU") -> TimingReport:
-    report = TimingReport({"gpu": gpu, "device": "cuda:0", "torch": "2.x", "cuda": "12.x", "diffusers": "0.x",
-                           "preset": "sd15", "dtype": "float16"})
+    report = TimingReport(
+        {
+            "gpu": gpu,
+            "device": "cuda:0",
+            "torch": "2.x",
+            "cuda": "12.x",
+            "diffusers": "0.x",
+            "preset": "sd15",
+            "dtype": "float16",
+        }
+    )
     report.add(Timing("reference.end_to_end", [2.0, 2.0]))
     report.add(Timing("reference.denoise", [1.9, 1.9], iterations=50, share_of="reference.end_to_end"))
     return report
@@ -185,13 +198,21 @@ def test_check_run_names_the_broken_stage():
         text_outputs=[suite.TensorInfo(C.EMBEDDINGS_SHAPE, torch.float16, True)] * 2,
         unet_outputs=[suite.TensorInfo((2, 4, 64, 64), torch.float16, True)] * 3,
         steps=[{"noise_pred": good, "latents": good, "prev_latents": good}] * 2
-        + [{"noise_pred": good, "latents": good, "prev_latents": suite.TensorInfo(C.LATENT_SHAPE, torch.float16, False)}],
+        + [
+            {
+                "noise_pred": good,
+                "latents": good,
+                "prev_latents": suite.TensorInfo(C.LATENT_SHAPE, torch.float16, False),
+            }
+        ],
     )
     ids = torch.zeros(C.TOKEN_IDS_SHAPE, dtype=torch.int64)
     image = torch.zeros(C.IMAGE_SHAPE, dtype=torch.float32)
     results = {r.id: r for r in suite.check_run(record, ids, image, torch.float16, num_steps=4)}
     assert results["stages.embeddings"].passed and results["stages.noise_pred"].passed
-    assert "#2 of 3" in results["stages.prev_latents"].message and "non-finite" in results["stages.prev_latents"].message
+    assert (
+        "#2 of 3" in results["stages.prev_latents"].message and "non-finite" in results["stages.prev_latents"].message
+    )
     assert "3 scheduler steps for 4 timesteps" in results["stages.step_count"].message
     assert "dtype torch.float32" in results["stages.image"].message
 

@@ -12,8 +12,7 @@ import json
 
 import pytest
 
-from sdverify.gpu import claims
-from sdverify.gpu import suite
+from sdverify.gpu import claims, suite
 from sdverify.gpu.report import TimingReport, format_reports, reports_to_json
 
 pytestmark = pytest.mark.gpu
@@ -44,19 +43,25 @@ def _assert(result) -> None:
 def test_denoising_loop_dominates_end_to_end_time(gpu_config, generation_timings):
     if not gpu_config.on_cuda:
         pytest.skip(NOT_ON_CPU)
-    _assert(claims.check_denoise_share(generation_timings["reference.denoise"], generation_timings["reference.end_to_end"]))
+    _assert(
+        claims.check_denoise_share(generation_timings["reference.denoise"], generation_timings["reference.end_to_end"])
+    )
 
 
 def test_batched_cfg_step_beats_two_unet_calls(gpu_config, unet_timings):
     if not gpu_config.on_cuda:
         pytest.skip(NOT_ON_CPU)
-    _assert(claims.check_ratio(claims.BATCHED_CFG, unet_timings["unet.cfg_batched"], unet_timings["unet.cfg_two_calls"]))
+    _assert(
+        claims.check_ratio(claims.BATCHED_CFG, unet_timings["unet.cfg_batched"], unet_timings["unet.cfg_two_calls"])
+    )
 
 
 def test_float16_beats_float32(gpu_config, unet_timings):
     if not gpu_config.on_cuda:
         pytest.skip("float16 on CPU has no fast kernels; the speed-up is a tensor-core claim")
-    _assert(claims.check_ratio(claims.FP16_SPEEDUP, unet_timings["unet.cfg_batched"], unet_timings["unet.cfg_batched_fp32"]))
+    _assert(
+        claims.check_ratio(claims.FP16_SPEEDUP, unet_timings["unet.cfg_batched"], unet_timings["unet.cfg_batched_fp32"])
+    )
 
 
 def test_reference_is_no_slower_than_pipeline(gpu_config, generation_timings):
@@ -69,7 +74,12 @@ def test_reference_is_no_slower_than_pipeline(gpu_config, generation_timings):
 def test_absolute_budgets_of_this_gpu(gpu_budget, generation_timings, unet_timings):
     if gpu_budget is None:
         pytest.skip("no budget applies: CPU run, a GPU not in the budget table, or --sdverify-budget-scale 0")
-    failed = [str(r) for r in claims.check_budgets(gpu_budget, generation_timings["reference.end_to_end"], unet_timings["unet.cfg_batched"])]
+    failed = [
+        str(r)
+        for r in claims.check_budgets(
+            gpu_budget, generation_timings["reference.end_to_end"], unet_timings["unet.cfg_batched"]
+        )
+    ]
     failed = [line for line in failed if line.startswith("[FAIL]")]
     assert not failed, "\n".join(failed)
 

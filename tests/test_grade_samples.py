@@ -30,23 +30,37 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     "mistake_prev_sample": {"ex3": {"z_t_minus_1": ".prev_sample"}},
     "mistake_cfg_swapped": {"ex3": {"eps_cfg": "swapped"}, "ex4": {"image_replay": "swapped"}},
     "mistake_uncond_prompt": {
-        "ex3": {"uncond_embeddings": "encodes 'a cat sitting on a beach at sunset' instead of ''", "eps_uncond": "conditioned on 'a cat"}
+        "ex3": {
+            "uncond_embeddings": "encodes 'a cat sitting on a beach at sunset' instead of ''",
+            "eps_uncond": "conditioned on 'a cat",
+        }
     },
     "mistake_no_scaling": {"ex4": {"image_decode": "not divided by", "image_replay": "decode step differs"}},
     "mistake_rand": {"ex3": {"z_t": "torch.rand"}},
     "mistake_reversed": {"ex4": {"image_replay": "timesteps run backwards"}},
     # The raising line is vae_params'; the lines after it in that cell never ran.
-    "mistake_raises": {"ex1": {"vae_params": "not defined", "unet_params": "not defined", "total_params": "not defined"}},
+    "mistake_raises": {
+        "ex1": {"vae_params": "not defined", "unet_params": "not defined", "total_params": "not defined"}
+    },
     "mistake_never_finishes": {
-        "ex4": {"image_shape": "not defined", "image_decode": "not defined", "image_replay": "not defined", "stage_timings": "denoise_time"}
+        "ex4": {
+            "image_shape": "not defined",
+            "image_decode": "not defined",
+            "image_replay": "not defined",
+            "stage_timings": "denoise_time",
+        }
     },
     # Hostile notebooks: correct work (except where stated) plus something nasty.
-    "hostile_showtraceback": {"ex1": {"vae_params": "not defined", "unet_params": "not defined", "total_params": "not defined"}},
+    "hostile_showtraceback": {
+        "ex1": {"vae_params": "not defined", "unet_params": "not defined", "total_params": "not defined"}
+    },
     "hostile_builtins": {},
     "hostile_kill_kernel": {},
     "hostile_delete_files": {},
     "hostile_forged_grade": {
-        "ex3": dict.fromkeys(["scheduler", "z_t", "uncond_embeddings", "t", "eps_uncond", "eps_cond", "eps_cfg", "z_t_minus_1"], ""),
+        "ex3": dict.fromkeys(
+            ["scheduler", "z_t", "uncond_embeddings", "t", "eps_uncond", "eps_cond", "eps_cfg", "z_t_minus_1"], ""
+        ),
         "ex4": dict.fromkeys(["image_shape", "image_decode", "image_replay", "stage_timings"], ""),
     },
 }
@@ -150,7 +164,7 @@ def test_gradescope_results_format(batch):
 
 
 def test_junit_and_html_reports(batch):
-    grades, out, *_ = batch
+    _, out, *_ = batch
     suites = {s.get("name"): s for s in ET.parse(out / "junit.xml").getroot()}
     assert set(suites) == set(EXPECTED)
     assert suites["correct"].get("failures") == "0"

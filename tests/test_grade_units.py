@@ -47,8 +47,11 @@ def test_snapshots_go_before_the_next_exercise_heading():
         new_code_cell("# Exercise 2 (a heading written as a comment)\nb = 2"),
         new_code_cell("c = 3"),
     ]
-    snaps = [Snapshot("one", r"^#+.*Exercise\s*1\b", ("a",)), Snapshot("two", r"^#+.*Exercise\s*2\b", ("b",)),
-             Snapshot("lost", r"^#+.*Exercise\s*9\b", ("c",))]
+    snaps = [
+        Snapshot("one", r"^#+.*Exercise\s*1\b", ("a",)),
+        Snapshot("two", r"^#+.*Exercise\s*2\b", ("b",)),
+        Snapshot("lost", r"^#+.*Exercise\s*9\b", ("c",)),
+    ]
     plan = plan_snapshots(cells, snaps)
     assert {i: [s.id for s in v] for i, v in plan.items()} == {4: ["one"], 6: ["two", "lost"]}
 
@@ -66,7 +69,7 @@ def test_shipped_spec_loads_and_names_the_lesson_variables():
     [
         (('check = "token_ids"', 'check = "token_idz"'), "unknown check 'token_idz'"),
         (('component = "vae"', 'component = "vae", colour = "red"'), "bad parameters for 'param_count'"),
-        (("points = 2, value = \"token_ids\"", "points = -1, value = \"token_ids\""), "points must be a number >= 0"),
+        (('points = 2, value = "token_ids"', 'points = -1, value = "token_ids"'), "points must be a number >= 0"),
         (("seed = 42", "seed = 42\nsteps_per_second = 3"), "unknown [lesson] keys ['steps_per_second']"),
         (("heading = '^#+.*Exercise\\s*1\\b'", "heading = '(unclosed'"), "heading is not a valid regex"),
     ],
@@ -110,7 +113,7 @@ def test_collect_and_unique_names(tmp_path):
     found = collect([tmp_path])
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/alice.ipynb", "b/alice.ipynb", "b/bob.py"]
     assert unique_names(found) == ["alice", "alice-2", "bob"]
-    with pytest.raises(ValueError, match="expected a .ipynb notebook"):
+    with pytest.raises(ValueError, match=r"expected a \.ipynb notebook"):
         collect([tmp_path / "b" / "notes.txt"])
 
 
@@ -147,17 +150,31 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
 
     def fake_check_submission(target, **options):
         calls.append((target, options))
-        return SubmissionReport(target, [
-            CheckEntry("cfg_combine.formula", "cfg_combine", False, 0.0, 2.0, "the two predictions are swapped", "CFG"),
-            CheckEntry("tokenize.reference", "tokenize", True, 1.0, 1.0, ""),
-        ], None, 0.5)
+        return SubmissionReport(
+            target,
+            [
+                CheckEntry(
+                    "cfg_combine.formula", "cfg_combine", False, 0.0, 2.0, "the two predictions are swapped", "CFG"
+                ),
+                CheckEntry("tokenize.reference", "tokenize", True, 1.0, 1.0, ""),
+            ],
+            None,
+            0.5,
+        )
 
     monkeypatch.setattr(checker, "check_submission", fake_check_submission)
     module = tmp_path / "alice.py"
     module.write_text("def cfg_combine(u, c, w):\n    return c + w * (u - c)\n")
     out = tmp_path / "out"
-    [grade] = grade_batch([module], out, spec=load_spec(), settings=Settings(cell_timeout=30), workers=1, progress=False)
+    [grade] = grade_batch(
+        [module], out, spec=load_spec(), settings=Settings(cell_timeout=30), workers=1, progress=False
+    )
     assert calls == [(str(module.resolve()), {"preset": "tiny", "weights": None, "timeout": 30})]
-    assert (grade.kind, [e.id for e in grade.exercises], grade.score, grade.max_score) == ("module", ["cfg_combine", "tokenize"], 1, 3)
+    assert (grade.kind, [e.id for e in grade.exercises], grade.score, grade.max_score) == (
+        "module",
+        ["cfg_combine", "tokenize"],
+        1,
+        3,
+    )
     assert "swapped" in (out / "submissions" / "alice" / "report.html").read_text()
     assert (out / "grades.csv").read_text().splitlines()[0] == "student,cfg_combine,tokenize,total,max_total,error"

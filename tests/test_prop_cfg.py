@@ -117,7 +117,7 @@ def test_unusable_checker_inputs_are_the_callers_error():
     u = torch.zeros(3)
     with pytest.raises(ValueError, match="share shape"):
         cfg_algebra(reference.cfg_combine, u, torch.zeros(4), 7.5, 1.0)
-    with pytest.raises(TypeError, match="floating-point torch.Tensor"):
+    with pytest.raises(TypeError, match=r"floating-point torch\.Tensor"):
         cfg_algebra(reference.cfg_combine, np.zeros(3), u, 7.5, 1.0)
     with pytest.raises(ValueError, match="overflow"):
         cfg_algebra(reference.cfg_combine, torch.full((3,), 6e4, dtype=torch.float16), u.half(), 7.5, 1.0)

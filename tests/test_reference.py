@@ -16,7 +16,9 @@ PIPELINE_SCHEDULERS = ["pndm", "ddpm", "ddim", "euler", "euler_a", "lms", "dpm"]
 
 def _generate(impl, c, scheduler, seed, steps=C.NUM_INFERENCE_STEPS, prompt=PROMPT):
     generator = torch.Generator("cpu").manual_seed(seed)
-    return impl.generate(c.tokenizer, c.text_encoder, c.unet, c.vae, scheduler, prompt, steps, C.GUIDANCE_SCALE, generator)
+    return impl.generate(
+        c.tokenizer, c.text_encoder, c.unet, c.vae, scheduler, prompt, steps, C.GUIDANCE_SCALE, generator
+    )
 
 
 def test_stage_shapes(sd_impl, sd_components):
@@ -53,13 +55,22 @@ def test_generate_matches_stable_diffusion_pipeline(sd_impl, sd_components, name
     c = sd_components
     ours = _generate(sd_impl, c, make_scheduler(name), seed=0)
     pipe = StableDiffusionPipeline(
-        vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet, scheduler=make_scheduler(name),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        unet=c.unet,
+        scheduler=make_scheduler(name),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(
-        PROMPT, num_inference_steps=C.NUM_INFERENCE_STEPS, guidance_scale=C.GUIDANCE_SCALE,
-        generator=torch.Generator("cpu").manual_seed(0), output_type="pt",
+        PROMPT,
+        num_inference_steps=C.NUM_INFERENCE_STEPS,
+        guidance_scale=C.GUIDANCE_SCALE,
+        generator=torch.Generator("cpu").manual_seed(0),
+        output_type="pt",
     ).images
     assert tuple(ours.shape) == C.IMAGE_SHAPE
     diff = ((ours / 2 + 0.5).clamp(0, 1) - theirs).abs().max().item()

@@ -48,12 +48,19 @@ def test_round_trip_gives_identical_outputs(hub_snapshot):
         zoo.HUB_ID, subfolder="unet", cache_dir=zoo.hub_cache_of(hub_snapshot), local_files_only=True
     )
     loaded = zoo.load_components(hub_snapshot)
-    for a, b in ((built.unet, unet), (built.unet, loaded.unet), (built.vae, loaded.vae), (built.text_encoder, loaded.text_encoder)):
+    for a, b in (
+        (built.unet, unet),
+        (built.unet, loaded.unet),
+        (built.vae, loaded.vae),
+        (built.text_encoder, loaded.text_encoder),
+    ):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     outputs = []
     for c in (built, loaded):
         g = torch.Generator().manual_seed(3)
-        outputs.append(reference.generate(c.tokenizer, c.text_encoder, c.unet, c.vae, make_scheduler("ddim"), "a dog", 4, 7.5, g))
+        outputs.append(
+            reference.generate(c.tokenizer, c.text_encoder, c.unet, c.vae, make_scheduler("ddim"), "a dog", 4, 7.5, g)
+        )
     assert torch.equal(*outputs)
 
 
@@ -69,17 +76,28 @@ def test_unmodified_lesson_code_loads_by_hub_id_offline(hub_snapshot, tmp_path):
         "v = AutoencoderKL.from_pretrained(m, subfolder='vae')\n"
         "s = DDPMScheduler.from_pretrained(m, subfolder='scheduler')\n"
         "p = StableDiffusionPipeline.from_pretrained(m)\n"
-        "print(len(tok), te.config.hidden_size, u.config.sample_size, v.config.scaling_factor, type(p.scheduler).__name__)\n"
+        "print(len(tok), te.config.hidden_size, u.config.sample_size, v.config.scaling_factor,"
+        " type(p.scheduler).__name__)\n"
     )
     env = {**os.environ, **zoo.offline_env(zoo.hub_cache_of(hub_snapshot)), "HF_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == [str(C.VOCAB_SIZE), str(C.EMBED_DIM), str(C.LATENT_SIZE), str(C.VAE_SCALING_FACTOR), "PNDMScheduler"]
+    assert out.stdout.split() == [
+        str(C.VOCAB_SIZE),
+        str(C.EMBED_DIM),
+        str(C.LATENT_SIZE),
+        str(C.VAE_SCALING_FACTOR),
+        "PNDMScheduler",
+    ]
 
 
 def test_real_weights_folder_is_validated(tmp_path):
     (tmp_path / "unet").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"lacks diffusers subfolders \['tokenizer', 'text_encoder', 'vae', 'scheduler'\]"):
+    with pytest.raises(
+        FileNotFoundError, match=r"lacks diffusers subfolders \['tokenizer', 'text_encoder', 'vae', 'scheduler'\]"
+    ):
         zoo.weights_dir("tiny", weights=tmp_path)
 
 

@@ -41,8 +41,14 @@ def check_submission(
     resolved = resolve_target(target)
     ctx = checks.context(preset, device, weights)
     result = sandbox.run_submission(
-        resolved, ctx.plan, weights=ctx.weights, device=device, dtype=ctx.env.dtype, timeout=timeout,
-        memory_limit_mb=memory_limit_mb, watch=[ctx.weights],
+        resolved,
+        ctx.plan,
+        weights=ctx.weights,
+        device=device,
+        dtype=ctx.env.dtype,
+        timeout=timeout,
+        memory_limit_mb=memory_limit_mb,
+        watch=[ctx.weights],
     )
     entries = [
         CheckEntry.from_result(function, r)

@@ -139,8 +139,10 @@ def _simulated(ctx: Context, mistake: mistakes.Mistake, probe: Probe) -> list[to
     key = (mistake.id, probe.id)
     if key not in ctx.simulated:
         try:
-            ctx.simulated[key] = [_plain(v) for v in run_probe(with_function(mistake.function, mistake.impl), ctx.env, probe)]
-        except Exception:  # noqa: BLE001 - a mistake that cannot run on this probe cannot be its signature
+            ctx.simulated[key] = [
+                _plain(v) for v in run_probe(with_function(mistake.function, mistake.impl), ctx.env, probe)
+            ]
+        except Exception:
             ctx.simulated[key] = None
     return ctx.simulated[key]
 
@@ -183,7 +185,9 @@ def reference_check(ctx: Context, id: str, probes: list[Probe], outcomes: dict[s
                 return _with_mistake(result, name_mistake(ctx, probe, outcome.values))
             result = compare_tensors(id, value.tensor.double(), want.double(), atol=atol, rtol=rtol, clause=clause)
             if not result.passed:
-                result = replace(result, message=f"{where}: {result.message}", details={**result.details, "probe": probe.id})
+                result = replace(
+                    result, message=f"{where}: {result.message}", details={**result.details, "probe": probe.id}
+                )
                 return _with_mistake(result, name_mistake(ctx, probe, outcome.values))
             worst = max(worst, result.details.get("max_abs_diff", 0.0))
         if len(outcome.values) != len(expected):
@@ -200,8 +204,15 @@ def contract_check(id: str, probes: list[Probe], outcomes: dict[str, Outcome], *
         if failure is not None:
             return failure
         for value in outcome.values:
-            _, failure = tensor_result(id, _student_tensor(value), shape=shape, dtype=ctx.env.dtype,
-                                       device=ctx.env.device, finite=True, clause=clause)
+            _, failure = tensor_result(
+                id,
+                _student_tensor(value),
+                shape=shape,
+                dtype=ctx.env.dtype,
+                device=ctx.env.device,
+                finite=True,
+                clause=clause,
+            )
             if failure is not None:
                 failure = replace(failure, message=f"{probe.id}: {failure.message}")
                 return _with_mistake(failure, mistakes.from_value(probe.function, value))
@@ -239,8 +250,9 @@ def _merged(function: str, per_probe: list[tuple[Probe, list[CheckResult]]]) -> 
     return list(merged.values())
 
 
-def _value_properties(ctx: Context, function: str, outcomes: dict[str, Outcome],
-                      properties: Callable[[Probe, Any], list[CheckResult]]) -> list[CheckResult]:
+def _value_properties(
+    ctx: Context, function: str, outcomes: dict[str, Outcome], properties: Callable[[Probe, Any], list[CheckResult]]
+) -> list[CheckResult]:
     """A property function of :mod:`sdverify.properties` on every probe's value, merged per property."""
     per_probe = []
     for probe in ctx.plan.of(function):
@@ -290,12 +302,17 @@ def function_checks(ctx: Context, function: str, outcomes: dict[str, Outcome]) -
     first = [p for p in probes if not p.id.endswith(",again]")]
     if function == "tokenize":
         tok = ctx.env.components.tokenizer
-        results = _value_properties(ctx, function, outcomes,
-                                    lambda p, v: token_id_properties(v, text_token_count(tok, PROMPTS[p.args["prompt"]])))
+        results = _value_properties(
+            ctx,
+            function,
+            outcomes,
+            lambda p, v: token_id_properties(v, text_token_count(tok, PROMPTS[p.args["prompt"]])),
+        )
         return results + [reference_check(ctx, "tokenize.reference", first, outcomes)]
     if function == "encode_prompt":
-        results = _value_properties(ctx, function, outcomes,
-                                    lambda p, v: embedding_properties(v, dtype=ctx.env.dtype, device=ctx.env.device))
+        results = _value_properties(
+            ctx, function, outcomes, lambda p, v: embedding_properties(v, dtype=ctx.env.dtype, device=ctx.env.device)
+        )
         return results + [reference_check(ctx, "encode_prompt.reference", first, outcomes)]
     if function == "cfg_combine":
         missing = _outcome_failure("x", probes[0], outcomes.get(probes[0].id), "")
@@ -304,8 +321,12 @@ def function_checks(ctx: Context, function: str, outcomes: dict[str, Outcome]) -
             return [replace(missing, id=f"cfg_combine.{id}") for id in ids]
         results = cfg_algebra(_replayer([outcomes[p.id] for p in probes]), *_cfg_inputs(), *CFG_SCALES)
         return [replace(r, id=f"cfg_combine.{r.id}") for r in results]
-    shapes = {"initial_latents": C.LATENT_SHAPE, "denoise_step": C.LATENT_SHAPE, "decode_latents": C.IMAGE_SHAPE,
-              "generate": C.IMAGE_SHAPE}
+    shapes = {
+        "initial_latents": C.LATENT_SHAPE,
+        "denoise_step": C.LATENT_SHAPE,
+        "decode_latents": C.IMAGE_SHAPE,
+        "generate": C.IMAGE_SHAPE,
+    }
     results = []
     if function in shapes:
         results.append(contract_check(f"{function}.contract", probes, outcomes, shape=shapes[function], ctx=ctx))

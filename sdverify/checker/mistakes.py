@@ -56,8 +56,17 @@ def _generate(
     denoise: Callable = R.denoise_step,
     decode: Callable = R.decode_latents,
 ) -> Callable:
-    def generate(tokenizer, text_encoder, unet, vae, scheduler, prompt, num_inference_steps=50, guidance_scale=7.5,
-                 generator=None):
+    def generate(
+        tokenizer,
+        text_encoder,
+        unet,
+        vae,
+        scheduler,
+        prompt,
+        num_inference_steps=50,
+        guidance_scale=7.5,
+        generator=None,
+    ):
         cond = R.encode_prompt(tokenizer, text_encoder, prompt)
         uncond = cond if uncond_prompt else R.encode_prompt(tokenizer, text_encoder, "")
         scheduler.set_timesteps(num_inference_steps, device=unet.device)
@@ -89,12 +98,17 @@ def _encode_with_mask(tokenizer, text_encoder, prompt):
 
     batch = encode_batch(tokenizer, prompt)
     with torch.no_grad():
-        return text_encoder(batch.input_ids.to(text_encoder.device), attention_mask=batch.attention_mask.to(text_encoder.device))[0]
+        return text_encoder(
+            batch.input_ids.to(text_encoder.device), attention_mask=batch.attention_mask.to(text_encoder.device)
+        )[0]
 
 
 def _latents_rand(scheduler, generator, device, dtype):
     draw = generator.device if generator is not None else torch.device(device)
-    return torch.rand(C.LATENT_SHAPE, generator=generator, device=draw, dtype=dtype).to(device) * scheduler.init_noise_sigma
+    return (
+        torch.rand(C.LATENT_SHAPE, generator=generator, device=draw, dtype=dtype).to(device)
+        * scheduler.init_noise_sigma
+    )
 
 
 def _latents_unscaled(scheduler, generator, device, dtype):
@@ -145,51 +159,98 @@ NO_SCALE_INPUT = (
 GUIDANCE_IGNORED = "the guidance scale has no effect: only eps_cond is used (as if w = 1)"
 
 MISTAKES: tuple[Mistake, ...] = (
-    Mistake("encode_attention_mask", "encode_prompt",
-            "the attention mask was passed to the text encoder: SD1.5 encodes the padded ids without a mask, "
-            "so the padding positions' embeddings differ", _encode_with_mask),
-    Mistake("latents_rand", "initial_latents",
-            "latents look uniform in [0, 1): torch.rand was used where torch.randn (standard normal) belongs",
-            _latents_rand),
-    Mistake("init_noise_sigma_forgotten", "initial_latents",
-            "latents have std 1 instead of scheduler.init_noise_sigma: multiply the noise by init_noise_sigma "
-            "(≈14.6 for Euler-type schedulers, 1 for PNDM/DDIM)", _latents_unscaled),
+    Mistake(
+        "encode_attention_mask",
+        "encode_prompt",
+        "the attention mask was passed to the text encoder: SD1.5 encodes the padded ids without a mask, "
+        "so the padding positions' embeddings differ",
+        _encode_with_mask,
+    ),
+    Mistake(
+        "latents_rand",
+        "initial_latents",
+        "latents look uniform in [0, 1): torch.rand was used where torch.randn (standard normal) belongs",
+        _latents_rand,
+    ),
+    Mistake(
+        "init_noise_sigma_forgotten",
+        "initial_latents",
+        "latents have std 1 instead of scheduler.init_noise_sigma: multiply the noise by init_noise_sigma "
+        "(≈14.6 for Euler-type schedulers, 1 for PNDM/DDIM)",
+        _latents_unscaled,
+    ),
     Mistake("cfg_swapped", "denoise_step", SWAPPED_CFG, _denoise(combine=_swapped)),
     Mistake("scale_model_input_forgotten", "denoise_step", NO_SCALE_INPUT, _denoise(scale_input=False)),
     Mistake("guidance_ignored", "denoise_step", GUIDANCE_IGNORED, _denoise(combine=_cond_only)),
-    Mistake("cfg_without_uncond", "denoise_step",
-            "the guided noise is w·(eps_cond − eps_uncond): eps_uncond must be added back", _denoise(combine=_no_base)),
-    Mistake("decode_not_divided", "decode_latents",
-            "decoded image is 0.18215× too small/large: the latents were not divided by the VAE scaling factor "
-            "(vae.config.scaling_factor) before vae.decode", _decode_unscaled),
-    Mistake("decode_multiplied", "decode_latents",
-            "the latents were multiplied by the VAE scaling factor before decoding; divide by it instead "
-            "(multiplying belongs to encoding)", _decode_multiplied),
-    Mistake("decode_rescaled", "decode_latents",
-            "decode_latents already maps the image to [0, 1]; it must return the raw VAE output in ~[-1, 1] "
-            "(rescaling is to_pil's job)", _decode_rescaled),
-    Mistake("pil_not_rescaled", "to_pil",
-            "the image was not mapped from [-1, 1] to [0, 1] (x / 2 + 0.5) before scaling to 0..255",
-            _pil(_pil_no_rescale)),
-    Mistake("pil_not_clamped", "to_pil",
-            "values outside [0, 1] were not clamped before the uint8 cast, so they wrapped around "
-            "(bright pixels turned dark)", _pil(_pil_no_clamp)),
+    Mistake(
+        "cfg_without_uncond",
+        "denoise_step",
+        "the guided noise is w·(eps_cond − eps_uncond): eps_uncond must be added back",
+        _denoise(combine=_no_base),
+    ),
+    Mistake(
+        "decode_not_divided",
+        "decode_latents",
+        "decoded image is 0.18215× too small/large: the latents were not divided by the VAE scaling factor "
+        "(vae.config.scaling_factor) before vae.decode",
+        _decode_unscaled,
+    ),
+    Mistake(
+        "decode_multiplied",
+        "decode_latents",
+        "the latents were multiplied by the VAE scaling factor before decoding; divide by it instead "
+        "(multiplying belongs to encoding)",
+        _decode_multiplied,
+    ),
+    Mistake(
+        "decode_rescaled",
+        "decode_latents",
+        "decode_latents already maps the image to [0, 1]; it must return the raw VAE output in ~[-1, 1] "
+        "(rescaling is to_pil's job)",
+        _decode_rescaled,
+    ),
+    Mistake(
+        "pil_not_rescaled",
+        "to_pil",
+        "the image was not mapped from [-1, 1] to [0, 1] (x / 2 + 0.5) before scaling to 0..255",
+        _pil(_pil_no_rescale),
+    ),
+    Mistake(
+        "pil_not_clamped",
+        "to_pil",
+        "values outside [0, 1] were not clamped before the uint8 cast, so they wrapped around "
+        "(bright pixels turned dark)",
+        _pil(_pil_no_clamp),
+    ),
     Mistake("pil_bgr", "to_pil", "the colour channels are in BGR order: red and blue are swapped", _pil(_pil_bgr)),
-    Mistake("timesteps_increasing", "generate",
-            "timesteps were walked in increasing order: iterate scheduler.timesteps as given (from noisy to clean)",
-            _generate(reverse=True)),
-    Mistake("generate_init_noise_sigma", "generate",
-            "the starting latents were not multiplied by scheduler.init_noise_sigma (matters for Euler-type schedulers)",
-            _generate(init_sigma=False)),
+    Mistake(
+        "timesteps_increasing",
+        "generate",
+        "timesteps were walked in increasing order: iterate scheduler.timesteps as given (from noisy to clean)",
+        _generate(reverse=True),
+    ),
+    Mistake(
+        "generate_init_noise_sigma",
+        "generate",
+        "the starting latents were not multiplied by scheduler.init_noise_sigma (matters for Euler-type schedulers)",
+        _generate(init_sigma=False),
+    ),
     Mistake("generate_scale_model_input", "generate", NO_SCALE_INPUT, _generate(denoise=_denoise(scale_input=False))),
-    Mistake("uncond_from_prompt", "generate",
-            "the unconditional embeddings were computed from the prompt instead of the empty prompt \"\": "
-            "guidance then has nothing to push against", _generate(uncond_prompt=True)),
+    Mistake(
+        "uncond_from_prompt",
+        "generate",
+        'the unconditional embeddings were computed from the prompt instead of the empty prompt "": '
+        "guidance then has nothing to push against",
+        _generate(uncond_prompt=True),
+    ),
     Mistake("generate_guidance_ignored", "generate", GUIDANCE_IGNORED, _generate(denoise=_denoise(combine=_cond_only))),
     Mistake("generate_cfg_swapped", "generate", SWAPPED_CFG, _generate(denoise=_denoise(combine=_swapped))),
-    Mistake("generate_decode_not_divided", "generate",
-            "the final latents were not divided by the VAE scaling factor (0.18215) before decoding", _generate(
-                decode=_decode_unscaled)),
+    Mistake(
+        "generate_decode_not_divided",
+        "generate",
+        "the final latents were not divided by the VAE scaling factor (0.18215) before decoding",
+        _generate(decode=_decode_unscaled),
+    ),
 )
 
 
@@ -205,8 +266,10 @@ _TYPE_HINTS: dict[tuple[str, str], str] = {
     ("tokenize", "BatchEncoding"): "the tokenizer's BatchEncoding was returned: use .input_ids",
     ("tokenize", "dict"): "a dict of tokenizer outputs was returned: use ['input_ids']",
     ("tokenize", "list"): "a Python list was returned: call the tokenizer with return_tensors='pt'",
-    ("encode_prompt", "BaseModelOutputWithPooling"):
-        "the text encoder's output object was returned: use [0] or .last_hidden_state",
+    (
+        "encode_prompt",
+        "BaseModelOutputWithPooling",
+    ): "the text encoder's output object was returned: use [0] or .last_hidden_state",
     ("encode_prompt", "tuple"): "the text encoder's output tuple was returned: take element [0] (last_hidden_state)",
     ("generate", "Image"): "generate must return the raw decoded tensor [1,3,512,512]; to_pil converts it",
     ("decode_latents", "Image"): "decode_latents must return the raw decoded tensor; to_pil converts it",
@@ -226,7 +289,10 @@ def from_value(function: str, value: Value) -> tuple[str, str] | None:
     if hint:
         return f"type_{kind}", hint
     if value.kind == "other" and value.desc.get("type") == "ndarray":
-        return "numpy_array", "a numpy array was returned where a torch.Tensor belongs (torch.from_numpy or keep it a tensor)"
+        return (
+            "numpy_array",
+            "a numpy array was returned where a torch.Tensor belongs (torch.from_numpy or keep it a tensor)",
+        )
     shape = tuple(value.tensor.shape) if value.kind == "tensor" and value.tensor is not None else None
     if shape is None:
         return _image_shape_hint(function, value)
@@ -234,20 +300,24 @@ def from_value(function: str, value: Value) -> tuple[str, str] | None:
         if shape[1] < C.MAX_TOKENS:
             return "tokenize_no_padding", (
                 f"token ids have shape [1,{shape[1]}]: the tokenizer was called without padding='max_length', "
-                f"max_length={C.MAX_TOKENS}")
+                f"max_length={C.MAX_TOKENS}"
+            )
         if shape[1] > C.MAX_TOKENS:
             return "tokenize_no_truncation", (
                 f"token ids have shape [1,{shape[1]}]: long prompts must be cut with truncation=True "
-                f"(CLIP takes at most {C.MAX_TOKENS})")
+                f"(CLIP takes at most {C.MAX_TOKENS})"
+            )
     if function == "encode_prompt":
         if shape == (1, C.EMBED_DIM):
             return "pooled_output", "the pooled output [1,768] was returned instead of last_hidden_state [1,77,768]"
         if len(shape) == 3 and shape[1] != C.MAX_TOKENS:
             return "encode_no_padding", (
-                f"embeddings for {shape[1]} positions: the prompt was not padded to {C.MAX_TOKENS} tokens")
+                f"embeddings for {shape[1]} positions: the prompt was not padded to {C.MAX_TOKENS} tokens"
+            )
     if function == "initial_latents" and shape == (1, C.LATENT_CHANNELS, C.IMAGE_SIZE, C.IMAGE_SIZE):
         return "latents_image_size", (
-            f"latents at image resolution: the latent grid is {C.IMAGE_SIZE}/{C.VAE_DOWNSCALE} = {C.LATENT_SIZE}")
+            f"latents at image resolution: the latent grid is {C.IMAGE_SIZE}/{C.VAE_DOWNSCALE} = {C.LATENT_SIZE}"
+        )
     if function in ("decode_latents", "generate") and shape == (1, C.IMAGE_SIZE, C.IMAGE_SIZE, 3):
         return "image_channels_last", "the image is channels-last [1,512,512,3]; the raw image is [1,3,512,512]"
     return None
@@ -270,7 +340,7 @@ def from_statistics(function: str, tensor: torch.Tensor) -> tuple[str, str] | No
 
 NOT_REPRODUCIBLE = {
     "initial_latents": "two calls with generators seeded alike gave different latents: draw the noise with "
-                       "generator=generator (and on the generator's device)",
+    "generator=generator (and on the generator's device)",
     "denoise_step": "two runs with generators seeded alike differ: pass generator= to scheduler.step "
-                    "(DDPM draws noise in every step)",
+    "(DDPM draws noise in every step)",
 }

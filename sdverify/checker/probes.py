@@ -22,8 +22,8 @@ from sdverify.zoo import Components
 PROMPTS = {
     "astronaut": "a photograph of an astronaut riding a horse",
     "empty": "",
-    "long": "an extremely detailed oil painting of " + ", ".join(f"a {c} cat number {i}" for i, c in
-                                                                 enumerate(["red", "blue", "green"] * 8)),
+    "long": "an extremely detailed oil painting of "
+    + ", ".join(f"a {c} cat number {i}" for i, c in enumerate(["red", "blue", "green"] * 8)),
     "unicode": "Café au lait, naïve façade — 3 cats!!! 🐈",
 }
 # Scheduler cases: PNDM (SD1.5's default), DDPM (stochastic step: the generator matters)
@@ -106,7 +106,9 @@ def build_plan(env: Env, cfg_calls: list[tuple[torch.Tensor, torch.Tensor, float
     for i, (name, label, w) in enumerate(DENOISE_CASES):
         sched = env.scheduler(name)
         sched.set_timesteps(DENOISE_SCHEDULE)
-        inputs[f"latents_{name}"] = reference.initial_latents(sched, torch.Generator().manual_seed(20 + i), "cpu", torch.float32)
+        inputs[f"latents_{name}"] = reference.initial_latents(
+            sched, torch.Generator().manual_seed(20 + i), "cpu", torch.float32
+        )
         args = {"scheduler": name, "prompt": label, "w": w, "seed": 30 + i}
         probes.append(Probe(f"denoise_step[{name}]", "denoise_step", args))
         if name == "ddpm":  # stochastic step: the same generator seed must give the same result
@@ -159,8 +161,17 @@ def run_probe(impl: Any, env: Env, probe: Probe) -> list[Any]:
     if probe.function == "generate":
         generator = torch.Generator().manual_seed(a["seed"])
         return [
-            fn(c.tokenizer, c.text_encoder, c.unet, c.vae, env.scheduler(a["scheduler"]), PROMPTS[a["prompt"]],
-               num_inference_steps=a["steps"], guidance_scale=a["w"], generator=generator)
+            fn(
+                c.tokenizer,
+                c.text_encoder,
+                c.unet,
+                c.vae,
+                env.scheduler(a["scheduler"]),
+                PROMPTS[a["prompt"]],
+                num_inference_steps=a["steps"],
+                guidance_scale=a["w"],
+                generator=generator,
+            )
         ]
     raise ValueError(f"unknown probe function {probe.function!r}")
 

@@ -27,8 +27,16 @@ class CheckEntry:
 
     @classmethod
     def from_result(cls, function: str, result: CheckResult, max_points: float = 1.0) -> CheckEntry:
-        return cls(result.id, function, result.passed, max_points if result.passed else 0.0, max_points,
-                   result.message, result.clause, _jsonable(result.details))
+        return cls(
+            result.id,
+            function,
+            result.passed,
+            max_points if result.passed else 0.0,
+            max_points,
+            result.message,
+            result.clause,
+            _jsonable(result.details),
+        )
 
 
 @dataclass
@@ -102,16 +110,23 @@ def to_text(report: SubmissionReport) -> str:
             for text in c.message.splitlines():
                 lines.append(f"         {text}")
     verdict = "PASSED" if report.passed else "FAILED"
-    lines.append(f"\n{verdict}: {report.score:g}/{report.max_score:g} points, "
-                 f"{len(report.failed())} failing check(s), {report.seconds:.1f} s")
+    lines.append(
+        f"\n{verdict}: {report.score:g}/{report.max_score:g} points, "
+        f"{len(report.failed())} failing check(s), {report.seconds:.1f} s"
+    )
     return "\n".join(lines)
 
 
 def to_junit(report: SubmissionReport) -> str:
     """JUnit XML: one testcase per check, classname = the API function."""
-    suite = ET.Element("testsuite", name=f"sdverify check {report.submission}", tests=str(len(report.checks)),
-                       failures=str(len(report.failed())), errors="1" if report.error else "0",
-                       time=f"{report.seconds:.3f}")
+    suite = ET.Element(
+        "testsuite",
+        name=f"sdverify check {report.submission}",
+        tests=str(len(report.checks)),
+        failures=str(len(report.failed())),
+        errors="1" if report.error else "0",
+        time=f"{report.seconds:.3f}",
+    )
     if report.error:
         ET.SubElement(suite, "system-err").text = report.error
     for c in report.checks:

@@ -164,7 +164,7 @@ def _child_main(job: dict[str, Any], conn) -> None:
     _limit_memory(job["memory_limit_mb"], job["device"])
     try:
         module = load_module(Target(**job["target"]), job["search_dir"])
-    except BaseException as exc:  # noqa: BLE001 - a broken submission is a verdict
+    except BaseException as exc:
         _send(conn, {"event": "import_error", "message": _describe_exception(exc)})
         return
     _send(conn, {"event": "ready"})
@@ -181,7 +181,7 @@ def _child_main(job: dict[str, Any], conn) -> None:
                 desc, data = _encode(value, f"v{i}")
                 descs.append(desc)
                 tensors.update(data)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             _send(conn, {"event": "done", "probe": probe.id, "status": "error", "message": _describe_exception(exc)})
             continue
         _send(conn, {"event": "done", "probe": probe.id, "status": "ok", "values": descs}, tensors)
@@ -324,8 +324,10 @@ def run_submission(
                 break
             probe, status, message = blame
             for p in [q for q in pending if q.function == probe.function]:
-                outcomes[p.id] = Outcome(status, message=message) if p is probe else Outcome(
-                    "skipped", message=f"not run: an earlier call of {probe.function} {message}"
+                outcomes[p.id] = (
+                    Outcome(status, message=message)
+                    if p is probe
+                    else Outcome("skipped", message=f"not run: an earlier call of {probe.function} {message}")
                 )
                 pending.remove(p)
         result.log_tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""

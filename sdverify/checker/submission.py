@@ -67,8 +67,10 @@ def resolve_target(target: str | os.PathLike[str] | None) -> Target:
         raise ValueError(f"submission {text!r} is neither an existing .py file nor a module name")
     top = text.split(".")[0]
     # PathFinder looks the top-level name up on sys.path without executing anything.
-    if top not in sys.builtin_module_names and top not in sys.modules and (
-        importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is None
+    if (
+        top not in sys.builtin_module_names
+        and top not in sys.modules
+        and (importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is None)
     ):
         raise ValueError(f"submission module {text!r} not found (no {top!r} on sys.path or in {os.getcwd()})")
     return Target("module", text)

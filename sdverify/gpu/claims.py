@@ -36,8 +36,10 @@ class RatioClaim:
 
 
 BATCHED_CFG = RatioClaim(
-    "timing.batched_cfg", "one batched CFG U-Net call is faster than two separate calls",
-    C.MAX_BATCHED_OVER_TWO_CALLS_TIME, strict=True,
+    "timing.batched_cfg",
+    "one batched CFG U-Net call is faster than two separate calls",
+    C.MAX_BATCHED_OVER_TWO_CALLS_TIME,
+    strict=True,
 )
 FP16_SPEEDUP = RatioClaim(
     "timing.fp16_speedup", f"float16 is at least {C.MIN_FP16_SPEEDUP}x faster than float32", 1 / C.MIN_FP16_SPEEDUP
@@ -55,7 +57,8 @@ def check_ratio(claim: RatioClaim, numerator: Timing, denominator: Timing) -> Ch
         return ok(claim.id, claim.clause, ratio=ratio)
     return fail(
         claim.id,
-        f"{numerator.name} took {1000 * numerator.median:.2f} ms and {denominator.name} {1000 * denominator.median:.2f} ms "
+        f"{numerator.name} took {1000 * numerator.median:.2f} ms and "
+        f"{denominator.name} {1000 * denominator.median:.2f} ms "
         f"(median ratio {ratio:.3f}, limit {'<' if claim.strict else '<='} {claim.limit:.3f})",
         claim.clause,
         ratio=ratio,

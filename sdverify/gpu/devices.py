@@ -26,7 +26,9 @@ def resolve_device(option: str | None) -> torch.device:
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--sdverify-device {text!r} is not usable by the gpu suite; expected 'cuda', 'cuda:N' or 'cpu'")
+        raise ValueError(
+            f"--sdverify-device {text!r} is not usable by the gpu suite; expected 'cuda', 'cuda:N' or 'cpu'"
+        )
     return device
 
 

@@ -85,7 +85,8 @@ def terminal_summary(terminalreporter, config: pytest.Config, json_path: str | N
         return
     # Workers finish in any order: sort so the table and the JSON are stable run to run.
     reports = sorted(
-        (r for r in config.stash.get(REPORTS, []) if r.timings), key=lambda r: (r.environment["gpu"], r.environment["device"])
+        (r for r in config.stash.get(REPORTS, []) if r.timings),
+        key=lambda r: (r.environment["gpu"], r.environment["device"]),
     )
     if not reports:
         return

@@ -120,7 +120,9 @@ def recording(components: zoo.Components, scheduler) -> Iterator[RunRecord]:
     """
     record = RunRecord()
     hooks = [
-        components.text_encoder.register_forward_hook(lambda m, i, out: record.text_outputs.append(TensorInfo.of(out[0]))),
+        components.text_encoder.register_forward_hook(
+            lambda m, i, out: record.text_outputs.append(TensorInfo.of(out[0]))
+        ),
         components.unet.register_forward_hook(lambda m, i, out: record.unet_outputs.append(TensorInfo.of(out[0]))),
     ]
     original = scheduler.step
@@ -130,7 +132,11 @@ def recording(components: zoo.Components, scheduler) -> Iterator[RunRecord]:
         out = original(model_output, timestep, sample, *args, **kwargs)
         prev = out.prev_sample if hasattr(out, "prev_sample") else out[0]
         record.steps.append(
-            {"noise_pred": TensorInfo.of(model_output), "latents": TensorInfo.of(sample), "prev_latents": TensorInfo.of(prev)}
+            {
+                "noise_pred": TensorInfo.of(model_output),
+                "latents": TensorInfo.of(sample),
+                "prev_latents": TensorInfo.of(prev),
+            }
         )
         return out
 
@@ -169,19 +175,27 @@ def check_run(
     count = (
         ok("stages.step_count", "one scheduler step per timestep", steps=len(steps))
         if len(steps) == num_steps
-        else fail("stages.step_count", f"{len(steps)} scheduler steps for {num_steps} timesteps", "one step per timestep")
+        else fail(
+            "stages.step_count", f"{len(steps)} scheduler steps for {num_steps} timesteps", "one step per timestep"
+        )
     )
     unet_shape = (2 * C.LATENT_SHAPE[0], *C.LATENT_SHAPE[1:])  # batched CFG: [uncond, cond]
     return [
         _expect("stages.token_ids", [TensorInfo.of(token_ids)], C.TOKEN_IDS_SHAPE, C.TOKEN_DTYPE, "token ids"),
-        _expect("stages.embeddings", record.text_outputs, C.EMBEDDINGS_SHAPE, dtype, "text embeddings (prompt and \"\")"),
-        ok("stages.embedding_count", "prompt and \"\" encoded")
+        _expect("stages.embeddings", record.text_outputs, C.EMBEDDINGS_SHAPE, dtype, 'text embeddings (prompt and "")'),
+        ok("stages.embedding_count", 'prompt and "" encoded')
         if len(record.text_outputs) == 2
-        else fail("stages.embedding_count", f"{len(record.text_outputs)} text encoder calls, expected 2", "prompt and \"\""),
+        else fail(
+            "stages.embedding_count", f"{len(record.text_outputs)} text encoder calls, expected 2", 'prompt and ""'
+        ),
         count,
         _expect("stages.latents", [s["latents"] for s in steps], C.LATENT_SHAPE, dtype, "latents entering each step"),
-        _expect("stages.prev_latents", [s["prev_latents"] for s in steps], C.LATENT_SHAPE, dtype, "latents after each step"),
-        _expect("stages.noise_pred", [s["noise_pred"] for s in steps], C.LATENT_SHAPE, dtype, "guided U-Net output per step"),
+        _expect(
+            "stages.prev_latents", [s["prev_latents"] for s in steps], C.LATENT_SHAPE, dtype, "latents after each step"
+        ),
+        _expect(
+            "stages.noise_pred", [s["noise_pred"] for s in steps], C.LATENT_SHAPE, dtype, "guided U-Net output per step"
+        ),
         _expect("stages.unet_output", record.unet_outputs, unet_shape, dtype, "raw batched U-Net output per step"),
         _expect("stages.image", [TensorInfo.of(image)], C.IMAGE_SHAPE, dtype, "decoded image"),
     ]
@@ -205,8 +219,14 @@ def make_pipeline(c: zoo.Components, scheduler):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
-        vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        unet=c.unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -232,7 +252,11 @@ def deterministic() -> Iterator[None]:
     it has them, and cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set before CUDA
     starts (the plugin sets it when the gpu suite runs on CUDA).
     """
-    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    saved = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+    )
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -295,7 +319,10 @@ def time_generations(c: zoo.Components, config: SuiteConfig) -> dict[str, Timing
         reference_image(c, ref_scheduler, steps, config.seed, trace)
 
     timings = measure_interleaved(
-        {"reference.end_to_end": run_reference, "pipeline.end_to_end": lambda: pipeline_image(pipe, steps, config.seed)},
+        {
+            "reference.end_to_end": run_reference,
+            "pipeline.end_to_end": lambda: pipeline_image(pipe, steps, config.seed),
+        },
         device=config.device,
         repeats=config.repeats,
         warmup=config.warmup,

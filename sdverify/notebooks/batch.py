@@ -30,8 +30,12 @@ def collect(paths: list[str | Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found += sorted(
-                p for p in path.rglob("*")
-                if p.suffix in SUFFIXES and p.is_file() and not _SKIP_PARTS & set(p.parts) and not p.name.startswith(".")
+                p
+                for p in path.rglob("*")
+                if p.suffix in SUFFIXES
+                and p.is_file()
+                and not _SKIP_PARTS & set(p.parts)
+                and not p.name.startswith(".")
             )
         elif path.is_file() and path.suffix in SUFFIXES:
             found.append(path)
@@ -95,12 +99,14 @@ def grade_batch(
         # spawn: workers import torch themselves rather than inherit a forked OpenMP state.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-            futures = {pool.submit(_grade_and_store, path, name, spec, settings, out): (path, name) for path, name in todo}
+            futures = {
+                pool.submit(_grade_and_store, path, name, spec, settings, out): (path, name) for path, name in todo
+            }
             for future in as_completed(futures):
                 path, name = futures[future]
                 try:
                     grades[name] = future.result()
-                except Exception as exc:  # noqa: BLE001 - a dead worker costs one grade, not the batch
+                except Exception as exc:
                     kind = "module" if path.suffix == ".py" else "notebook"
                     grades[name] = SubmissionGrade(name, str(path), kind, [], error=f"worker failed: {exc!r}")
                     write_submission(grades[name], submission_dir(out, name))

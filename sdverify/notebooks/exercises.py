@@ -139,7 +139,9 @@ class Context:
 # --- helpers ---------------------------------------------------------------------
 
 
-def _tensor(id: str, var: Variable, shape: Sequence[int] | None, what: str) -> tuple[torch.Tensor | None, CheckResult | None]:
+def _tensor(
+    id: str, var: Variable, shape: Sequence[int] | None, what: str
+) -> tuple[torch.Tensor | None, CheckResult | None]:
     """The variable as a tensor of ``shape``, or a failure saying what was found instead."""
     expected = f"{what} (a tensor{' of shape ' + str(list(shape)) if shape else ''})"
     if var.kind != "tensor" or var.tensor is None:
@@ -193,7 +195,12 @@ def normal_statistics(x: torch.Tensor) -> tuple[float, float, str | None]:
 
 # --- Exercise 1 -------------------------------------------------------------------
 
-_COMPONENT_WORDS = {"text_encoder": "CLIP text encoder", "vae": "VAE", "unet": "U-Net", "total": "three models together"}
+_COMPONENT_WORDS = {
+    "text_encoder": "CLIP text encoder",
+    "vae": "VAE",
+    "unet": "U-Net",
+    "total": "three models together",
+}
 
 
 @register("value")
@@ -204,19 +211,31 @@ def param_count(ctx: Context, var: VarLookup, *, value: str, component: str) -> 
     if component not in counts:
         raise ValueError(f"param_count: component {component!r} unknown; expected one of {sorted(counts)}")
     expected = counts[component]
-    contract = {"text_encoder": C.PARAMS_TEXT_ENCODER, "vae": C.PARAMS_VAE, "unet": C.PARAMS_UNET, "total": C.PARAMS_TOTAL}
+    contract = {
+        "text_encoder": C.PARAMS_TEXT_ENCODER,
+        "vae": C.PARAMS_VAE,
+        "unet": C.PARAMS_UNET,
+        "total": C.PARAMS_TOTAL,
+    }
     v = var(value)
     got = _scalar(v)
     if got is None:
         return fail(id, f"`{value}` is {v.describe()}; expected an int, the number of parameters", clause)
     if ctx.contract_params and expected != contract[component]:
-        return fail(id, f"the loaded {_COMPONENT_WORDS[component]} has {expected:,} parameters, not SD1.5's {contract[component]:,}", clause)
+        return fail(
+            id,
+            f"the loaded {_COMPONENT_WORDS[component]} has {expected:,} parameters, "
+            f"not SD1.5's {contract[component]:,}",
+            clause,
+        )
     if got == expected:
         return ok(id, clause, value=int(got))
     hint = next((f" — that is the count of the {_COMPONENT_WORDS[k]}" for k, n in counts.items() if n == got), "")
     if not hint and abs(got * 1e6 - expected) < 1e6:
         hint = " — it looks like millions; store the exact count"
-    return fail(id, f"`{value}` = {got:,.0f} but the {_COMPONENT_WORDS[component]} has {expected:,} parameters{hint}", clause)
+    return fail(
+        id, f"`{value}` = {got:,.0f} but the {_COMPONENT_WORDS[component]} has {expected:,} parameters{hint}", clause
+    )
 
 
 # --- Exercise 2 -------------------------------------------------------------------
@@ -225,7 +244,10 @@ def param_count(ctx: Context, var: VarLookup, *, value: str, component: str) -> 
 @register("value")
 def token_ids(ctx: Context, var: VarLookup, *, value: str = "token_ids") -> CheckResult:
     """Token ids of the lesson prompt: [1,77] int64, BOS..EOS then EOS padding."""
-    id, clause = value, f"`{value}` = tokenizer(prompt, padding='max_length', max_length={C.MAX_TOKENS}, truncation=True)"
+    id, clause = (
+        value,
+        f"`{value}` = tokenizer(prompt, padding='max_length', max_length={C.MAX_TOKENS}, truncation=True)",
+    )
     ids, problem = _tensor(id, var(value), None, "token ids")
     if problem is not None:
         return _labelled(problem, clause)
@@ -233,7 +255,9 @@ def token_ids(ctx: Context, var: VarLookup, *, value: str = "token_ids") -> Chec
         hint = " — pad to 77 with padding='max_length', max_length=77" if ids.shape[-1] < C.MAX_TOKENS else ""
         return fail(id, f"`{value}` has shape {list(ids.shape)}; expected {list(C.TOKEN_IDS_SHAPE)}{hint}", clause)
     if ids.dtype != C.TOKEN_DTYPE:
-        return fail(id, f"`{value}` has dtype {ids.dtype}; expected {C.TOKEN_DTYPE} (what the tokenizer returns)", clause)
+        return fail(
+            id, f"`{value}` has dtype {ids.dtype}; expected {C.TOKEN_DTYPE} (what the tokenizer returns)", clause
+        )
     expected = R.tokenize(ctx.components.tokenizer, ctx.lesson.prompt)
     return _labelled(compare_tensors(id, ids, expected, atol=0), clause, f"ids of {ctx.lesson.prompt!r}")
 
@@ -261,7 +285,10 @@ def prompt_embeddings(ctx: Context, var: VarLookup, *, value: str, prompt: str |
 def scheduler_setup(ctx: Context, var: VarLookup, *, value: str = "scheduler") -> CheckResult:
     """The lesson's scheduler class, from the weights' config, with ``set_timesteps(steps)``."""
     cls = SCHEDULERS[ctx.lesson.scheduler].__name__
-    id, clause = value, f"`{value}` = {cls}.from_pretrained(model_id, subfolder='scheduler'), set_timesteps({ctx.lesson.steps})"
+    id, clause = (
+        value,
+        f"`{value}` = {cls}.from_pretrained(model_id, subfolder='scheduler'), set_timesteps({ctx.lesson.steps})",
+    )
     v = var(value)
     if v.kind != "scheduler":
         return fail(id, f"`{value}` is {v.describe()}; expected a {cls}", clause)
@@ -271,12 +298,18 @@ def scheduler_setup(ctx: Context, var: VarLookup, *, value: str = "scheduler") -
     expected = ctx.timesteps()
     if steps is None or steps.shape != expected.shape:
         n = "no" if steps is None else len(steps)
-        return fail(id, f"`{value}` has {n} timesteps; expected {len(expected)}: call {value}.set_timesteps({ctx.lesson.steps})", clause)
+        return fail(
+            id,
+            f"`{value}` has {n} timesteps; expected {len(expected)}: call {value}.set_timesteps({ctx.lesson.steps})",
+            clause,
+        )
     return compare_tensors(id, steps, expected, atol=0, clause=clause)
 
 
 @register("value", "dtype", "device")
-def latent_noise(ctx: Context, var: VarLookup, *, value: str = "z_t", dtype: str = "dtype", device: str = "device") -> CheckResult:
+def latent_noise(
+    ctx: Context, var: VarLookup, *, value: str = "z_t", dtype: str = "dtype", device: str = "device"
+) -> CheckResult:
     """A standard-normal latent [1,4,64,64] in the notebook's own dtype and on its device."""
     id, clause = value, f"`{value}` ~ N(0, 1), shape {list(C.LATENT_SHAPE)}, on `{device}` in `{dtype}`"
     x, problem = _tensor(id, var(value), C.LATENT_SHAPE, "the initial latent")
@@ -305,7 +338,11 @@ def timestep(ctx: Context, var: VarLookup, *, value: str = "t", index: int = 0) 
     expected = float(steps[index])
     if got == expected:
         return ok(id, clause, value=got)
-    hint = " — that is the last (least noisy) timestep; denoising starts at timesteps[0]" if got == float(steps[-1]) else ""
+    hint = (
+        " — that is the last (least noisy) timestep; denoising starts at timesteps[0]"
+        if got == float(steps[-1])
+        else ""
+    )
     return fail(id, f"`{value}` = {got:g}; expected {expected:g}{hint}", clause)
 
 
@@ -315,7 +352,10 @@ def unet_prediction(
 ) -> CheckResult:
     """``unet(latents, t, embeddings of prompt).sample`` on the notebook's own latents and t."""
     prompt = ctx.lesson.prompt if prompt is None else prompt
-    id, clause = value, f"`{value}` = unet({latents}, {timestep}, encoder_hidden_states=<embeddings of {prompt!r}>).sample"
+    id, clause = (
+        value,
+        f"`{value}` = unet({latents}, {timestep}, encoder_hidden_states=<embeddings of {prompt!r}>).sample",
+    )
     x, problem = _tensor(id, var(value), C.LATENT_SHAPE, "a noise prediction")
     z, missing = _tensor(id, var(latents), C.LATENT_SHAPE, "the latent")
     t = _scalar(var(timestep))
@@ -333,7 +373,9 @@ def unet_prediction(
 
 
 @register("value", "uncond", "cond")
-def cfg_combination(ctx: Context, var: VarLookup, *, value: str = "eps_cfg", uncond: str = "eps_uncond", cond: str = "eps_cond") -> CheckResult:
+def cfg_combination(
+    ctx: Context, var: VarLookup, *, value: str = "eps_cfg", uncond: str = "eps_uncond", cond: str = "eps_cond"
+) -> CheckResult:
     """CFG applied to the notebook's own predictions with the lesson's guidance scale."""
     w = ctx.lesson.guidance_scale
     id, clause = value, f"`{value}` = {uncond} + {w:g} · ({cond} − {uncond})"
@@ -369,7 +411,13 @@ def ddpm_posterior(scheduler, eps: torch.Tensor, t: torch.Tensor, sample: torch.
 
 @register("value", "latents", "noise_pred", "timestep")
 def ddpm_step(
-    ctx: Context, var: VarLookup, *, value: str = "z_t_minus_1", latents: str = "z_t", noise_pred: str = "eps_cfg", timestep: str = "t"
+    ctx: Context,
+    var: VarLookup,
+    *,
+    value: str = "z_t_minus_1",
+    latents: str = "z_t",
+    noise_pred: str = "eps_cfg",
+    timestep: str = "t",
 ) -> CheckResult:
     """One DDPM step from the notebook's own latent and guided prediction.
 
@@ -380,7 +428,9 @@ def ddpm_step(
     v = var(value)
     if v.kind == "mapping" and "prev_sample" in v.meta.get("keys", []):
         type_name = v.meta["type"].rsplit(".", 1)[-1]
-        return fail(id, f"`{value}` is a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)", clause)
+        return fail(
+            id, f"`{value}` is a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)", clause
+        )
     x, problem = _tensor(id, v, C.LATENT_SHAPE, "the next latent")
     z, missing_z = _tensor(id, var(latents), C.LATENT_SHAPE, "the latent")
     eps, missing_eps = _tensor(id, var(noise_pred), C.LATENT_SHAPE, "the guided prediction")
@@ -396,7 +446,11 @@ def ddpm_step(
         return compare_tensors(id, x.double(), mean, atol=C.GRADE_ATOL_FP32, clause=clause)
     residual = (x.double() - mean) / std
     if float(residual.abs().max()) * std <= C.GRADE_ATOL_FP32:
-        return fail(id, f"`{value}` is the posterior mean without noise; DDPM's step adds σ·noise (σ = {std:.4g}) at t > 0", clause)
+        return fail(
+            id,
+            f"`{value}` is the posterior mean without noise; DDPM's step adds σ·noise (σ = {std:.4g}) at t > 0",
+            clause,
+        )
     _, _, problem_text = normal_statistics(residual)
     if problem_text:
         return fail(
@@ -436,7 +490,9 @@ def image_decode(ctx: Context, var: VarLookup, *, value: str = "image", latents:
     if not result.passed:
         for words, scaled in (("not divided by", z), ("multiplied by", z * sf)):
             if _close(x, ctx.decode(scaled), C.GRADE_ATOL_FP32):
-                result.message = f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it"
+                result.message = (
+                    f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it"
+                )
     return result
 
 
@@ -469,7 +525,9 @@ def generation_replay(ctx: Context, var: VarLookup, *, value: str = "image", lat
     z = var(latents).tensor if var(latents).kind == "tensor" else None
     if z is not None and z.shape == C.LATENT_SHAPE:
         if _close(z, ctx.replay(seeds[0])[0], C.GRADE_ATOL_REPLAY):
-            result.message = f"the final latents `{latents}` match the replay but `{value}` does not: the decode step differs"
+            result.message = (
+                f"the final latents `{latents}` match the replay but `{value}` does not: the decode step differs"
+            )
             return result
         for options, words in _REPLAY_MISTAKES:
             if _close(z, ctx.replay(seeds[0], **options)[0], C.GRADE_ATOL_REPLAY):
@@ -480,11 +538,17 @@ def generation_replay(ctx: Context, var: VarLookup, *, value: str = "image", lat
 
 
 @register("names")
-def stage_timings(ctx: Context, var: VarLookup, *, names: Sequence[str] = ("clip_time", "denoise_time", "vae_time")) -> CheckResult:
+def stage_timings(
+    ctx: Context, var: VarLookup, *, names: Sequence[str] = ("clip_time", "denoise_time", "vae_time")
+) -> CheckResult:
     """Stage times are positive numbers of seconds (reported to the teacher, not compared)."""
     id, clause = "stage_timings", f"{', '.join(f'`{n}`' for n in names)} are positive durations in seconds"
     timings = {name: _scalar(var(name)) for name in names}
-    bad = [f"`{n}` is {var(n).describe()}" for n, s in timings.items() if s is None or not s > 0 or not math.isfinite(s)]
+    bad = [
+        f"`{n}` is {var(n).describe()}" for n, s in timings.items() if s is None or not s > 0 or not math.isfinite(s)
+    ]
     if bad:
-        return fail(id, "; ".join(bad) + "; expected a positive number of seconds (time.perf_counter() differences)", clause)
+        return fail(
+            id, "; ".join(bad) + "; expected a positive number of seconds (time.perf_counter() differences)", clause
+        )
     return ok(id, clause, timings=timings)

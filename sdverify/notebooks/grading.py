@@ -23,11 +23,11 @@ import torch
 from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
+from sdverify.checker.report import CheckEntry
 from sdverify.notebooks.exercises import CHECKS, Context
 from sdverify.notebooks.runner import RunResult, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.presets import get_preset
-from sdverify.checker.report import CheckEntry
 from sdverify.results import fail
 
 
@@ -87,7 +87,9 @@ class SubmissionGrade:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubmissionGrade:
-        exercises = [ExerciseGrade(**{**e, "checks": [CheckEntry(**c) for c in e["checks"]]}) for e in data["exercises"]]
+        exercises = [
+            ExerciseGrade(**{**e, "checks": [CheckEntry(**c) for c in e["checks"]]}) for e in data["exercises"]
+        ]
         return cls(**{**data, "exercises": exercises})
 
 
@@ -104,10 +106,17 @@ def grade_submission(path: Path, name: str, spec: Spec, settings: Settings, fold
     folder.mkdir(parents=True, exist_ok=True)
     kind = "module" if path.suffix == ".py" else "notebook"
     try:
-        grade = _grade_module(path, name, settings) if kind == "module" else _grade_notebook(path, name, spec, settings, folder)
-    except Exception as exc:  # noqa: BLE001 - one broken submission must never stop a batch
+        grade = (
+            _grade_module(path, name, settings)
+            if kind == "module"
+            else _grade_notebook(path, name, spec, settings, folder)
+        )
+    except Exception as exc:
         grade = SubmissionGrade(
-            name, str(path), kind, _zero(spec) if kind == "notebook" else [],
+            name,
+            str(path),
+            kind,
+            _zero(spec) if kind == "notebook" else [],
             error=f"grading failed: {type(exc).__name__}: {exc}",
             notes=[traceback.format_exc(limit=5)],
         )
@@ -210,7 +219,7 @@ def _grade_exercise(ctx: Context, run: RunResult, exercise: ExerciseSpec) -> Exe
     for spec in exercise.checks:
         try:
             result = CHECKS[spec.check].fn(ctx, var, **spec.params)
-        except Exception as exc:  # noqa: BLE001 - a value nobody anticipated must not crash the grade
+        except Exception as exc:
             result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
         checks.append(CheckEntry.from_result(exercise.id, result, spec.points))
     return ExerciseGrade(exercise.id, exercise.title, checks, notes)
@@ -232,7 +241,9 @@ def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:
 def _grade_module(path: Path, name: str, settings: Settings) -> SubmissionGrade:
     from sdverify.checker import check_submission
 
-    report = check_submission(str(path), preset=settings.preset, weights=settings.weights, timeout=settings.cell_timeout)
+    report = check_submission(
+        str(path), preset=settings.preset, weights=settings.weights, timeout=settings.cell_timeout
+    )
     by_function: dict[str, list[CheckEntry]] = {}
     for entry in report.checks:
         by_function.setdefault(entry.function, []).append(entry)

@@ -50,7 +50,9 @@ def write_submission(grade: SubmissionGrade, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "grade.json").write_text(json.dumps(grade.to_dict(), indent=1))
     (folder / "results.json").write_text(json.dumps(gradescope(grade), indent=1))
-    (folder / "report.html").write_text(_page(f"{grade.name}: {_fmt(grade.score)}/{_fmt(grade.max_score)}", _submission_body(grade)))
+    (folder / "report.html").write_text(
+        _page(f"{grade.name}: {_fmt(grade.score)}/{_fmt(grade.max_score)}", _submission_body(grade))
+    )
 
 
 def gradescope(grade: SubmissionGrade) -> dict:
@@ -58,15 +60,23 @@ def gradescope(grade: SubmissionGrade) -> dict:
     tests = []
     for exercise in grade.exercises:
         for check in exercise.checks:
-            output = check.clause if check.passed else f"{check.message}\n({check.clause})" if check.clause else check.message
-            tests.append({
-                "name": f"{exercise.title}: {check.id}",
-                "score": check.points,
-                "max_score": check.max_points,
-                "status": "passed" if check.passed else "failed",
-                "output": output,
-                "visibility": "visible",
-            })
+            output = (
+                check.clause
+                if check.passed
+                else f"{check.message}\n({check.clause})"
+                if check.clause
+                else check.message
+            )
+            tests.append(
+                {
+                    "name": f"{exercise.title}: {check.id}",
+                    "score": check.points,
+                    "max_score": check.max_points,
+                    "status": "passed" if check.passed else "failed",
+                    "output": output,
+                    "visibility": "visible",
+                }
+            )
     notes = ([grade.error] if grade.error else []) + grade.notes
     notes += [f"{e.title}: {n}" for e in grade.exercises for n in e.notes]
     return {
@@ -95,7 +105,9 @@ def write_class(grades: list[SubmissionGrade], out: Path, title: str) -> None:
         writer.writerow(["student", *columns, "total", "max_total", "error"])
         for g in grades:
             scores = {e.id: _fmt(e.score) for e in g.exercises}
-            writer.writerow([g.name, *(scores.get(c, "") for c in columns), _fmt(g.score), _fmt(g.max_score), g.error or ""])
+            writer.writerow(
+                [g.name, *(scores.get(c, "") for c in columns), _fmt(g.score), _fmt(g.max_score), g.error or ""]
+            )
     (out / "junit.xml").write_text(junit(grades))
     (out / "index.html").write_text(_page(title, _class_body(grades, columns)))
 
@@ -106,8 +118,13 @@ def junit(grades: list[SubmissionGrade]) -> str:
     for g in grades:
         checks = [(e, c) for e in g.exercises for c in e.checks]
         suite = ET.SubElement(
-            root, "testsuite", name=g.name, tests=str(len(checks)),
-            failures=str(sum(not c.passed for _, c in checks)), errors=str(int(g.error is not None)), time=f"{g.seconds:.2f}",
+            root,
+            "testsuite",
+            name=g.name,
+            tests=str(len(checks)),
+            failures=str(sum(not c.passed for _, c in checks)),
+            errors=str(int(g.error is not None)),
+            time=f"{g.seconds:.2f}",
         )
         if g.error:
             ET.SubElement(ET.SubElement(suite, "testcase", classname=g.name, name="grading"), "error", message=g.error)
@@ -129,13 +146,15 @@ def _exercise_html(e: ExerciseGrade) -> str:
     rows = "".join(
         f"<tr><td class='{'pass' if c.passed else 'fail'}'>{'✔' if c.passed else '✘'}</td>"
         f"<td>{html.escape(c.id)}</td><td>{_fmt(c.points)}/{_fmt(c.max_points)}</td>"
-        f"<td>{html.escape(c.clause)}{'' if c.passed else '<pre class=fail>' + html.escape(c.message) + '</pre>'}</td></tr>"
+        f"<td>{html.escape(c.clause)}"
+        f"{'' if c.passed else '<pre class=fail>' + html.escape(c.message) + '</pre>'}</td></tr>"
         for c in e.checks
     )
     notes = "".join(f"<li class='note'>{html.escape(n)}</li>" for n in e.notes)
     return (
         f"<h2>{html.escape(e.title)} — {_fmt(e.score)}/{_fmt(e.max_score)}</h2>"
-        f"{'<ul>' + notes + '</ul>' if notes else ''}<table><tr><th></th><th>check</th><th>points</th><th>feedback</th></tr>{rows}</table>"
+        f"{'<ul>' + notes + '</ul>' if notes else ''}"
+        f"<table><tr><th></th><th>check</th><th>points</th><th>feedback</th></tr>{rows}</table>"
     )
 
 
@@ -149,7 +168,11 @@ def _submission_body(g: SubmissionGrade) -> str:
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.3f} s</td></tr>" for k, v in g.timings.items())
         parts.append(f"<h2>Stage timings (as the notebook measured them)</h2><table>{rows}</table>")
     if g.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class='note'><pre>{html.escape(n)}</pre></li>" for n in g.notes) + "</ul>")
+        parts.append(
+            "<h2>Notes</h2><ul>"
+            + "".join(f"<li class='note'><pre>{html.escape(n)}</pre></li>" for n in g.notes)
+            + "</ul>"
+        )
     parts += [_exercise_html(e) for e in g.exercises]
     return "".join(parts)
 

@@ -78,7 +78,8 @@ class Variable:
         if self.kind == "error":
             return f"not readable ({self.meta.get('error')})"
         if self.kind == "tensor":
-            return f"a {self.meta['dtype'].replace('torch.', '')} tensor of shape {self.meta['shape']} on {self.meta['device']}"
+            dtype = self.meta["dtype"].replace("torch.", "")
+            return f"a {dtype} tensor of shape {self.meta['shape']} on {self.meta['device']}"
         type_name = self.meta.get("type", "?").rsplit(".", 1)[-1]
         if self.kind == "value":
             return f"{type_name} {self.value!r}"
@@ -173,7 +174,7 @@ def plan_snapshots(cells: list[NotebookNode], snapshots: list[Snapshot]) -> dict
     return plan
 
 
-_EXTRACT_CODE = r'''
+_EXTRACT_CODE = r"""
 import importlib
 json = importlib.import_module("json")
 os = importlib.import_module("os")
@@ -244,7 +245,7 @@ for name in NAMES:
 save_file(tensors, os.path.join(FOLDER, "values.safetensors"))
 with B.open(os.path.join(FOLDER, "manifest.json"), "w") as f:
     json.dump(manifest, f, default=B.str)
-'''
+"""
 
 
 def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
@@ -383,7 +384,9 @@ def run_notebook(
                             continue
                         elif time.monotonic() >= deadline:
                             events[(step.index, "run")] = CellEvent(
-                                step.index, "not-run", f"not run: the notebook exceeded its {notebook_timeout:g} s limit"
+                                step.index,
+                                "not-run",
+                                f"not run: the notebook exceeded its {notebook_timeout:g} s limit",
                             )
                         else:
                             _run_cell(client, nb, step.index, min(cell_timeout, deadline - time.monotonic()), events)
@@ -412,11 +415,15 @@ def _run_cell(client: _Client, nb: NotebookNode, index: int, timeout: float, eve
     try:
         status = client.run(cell, index, timeout)
     except DeadKernelError:
-        events[(index, "run")] = CellEvent(index, "killed", "this cell killed the kernel; it was skipped and the notebook rerun without it")
+        events[(index, "run")] = CellEvent(
+            index, "killed", "this cell killed the kernel; it was skipped and the notebook rerun without it"
+        )
         raise _Restart(index) from None
     error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
     if status.get("ename") == _TIMEOUT_ENAME:
-        events[(index, "run")] = CellEvent(index, "timeout", f"this cell exceeded its {limit} s limit and was interrupted")
+        events[(index, "run")] = CellEvent(
+            index, "timeout", f"this cell exceeded its {limit} s limit and was interrupted"
+        )
         if not _probe(client):
             events[(index, "run")] = CellEvent(
                 index, "timeout", f"this cell exceeded its {limit} s limit and ignored the interrupt; it was skipped"
@@ -450,6 +457,8 @@ def _take_snapshot(client: _Client, step: _Step, tmp: Path, taken: dict, errors:
     try:
         taken[snap.id] = read_snapshot(folder)
     except (OSError, ValueError) as exc:
-        errors[snap.id] = f"variables could not be read: {reply.get('ename', type(exc).__name__)} {reply.get('evalue', exc)}"
+        errors[snap.id] = (
+            f"variables could not be read: {reply.get('ename', type(exc).__name__)} {reply.get('evalue', exc)}"
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)

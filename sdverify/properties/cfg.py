@@ -193,7 +193,13 @@ def cfg_algebra(
     # w = 0 and w = 1 are the two predictions.
     endpoints = (
         ("cfg.w0_is_uncond", 0.0, u, "eps_uncond", "w = 0 returns eps_uncond"),
-        ("cfg.w1_is_cond", 1.0, c, "eps_cond", "w = 1 returns eps_cond (within rounding: c − u is rounded before u is added back)"),
+        (
+            "cfg.w1_is_cond",
+            1.0,
+            c,
+            "eps_cond",
+            "w = 1 returns eps_cond (within rounding: c − u is rounded before u is added back)",
+        ),
     )
     for check_id, weight, expected, name, clause in endpoints:
         out, failure = run(check_id, clause, u, c, weight)

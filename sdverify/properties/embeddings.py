@@ -34,7 +34,7 @@ def _module_device(module: Any) -> torch.device:
     """Where the encoder's weights live; CPU for a plain callable."""
     try:
         return next(module.parameters()).device
-    except Exception:  # noqa: BLE001 - no parameters() of any kind: a plain function
+    except Exception:
         return torch.device("cpu")
 
 
@@ -82,7 +82,7 @@ def causality(text_encoder: Any, ids_a: torch.Tensor, ids_b: torch.Tensor) -> Ch
             return failure
         try:
             hidden_state = _last_hidden_state(output)
-        except Exception as exc:  # noqa: BLE001 - a broken output object is a verdict
+        except Exception as exc:
             return fail(id, f"the encoder's output ({describe_value(output)}) could not be read: {exc}", clause)
         tensor, failure = tensor_result(id, hidden_state, finite=True, clause=clause)
         if failure is not None:

@@ -30,7 +30,7 @@ def describe_value(value: Any) -> str:
         kind += " (a torch.Tensor subclass)"
     try:
         plain = plain_tensor(value)
-    except Exception:  # noqa: BLE001 - unreadable: say what it claims to be
+    except Exception:
         return kind
     return f"{kind} of shape {dims(plain.shape)}, dtype {plain.dtype}, device {plain.device}"
 
@@ -79,7 +79,7 @@ def call(
     """Run ``fn``; on an exception return ``(None, failed result)`` naming it."""
     try:
         return fn(*args, **kwargs), None
-    except Exception as exc:  # noqa: BLE001 - any failure of the implementation is a verdict
+    except Exception as exc:
         name = getattr(fn, "__name__", type(fn).__name__)
         return None, fail(
             id, f"{name}(...) raised {type(exc).__name__}: {exc}; expected it to return {expected}", clause
@@ -106,7 +106,7 @@ def tensor_result(
     tensor = None
     try:
         tensor = plain_tensor(value)
-    except Exception as exc:  # noqa: BLE001 - a broken subclass is a verdict too
+    except Exception as exc:
         return None, fail(id, f"{what} {describe_value(value)} that could not be read ({exc}); expected {want}", clause)
     if tensor is None:
         return None, fail(id, f"{what} {describe_value(value)}, expected {want}", clause)
