@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -53,3 +54,21 @@ def scheduler_name(scheduler: SchedulerMixin) -> str | None:
         if type(scheduler) is cls:
             return name
     return None
+
+
+# diffusers returns these attributes as floats, numpy arrays or (0-d) tensors depending on
+# the version and the scheduler (0.42 made Euler's init_noise_sigma a 0-d tensor): read
+# them through these so comparisons never depend on the installed version.
+def init_noise_sigma(scheduler: SchedulerMixin) -> float:
+    """``scheduler.init_noise_sigma`` as a Python float."""
+    return float(torch.as_tensor(scheduler.init_noise_sigma))
+
+
+def timesteps(scheduler: SchedulerMixin) -> torch.Tensor:
+    """``scheduler.timesteps`` as a CPU tensor (call after ``set_timesteps``)."""
+    return torch.as_tensor(scheduler.timesteps).detach().cpu()
+
+
+def sigmas(scheduler: SchedulerMixin) -> torch.Tensor:
+    """``scheduler.sigmas`` of a sigma-based scheduler as a CPU tensor."""
+    return torch.as_tensor(scheduler.sigmas).detach().cpu()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from sdverify import reference
 from sdverify.properties import failures
 from sdverify.properties import scheduler_invariants as S
 from sdverify.properties.strategies import FLOAT_DTYPES
-from sdverify.schedulers import SCHEDULERS, SIGMA_BASED, make_scheduler
+from sdverify.schedulers import SCHEDULERS, SIGMA_BASED, init_noise_sigma, make_scheduler, sigmas, timesteps
 
 NAMES = sorted(SCHEDULERS)
 SMALL = (1, C.LATENT_CHANNELS, 8, 8)  # step algebra is elementwise: the full 64x64 adds nothing
@@ -39,6 +40,20 @@ def test_set_timesteps_invariants(name, n):
     # Exactly the documented upstream findings fail (none for most (name, n)); see upstream_findings.
     assert set(failed) == set(S.upstream_findings(name, n)), failed
     assert S.init_noise_sigma_property(scheduler).passed
+
+
+@pytest.mark.parametrize("form", ["float", "0-d tensor", "numpy"])
+def test_scheduler_attributes_read_the_same_in_every_diffusers_form(form):
+    # diffusers 0.42 made Euler's init_noise_sigma a 0-d tensor; older versions give floats.
+    scheduler = make_scheduler("euler")
+    scheduler.set_timesteps(10)
+    sigma, ts, sig = init_noise_sigma(scheduler), timesteps(scheduler), sigmas(scheduler)
+    assert isinstance(sigma, float) and sigma > 1
+    convert = {"float": lambda t: t.tolist(), "0-d tensor": lambda t: t, "numpy": lambda t: t.numpy()}[form]
+    sigma_t = torch.tensor(sigma)
+    stand_in = SimpleNamespace(init_noise_sigma=convert(sigma_t), timesteps=convert(ts), sigmas=convert(sig))
+    assert init_noise_sigma(stand_in) == pytest.approx(sigma)
+    assert torch.equal(timesteps(stand_in).to(ts.dtype), ts) and torch.allclose(sigmas(stand_in).to(sig.dtype), sig)
 
 
 @pytest.mark.parametrize("name", NAMES)

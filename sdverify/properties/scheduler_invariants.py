@@ -25,7 +25,9 @@ from sdverify import reference
 from sdverify.properties.untrusted import call, dims, tensor_result
 from sdverify.reference import _step_kwargs as step_kwargs  # what the pipeline passes: eta=0, generator
 from sdverify.results import CheckResult, compare_tensors, fail, ok
-from sdverify.schedulers import SCHEDULERS, SIGMA_BASED, STOCHASTIC, make_scheduler, scheduler_name
+from sdverify.schedulers import SCHEDULERS, SIGMA_BASED, STOCHASTIC, init_noise_sigma, make_scheduler, scheduler_name
+from sdverify.schedulers import sigmas as sigmas_of
+from sdverify.schedulers import timesteps as timesteps_of
 
 DISCRETE_TIME = frozenset(SCHEDULERS) - SIGMA_BASED
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,7 +92,7 @@ def timestep_properties(scheduler, num_inference_steps: int) -> list[CheckResult
     _, failure = call("timesteps.count", scheduler.set_timesteps, n, expected="None (timesteps set in place)")
     if failure is not None:
         return [failure]
-    ts = scheduler.timesteps.detach().cpu().clone()
+    ts = timesteps_of(scheduler).clone()
     values = ts.double()
     results = []
 
@@ -148,7 +150,7 @@ def timestep_properties(scheduler, num_inference_steps: int) -> list[CheckResult
 
     clause = "calling set_timesteps twice gives the same timesteps"
     scheduler.set_timesteps(n)
-    again = scheduler.timesteps.detach().cpu()
+    again = timesteps_of(scheduler)
     results.append(
         ok("timesteps.idempotent", clause)
         if torch.equal(again, ts)
@@ -166,11 +168,11 @@ def init_noise_sigma_property(scheduler) -> CheckResult:
     ``sqrt(max_sigma**2 + 1)`` otherwise (diffusers' rule); call after ``set_timesteps``.
     """
     name = _name(scheduler)
-    got = float(scheduler.init_noise_sigma)
+    got = init_noise_sigma(scheduler)
     if name in DISCRETE_TIME:
         want, how = 1.0, "1 (discrete-time)"
     else:
-        max_sigma = float(scheduler.sigmas.max())
+        max_sigma = float(sigmas_of(scheduler).max())
         linear = scheduler.config.timestep_spacing in ("linspace", "trailing")
         want = max_sigma if linear else math.sqrt(max_sigma**2 + 1)
         how = "max(sigmas)" if linear else "sqrt(max(sigmas)^2 + 1)"
@@ -208,7 +210,7 @@ def step_properties(
             if name in DISCRETE_TIME:
                 expected = x
             else:
-                sigma = float(scheduler.sigmas[scheduler.step_index])
+                sigma = float(sigmas_of(scheduler)[scheduler.step_index])
                 expected = x.double() / math.sqrt(sigma**2 + 1)
             # The sigma table is float32: a float64 sample is scaled with float32 precision.
             eps = max(torch.finfo(x.dtype).eps, torch.finfo(torch.float32).eps)
