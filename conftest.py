@@ -1,6 +1,14 @@
-"""Repository-wide pytest configuration: Hypothesis profiles.
+"""Repository-wide pytest configuration: the slow tier and Hypothesis profiles.
 
-Choose one with ``SDVERIFY_HYPOTHESIS_PROFILE`` (or Hypothesis' own
+``pytest --sdverify-impl=student.py`` runs only the contract's items and the tests that
+use the ``sd_impl`` fixture, against the student's module.
+
+Tiers: ``pytest -m "not gpu"`` is the laptop tier (about a minute on 2 cores); tests
+marked ``slow`` (the whole submission catalog, every sample notebook, every hostile case,
+real-depth components) run only with ``--runslow`` — pytest's documented pattern for
+opt-in tests — and always in ``.ci/run``.
+
+Hypothesis profiles, chosen with ``SDVERIFY_HYPOTHESIS_PROFILE`` (or Hypothesis' own
 ``--hypothesis-profile``): ``dev`` (default, fast), ``ci`` (derandomised: the same
 examples on every run), ``thorough`` (many examples, for a night run).
 """
@@ -9,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -20,3 +29,22 @@ settings.register_profile(
 settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True, print_blob=True)
 settings.register_profile("thorough", parent=settings.get_profile("dev"), max_examples=500)
 settings.load_profile(os.environ.get("SDVERIFY_HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="also run the tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("sdverify_impl"):
+        # Checking a student's module here: the contract items and the tests that run the
+        # implementation under test (the sd_impl fixture), not the kit's self-tests.
+        keep = [i for i in items if i.get_closest_marker("sdverify") or "sd_impl" in getattr(i, "fixturenames", ())]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow tier: run with --runslow (.ci/run always does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)

@@ -58,7 +58,7 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from sdverify.tracing import format_trace, run_trace
+    from sdverify.trace_command import format_trace, run_trace
 
     if args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
@@ -125,16 +125,15 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check a student module against the contract (default: the bundled reference)")
+    p = sub.add_parser("check", help="check student modules against the contract (default: the bundled reference)")
     p.add_argument(
-        "target",
-        nargs="?",
-        default=None,
+        "targets",
+        nargs="*",
         metavar="PATH_OR_MODULE",
-        help="a .py file or importable module (default: sdverify.reference)",
+        help=".py files or importable modules, checked in one process (default: sdverify.reference)",
     )
-    p.add_argument("--json", default=None, metavar="FILE", help="write the JSON report here")
-    p.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the JSON report here (one list for several)")
+    p.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report here (a suite each)")
     p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
     p.add_argument("--weights", default=None, help="local diffusers folder with real weights ($SDVERIFY_WEIGHTS)")
     p.add_argument("--device", default="cpu")
@@ -145,18 +144,24 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sdverify.checker import check_submission, to_json, to_junit, to_text
+    from sdverify.checker import check_submission, resolve_target, summary_table, to_json, to_junit, to_text
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
-    report = check_submission(
-        args.target, preset=args.preset, device=args.device, timeout=args.timeout, weights=args.weights
-    )
-    print(to_text(report))
+    targets = [resolve_target(t) for t in args.targets or [None]]  # every usage error before any work
+    reports = []
+    for target in targets:
+        report = check_submission(
+            target, preset=args.preset, device=args.device, timeout=args.timeout, weights=args.weights
+        )
+        print(to_text(report), end="\n\n" if len(targets) > 1 else "\n", flush=True)
+        reports.append(report)
+    if len(reports) > 1:
+        print(summary_table(reports))
     for path, render in ((args.json, to_json), (args.junit, to_junit)):
         if path:
-            Path(path).write_text(render(report), encoding="utf-8")
-    return 0 if report.passed else 1
+            Path(path).write_text(render(reports), encoding="utf-8")
+    return 0 if all(r.passed for r in reports) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,23 @@ numbers out.  Sources are given per block.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    TOKEN_DTYPE: torch.dtype  # int64: what CLIP's embedding lookup takes
+else:
+
+    def __getattr__(name: str) -> object:
+        # The one torch-typed fact is made on first use, so that reading the numbers (the
+        # command line's defaults, --help) does not import torch.
+        if name == "TOKEN_DTYPE":
+            import torch
+
+            return torch.int64
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # --- Tensor interface (SD1.5 model cards and configs on the hub) -----------------
 MAX_TOKENS = 77  # CLIP ViT-L/14 text context length (tokenizer model_max_length)
@@ -20,7 +36,6 @@ TOKEN_IDS_SHAPE = (1, MAX_TOKENS)
 EMBEDDINGS_SHAPE = (1, MAX_TOKENS, EMBED_DIM)
 LATENT_SHAPE = (1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE)
 IMAGE_SHAPE = (1, 3, IMAGE_SIZE, IMAGE_SIZE)
-TOKEN_DTYPE = torch.int64
 
 # 512*512*3 / (64*64*4): pixels per latent value.
 LATENT_COMPRESSION = (IMAGE_SHAPE[1] * IMAGE_SIZE**2) // (LATENT_CHANNELS * LATENT_SIZE**2)  # 48

@@ -1,16 +1,55 @@
-"""pytest plugin: options, markers and shared fixtures; checks live in the library."""
+"""pytest plugin: options, markers and shared fixtures; checks live in the library.
+
+Installed as a ``pytest11`` entry point, so it loads in every pytest run of the
+environment: it registers options without importing torch, diffusers or transformers
+(Hypothesis' own plugin is the model), and the heavy modules are imported only by the
+fixtures and hooks that need them.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sdverify import zoo
-from sdverify.gpu import session as gpu_session
+from sdverify import pytest_contract
 
-_SETTINGS = pytest.StashKey[dict]()
+if TYPE_CHECKING:
+    from sdverify.checker.submission import Implementation
+    from sdverify.gpu.budgets import Budget
+    from sdverify.gpu.report import TimingReport
+    from sdverify.gpu.suite import SuiteConfig
+    from sdverify.zoo import Components
+
+_PRESETS = ("tiny", "sd15")
+# What the gpu suite accepts; checked here as text so that a bad value is a usage error
+# before anything imports torch.
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's options, resolved once in ``pytest_configure``."""
+
+    preset: str
+    seed: int
+    weights: str | None
+    device: str | None
+    timing_json: str | None
+    budget_scale: float
+    budget_gpu: str | None
+    impl: str | None
+
+    @property
+    def device_text(self) -> str:
+        return self.device or "cuda"
+
+
+_SETTINGS = pytest.StashKey[Settings]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -19,7 +58,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sdverify-preset",
         dest="sdverify_preset",
         default=os.environ.get("SDVERIFY_PRESET", "tiny"),
-        choices=["tiny", "sd15"],
+        choices=list(_PRESETS),
         help="offline zoo preset the CPU tests load (default: tiny, or $SDVERIFY_PRESET)",
     )
     group.addoption("--sdverify-seed", dest="sdverify_seed", type=int, default=0, help="zoo weight seed (default 0)")
@@ -59,68 +98,103 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="sdverify_impl",
         default=os.environ.get("SDVERIFY_IMPL"),
         metavar="PATH_OR_MODULE",
-        help="run the contract tests against this student module instead of sdverify.reference ($SDVERIFY_IMPL)",
+        help="add the contract's checks as test items for this student module, and run the tests using "
+        "the sd_impl fixture against it instead of sdverify.reference ($SDVERIFY_IMPL)",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    device = config.getoption("sdverify_device")
+    if device is not None and not _DEVICE.fullmatch(device):
+        raise pytest.UsageError(
+            f"--sdverify-device {device!r} is not usable by the gpu suite; expected 'cuda', 'cuda:N' or 'cpu'"
+        )
+    config.stash[_SETTINGS] = Settings(
+        preset=config.getoption("sdverify_preset"),
+        seed=config.getoption("sdverify_seed"),
+        weights=config.getoption("sdverify_weights"),
+        device=device,
+        timing_json=config.getoption("sdverify_timing_json"),
+        budget_scale=config.getoption("sdverify_budget_scale"),
+        budget_gpu=config.getoption("sdverify_budget_gpu"),
+        impl=config.getoption("sdverify_impl"),
+    )
     _share_cpu_threads()
-    # Resolve once; fixtures and hooks read the stash.
-    config.stash[_SETTINGS] = {
-        "preset": config.getoption("sdverify_preset"),
-        "seed": config.getoption("sdverify_seed"),
-        "weights": config.getoption("sdverify_weights"),
-        "device": config.getoption("sdverify_device"),
-        "timing_json": config.getoption("sdverify_timing_json"),
-        "budget_scale": config.getoption("sdverify_budget_scale"),
-        "budget_gpu": config.getoption("sdverify_budget_gpu"),
-        "impl": config.getoption("sdverify_impl"),
-    }
-    gpu_session.configure(config, config.stash[_SETTINGS]["device"])
+    if config.stash[_SETTINGS].impl:
+        from sdverify.checker.submission import API_NAMES
+
+        pytest_contract.register_markers(config, (*API_NAMES, "sandbox"))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu_session.skip_without_device(items, settings_of(config)["device"])
+def pytest_report_header(config: pytest.Config) -> str:
+    s = settings_of(config)
+    weights = s.weights or f"offline zoo (seed {s.seed})"
+    return f"sdverify: preset={s.preset} device={s.device_text} impl={s.impl or 'sdverify.reference'} weights={weights}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: they select among the contract items too
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    s = settings_of(config)
+    if s.impl:
+        report = pytest_contract.run_once(config, s.impl, preset=s.preset, weights=s.weights)
+        items.extend(pytest_contract.contract_items(session, report))
+    if any(item.get_closest_marker("gpu") for item in items):
+        from sdverify.gpu import session as gpu_session
+
+        gpu_session.configure(config, settings_of(config).device)
+        gpu_session.skip_without_device(items, settings_of(config).device)
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:  # pytest-xdist controller: one GPU per worker
-    gpu_session.configure_node(node, settings_of(node.config)["device"])
+def pytest_configure_node(node: Any) -> None:  # pytest-xdist controller: one GPU per worker
+    if settings_of(node.config).device_text.startswith("cuda"):
+        from sdverify.gpu import session as gpu_session
+
+        gpu_session.configure_node(node, settings_of(node.config).device)
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error) -> None:  # pytest-xdist controller: collect worker timings
+def pytest_testnodedown(node: Any, error: Any) -> None:  # pytest-xdist controller: collect worker timings
+    from sdverify.gpu import session as gpu_session
+
     gpu_session.receive_from_worker(node.config, node)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from sdverify.gpu import session as gpu_session
+
     gpu_session.send_to_controller(session.config)
 
 
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    gpu_session.terminal_summary(terminalreporter, config, settings_of(config)["timing_json"])
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from sdverify.gpu import session as gpu_session
+
+    gpu_session.terminal_summary(terminalreporter, config, settings_of(config).timing_json)
+    points = pytest_contract.points_summary(terminalreporter) if settings_of(config).impl else None
+    if points:
+        terminalreporter.write_line(points, bold=True)
 
 
 def _share_cpu_threads() -> None:
     """Give each xdist worker its share of the cores.
 
     N workers each running torch's default of all-cores threads oversubscribe the CPU,
-    and OpenMP's spin-waiting then makes the suite several times slower.
+    and OpenMP's spin-waiting then makes the suite several times slower.  Set through the
+    environment (read when torch starts) so that no torch import happens here.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        import torch
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
-
-def settings_of(config: pytest.Config) -> dict:
+def settings_of(config: pytest.Config) -> Settings:
     """The plugin's resolved settings (for fixtures in other modules)."""
     return config.stash[_SETTINGS]
 
 
 @pytest.fixture(scope="session")
-def sd_tokenizer():
+def sd_tokenizer() -> Any:
     """The real SD1.5 CLIP tokenizer shipped in fixtures/."""
     from sdverify.tokenizer import load_tokenizer
 
@@ -130,39 +204,43 @@ def sd_tokenizer():
 @pytest.fixture(scope="session")
 def sd_weights_dir(pytestconfig: pytest.Config) -> Path:
     """Diffusers folder of the configured preset (built once, cached on disk) or real weights."""
+    from sdverify import zoo
+
     s = settings_of(pytestconfig)
-    return zoo.weights_dir(s["preset"], s["seed"], s["weights"])
+    return zoo.weights_dir(s.preset, s.seed, s.weights)
 
 
 @pytest.fixture(scope="session")
-def sd_components(sd_weights_dir: Path) -> zoo.Components:
+def sd_components(sd_weights_dir: Path) -> Components:
     """Components on CPU float32.  Models are shared: tests must not mutate them;
     schedulers are stateful, so tests make their own with ``make_scheduler``."""
+    from sdverify import zoo
+
     return zoo.load_components(sd_weights_dir)
 
 
 @pytest.fixture(scope="session")
-def sd_impl(pytestconfig: pytest.Config):
+def sd_impl(pytestconfig: pytest.Config) -> Implementation:
     """The implementation under test: ``--sdverify-impl`` (loaded in this process), else the reference.
 
     A name the module lacks fails the test that uses it as "not implemented".
     """
     from sdverify.checker.submission import Implementation
 
-    return Implementation.load(settings_of(pytestconfig)["impl"])
+    return Implementation.load(settings_of(pytestconfig).impl)
 
 
 @pytest.fixture(scope="session")
-def gpu_config(pytestconfig: pytest.Config):
+def gpu_config(pytestconfig: pytest.Config) -> SuiteConfig:
     """The gpu suite's settings: sd15 float16 on CUDA, tiny float32 with --sdverify-device cpu."""
     from sdverify.gpu import devices, suite
 
     s = settings_of(pytestconfig)
-    return suite.suite_config(devices.resolve_device(s["device"]), s["seed"], s["weights"])
+    return suite.suite_config(devices.resolve_device(s.device), s.seed, s.weights)
 
 
 @pytest.fixture(scope="session")
-def gpu_components(gpu_config):
+def gpu_components(gpu_config: SuiteConfig) -> Components:
     """Components built on the suite's device (shared: tests must not mutate them)."""
     from sdverify.gpu import suite
 
@@ -170,20 +248,22 @@ def gpu_components(gpu_config):
 
 
 @pytest.fixture(scope="session")
-def gpu_report(pytestconfig: pytest.Config, gpu_config):
+def gpu_report(pytestconfig: pytest.Config, gpu_config: SuiteConfig) -> TimingReport:
     """This process's timing report, printed in the terminal summary (and written as JSON)."""
     from sdverify.gpu import report
+    from sdverify.gpu import session as gpu_session
 
     env = report.environment(gpu_config.device, gpu_config.preset, gpu_config.dtype)
     return gpu_session.new_report(pytestconfig, report.TimingReport(env))
 
 
 @pytest.fixture(scope="session")
-def gpu_budget(pytestconfig: pytest.Config, gpu_config):
+def gpu_budget(pytestconfig: pytest.Config, gpu_config: SuiteConfig) -> Budget | None:
     """The absolute budget row for this GPU (scaled), or None off the table / on CPU."""
     from sdverify.gpu import devices
+    from sdverify.gpu import session as gpu_session
 
     if not gpu_config.on_cuda:
         return None
     s = settings_of(pytestconfig)
-    return gpu_session.budget_for(devices.device_name(gpu_config.device), s["budget_scale"], s["budget_gpu"])
+    return gpu_session.budget_for(devices.device_name(gpu_config.device), s.budget_scale, s.budget_gpu)

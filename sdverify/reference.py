@@ -9,29 +9,40 @@ batched CFG ([uncond, cond] in one U-Net call), latents drawn the way
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from sdverify import contract as C
+from sdverify.stage_recorder import Trace
 from sdverify.tokenizer import encode_batch
-from sdverify.trace import Trace
+
+if TYPE_CHECKING:  # annotations only: importing the reference must stay light
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from sdverify.schedulers import Scheduler
 
 
-def tokenize(tokenizer, prompt: str) -> torch.LongTensor:
-    """Prompt -> ids [1,77]: BOS, text, EOS, then EOS padding (truncated to 77)."""
-    return encode_batch(tokenizer, prompt).input_ids
+def tokenize(tokenizer: CLIPTokenizer, prompt: str) -> torch.Tensor:
+    """Prompt -> ids [1,77] int64: BOS, text, EOS, then EOS padding (truncated to 77)."""
+    ids: torch.Tensor = encode_batch(tokenizer, prompt).input_ids
+    return ids
 
 
-def encode_prompt(tokenizer, text_encoder, prompt: str) -> torch.Tensor:
+def encode_prompt(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompt: str) -> torch.Tensor:
     """Prompt -> CLIP last_hidden_state [1,77,768] (no attention mask, as SD1.5)."""
     ids = tokenize(tokenizer, prompt).to(text_encoder.device)
     with torch.no_grad():
-        return text_encoder(ids)[0]
+        hidden: torch.Tensor = text_encoder(ids)[0]
+    return hidden
 
 
-def initial_latents(scheduler, generator: torch.Generator | None, device, dtype: torch.dtype) -> torch.Tensor:
+def initial_latents(
+    scheduler: Scheduler, generator: torch.Generator | None, device: torch.device | str, dtype: torch.dtype
+) -> torch.Tensor:
     """Standard normal [1,4,64,64] scaled by ``scheduler.init_noise_sigma``.
 
     Drawn on the generator's device then moved, as diffusers' ``randn_tensor`` does, so
@@ -39,7 +50,8 @@ def initial_latents(scheduler, generator: torch.Generator | None, device, dtype:
     """
     draw_device = generator.device if generator is not None else torch.device(device)
     latents = torch.randn(C.LATENT_SHAPE, generator=generator, device=draw_device, dtype=dtype).to(device)
-    return latents * scheduler.init_noise_sigma
+    scaled: torch.Tensor = latents * scheduler.init_noise_sigma
+    return scaled
 
 
 def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
@@ -47,10 +59,10 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
-def _step_kwargs(scheduler, generator: torch.Generator | None) -> dict:
+def _step_kwargs(scheduler: Scheduler, generator: torch.Generator | None) -> dict[str, Any]:
     # Same rule as StableDiffusionPipeline.prepare_extra_step_kwargs.
     params = inspect.signature(scheduler.step).parameters
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if "eta" in params:
         kwargs["eta"] = 0.0
     if "generator" in params:
@@ -59,10 +71,10 @@ def _step_kwargs(scheduler, generator: torch.Generator | None) -> dict:
 
 
 def denoise_step(
-    unet,
-    scheduler,
+    unet: UNet2DConditionModel,
+    scheduler: Scheduler,
     latents: torch.Tensor,
-    t,
+    t: torch.Tensor | int,
     cond_embeddings: torch.Tensor,
     uncond_embeddings: torch.Tensor,
     guidance_scale: float,
@@ -74,13 +86,17 @@ def denoise_step(
         eps = unet(model_input, t, encoder_hidden_states=torch.cat([uncond_embeddings, cond_embeddings])).sample
     eps_uncond, eps_cond = eps.chunk(2)
     eps = cfg_combine(eps_uncond, eps_cond, guidance_scale)
-    return scheduler.step(eps, t, latents, **_step_kwargs(scheduler, generator)).prev_sample
+    prev_sample: torch.Tensor = scheduler.step(eps, t, latents, **_step_kwargs(scheduler, generator)).prev_sample
+    return prev_sample
 
 
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Latents -> raw VAE image [1,3,512,512], roughly in [-1, 1]."""
+    # diffusers types config as a dict; it is a FrozenDict whose keys are attributes too.
+    scaling_factor: float = vae.config.scaling_factor  # type: ignore[attr-defined]
     with torch.no_grad():
-        return vae.decode(latents / vae.config.scaling_factor).sample
+        image: torch.Tensor = vae.decode(latents / scaling_factor).sample
+    return image
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -90,11 +106,11 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def generate(
-    tokenizer,
-    text_encoder,
-    unet,
-    vae,
-    scheduler,
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    scheduler: Scheduler,
     prompt: str,
     num_inference_steps: int = C.NUM_INFERENCE_STEPS,
     guidance_scale: float = C.GUIDANCE_SCALE,
@@ -107,7 +123,7 @@ def generate(
     made when none is passed) and left in ``generate.last_trace`` for callers.
     """
     trace = trace if trace is not None else Trace(device=unet.device)
-    generate.last_trace = trace
+    generate.last_trace = trace  # type: ignore[attr-defined]  # mypy does not model function attributes
     with trace.stage("clip") as stage:
         cond = encode_prompt(tokenizer, text_encoder, prompt)
         uncond = encode_prompt(tokenizer, text_encoder, "")
@@ -126,4 +142,4 @@ def generate(
     return image
 
 
-generate.last_trace = None
+generate.last_trace = None  # type: ignore[attr-defined]

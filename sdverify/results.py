@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+# How a sandboxed probe ended (``sdverify.checker.sandbox.Outcome.status``); defined here,
+# away from the sandbox's heavy imports, so reports and checks can name it too.
+OutcomeStatus = Literal["ok", "error", "missing", "timeout", "crashed", "skipped"]
 
-@dataclass
+
+@dataclass(frozen=True)
 class CheckResult:
     """Outcome of one contract clause.
 
     ``clause`` names the promise that was checked; ``message`` explains a failure the
     way a teacher would (expected vs seen, and the named mistake when recognised).
+    Frozen: results are shared between reports, so a variant is made with
+    ``dataclasses.replace``; ``details`` is never mutated after construction either.
     """
 
     id: str
@@ -40,7 +46,7 @@ class CheckResult:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return {key: _jsonable(value) for key, value in asdict(self).items()}
 
 
 def ok(id: str, clause: str = "", **details: Any) -> CheckResult:

@@ -17,18 +17,23 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import diffusers
 import torch
 import transformers
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.models import AutoencoderKL, UNet2DConditionModel  # the real classes, not diffusers' dummies
+from diffusers.schedulers.scheduling_pndm import PNDMScheduler
 from filelock import FileLock
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from sdverify.presets import Preset, get_preset
+from sdverify.schedulers import Scheduler
 from sdverify.tokenizer import load_tokenizer, tokenizer_dir
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,11 @@ class Components:
     text_encoder: CLIPTextModel
     unet: UNet2DConditionModel
     vae: AutoencoderKL
-    scheduler: SchedulerMixin
+    scheduler: Scheduler
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
-        for model in (self.text_encoder, self.unet, self.vae):
+        models: tuple[torch.nn.Module, ...] = (self.text_encoder, self.unet, self.vae)
+        for model in models:
             model.to(device=device, dtype=dtype)
         return self
 
@@ -132,22 +138,10 @@ def materialize(preset: str | Preset = "tiny", seed: int = 0, hub_cache: Path | 
     with FileLock(str(hub_cache / ".build.lock")):
         if (snapshot / _DONE).is_file():
             return snapshot
-        from diffusers import StableDiffusionPipeline  # heavy import, only needed to save
-
         log.info("building zoo preset %s (seed %d) into %s", preset.name, seed, hub_cache)
         components = build_components(preset, seed)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=hub_cache))
-        pipe = StableDiffusionPipeline(
-            vae=components.vae,
-            text_encoder=components.text_encoder,
-            tokenizer=components.tokenizer,
-            unet=components.unet,
-            scheduler=components.scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(tmp)
+        pipeline(components, components.scheduler).save_pretrained(tmp)
         (tmp / _DONE).write_text(json.dumps({"preset": preset.name, "seed": seed, "revision": revision}))
         snapshot.parent.mkdir(parents=True, exist_ok=True)
         if snapshot.exists():
@@ -157,6 +151,25 @@ def materialize(preset: str | Preset = "tiny", seed: int = 0, hub_cache: Path | 
         refs.mkdir(parents=True, exist_ok=True)
         (refs / "main").write_text(revision)
     return snapshot
+
+
+def pipeline(c: Components, scheduler: Scheduler) -> StableDiffusionPipeline:
+    """diffusers' StableDiffusionPipeline over ``c`` with ``scheduler``, without the safety checker."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (  # heavy: imported when needed
+        StableDiffusionPipeline,
+    )
+
+    # diffusers annotates these parameters narrower than it accepts (any scheduler, None).
+    return StableDiffusionPipeline(
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        unet=c.unet,
+        scheduler=scheduler,  # type: ignore[arg-type]
+        safety_checker=None,  # type: ignore[arg-type]
+        feature_extractor=None,  # type: ignore[arg-type]
+        requires_safety_checker=False,
+    )
 
 
 def hub_cache_of(snapshot: Path) -> Path:
@@ -192,7 +205,8 @@ def load_components(
     folder = str(folder)
     return Components(
         CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-        CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype).to(device).eval(),
+        # transformers wraps PreTrainedModel.to with functools.wraps, which mypy misreads as unbound.
+        CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype).to(device).eval(),  # type: ignore[arg-type]
         UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(device).eval(),
         AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype).to(device).eval(),
         PNDMScheduler.from_pretrained(folder, subfolder="scheduler"),

@@ -15,6 +15,9 @@ import torch
 from sdverify import zoo
 from sdverify.checker import check_submission
 
+# The checker's reference expectations are built once per process: keep these on one worker.
+pytestmark = pytest.mark.xdist_group("checker")
+
 GOOD_TOKENIZE = """
 def tokenize(tokenizer, prompt):
     return tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
@@ -40,6 +43,7 @@ def _messages(entries) -> str:
     return "\n".join(c.message for c in entries if not c.passed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("body", "function", "words"),
     [
@@ -77,6 +81,7 @@ def test_bad_return_values_fail_only_their_function(tmp_path: Path, body: str, f
     assert words in _messages(by_function[function])
 
 
+@pytest.mark.slow
 def test_hang_is_cut_at_the_timeout(tmp_path: Path):
     start = time.monotonic()
     by_function = _check(tmp_path, "def cfg_combine(u, c, w):\n    while True:\n        pass\n", timeout=3)
@@ -97,6 +102,7 @@ def test_os_exit_costs_only_that_function(tmp_path: Path):
     assert all(c.passed for c in by_function["initial_latents"])
 
 
+@pytest.mark.slow
 def test_memory_hog_hits_the_limit(tmp_path: Path):
     body = """
     def cfg_combine(u, c, w):
@@ -145,6 +151,7 @@ def test_syntax_error_is_a_failed_submission(tmp_path: Path):
     assert all(not c.passed for c in report.checks if c.function != "sandbox")
 
 
+@pytest.mark.slow
 def test_writes_stay_out_of_the_graders_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # A private copy of the zoo, so that the attack cannot harm the shared cache.
     weights = tmp_path / "weights"

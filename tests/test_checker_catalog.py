@@ -12,6 +12,9 @@ import pytest
 
 from sdverify.checker import API_NAMES, check_submission
 
+# The whole catalog is the slow tier; the laptop tier checks one wrong and the reference (test_checker_cli).
+pytestmark = pytest.mark.slow
+
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 
 # submission -> (the check that must fail, words its message must contain (the named mistake)).

@@ -10,6 +10,9 @@ import pytest
 
 from sdverify.cli import main
 
+# The checker's reference expectations are built once per process: keep these on one worker.
+pytestmark = pytest.mark.xdist_group("checker")
+
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 
 

@@ -1,12 +1,25 @@
-"""``--sdverify-impl``: the contract tests' ``sd_impl`` fixture loads a student module."""
+"""``--sdverify-impl``: the contract as pytest items, and the ``sd_impl`` fixture, in any folder.
+
+Runs in-process (pytester), on the worker that holds the checker's reference expectations,
+so each run costs only the sandboxed run of its submission.  The checker's modules are
+imported here, at collection: pytester drops the modules a test imported when it ends, and
+the sandbox's forkserver needs the very module it was started from.
+"""
 
 from __future__ import annotations
 
+import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from sdverify import reference
+from sdverify.checker import check_submission, checks, sandbox  # noqa: F401 - see the docstring
+from sdverify.checker.report import failure_text
+
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.xdist_group("checker")
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 
 TEST_FILE = """
@@ -21,13 +34,60 @@ def test_decode_is_there(sd_impl):
 """
 
 
-def test_default_is_the_reference(pytester: pytest.Pytester):
+def _junit_cases(path: Path) -> dict[str, ET.Element]:
+    return {f"{c.get('classname')}.{c.get('name')}": c for c in ET.parse(path).getroot().iter("testcase")}
+
+
+def test_without_the_option_only_the_folders_tests_run_against_the_reference(pytester: pytest.Pytester):
     pytester.makepyfile(TEST_FILE)
     pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=2)
 
 
-def test_student_module_replaces_the_reference(pytester: pytest.Pytester):
-    pytester.makepyfile(TEST_FILE)
-    result = pytester.runpytest_inprocess(f"--sdverify-impl={CATALOG / 'wrong_cfg_swapped.py'}")
-    result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*not implemented: *wrong_cfg_swapped.py defines no decode_latents()*"])
+def test_reference_copied_out_passes_every_contract_item(pytester: pytest.Pytester):
+    shutil.copy(reference.__file__, pytester.path / "student.py")
+    expected = check_submission(str(pytester.path / "student.py"))
+    result = pytester.runpytest_inprocess("--sdverify-impl=student.py", "-p", "no:randomly")
+    result.assert_outcomes(passed=len(expected.checks))
+    result.stdout.fnmatch_lines([f"sdverify: {expected.max_score:g}/{expected.max_score:g} points"])
+
+
+def test_a_mistake_fails_exactly_the_checks_sdverify_check_fails(pytester: pytest.Pytester):
+    student = pytester.path / "student.py"
+    shutil.copy(CATALOG / "wrong_denoise_chunk_order.py", student)
+    pytester.makepyfile(TEST_FILE)  # the folder's own tests run too, on the student's module: it lacks both
+    junit = pytester.path / "junit.xml"
+    report = check_submission(str(student))
+    result = pytester.runpytest_inprocess("--sdverify-impl=student.py", f"--junitxml={junit}", "-p", "no:randomly")
+    failed = {c.id: c for c in report.failed()}
+    assert failed, "the catalog mistake must fail some check"
+    result.assert_outcomes(passed=len(report.checks) - len(failed), failed=len(failed) + 2)
+    cases = _junit_cases(junit)
+    for entry in report.checks:
+        case = cases[f"sdverify.{entry.function}.{entry.id.removeprefix(entry.function + '.')}"]
+        points = {p.get("name"): float(p.get("value")) for p in case.iter("property")}
+        assert points == {"points": entry.points, "max_points": entry.max_points}
+        failure = case.find("failure")
+        if entry.passed:
+            assert failure is None, entry.id
+        else:  # the checker's own words, no sdverify traceback
+            assert failure is not None and failure.text == failure_text(entry.clause, entry.message)
+            assert "Traceback" not in failure.text and "sdverify/" not in failure.text
+    result.stdout.fnmatch_lines([f"sdverify: {report.score:g}/{report.max_score:g} points"])
+
+
+def test_missing_functions_fail_as_not_implemented_and_markers_select(pytester: pytest.Pytester):
+    (pytester.path / "student.py").write_text("def cfg_combine(u, c, w):\n    return u + w * (c - u)\n")
+    report = check_submission(str(pytester.path / "student.py"))
+    result = pytester.runpytest_inprocess(
+        "--sdverify-impl=student.py", "-m", "sdverify and not generate", "-k", "tokenize or cfg_combine"
+    )
+    count = {f: sum(c.function == f for c in report.checks) for f in ("tokenize", "cfg_combine")}
+    unselected = len(report.checks) - sum(count.values())
+    result.assert_outcomes(passed=count["cfg_combine"], failed=count["tokenize"], deselected=unselected)
+    result.stdout.fnmatch_lines(["*sdverify::tokenize::tokens.vocab*", "not implemented: *defines no tokenize()"])
+
+
+def test_an_unusable_target_is_a_usage_error(pytester: pytest.Pytester):
+    result = pytester.runpytest_inprocess("--sdverify-impl=no_such_file.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--sdverify-impl: *no_such_file.py*"])

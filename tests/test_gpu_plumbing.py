@@ -238,6 +238,7 @@ def test_bad_device_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*'tpu' is not usable*expected 'cuda'*"])
 
 
+@pytest.mark.slow
 def test_xdist_workers_get_one_gpu_each_and_ship_timings(pytester, monkeypatch):
     """A fake device list: two workers see GPUs 5 and 7; their timings merge in one report."""
     pytester.makeini(INNER_INI)

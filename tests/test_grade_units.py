@@ -11,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 from sdverify import contract as C
 from sdverify.cli import main
 from sdverify.notebooks.batch import collect, unique_names
-from sdverify.notebooks.exercises import ddpm_posterior, normal_statistics
+from sdverify.notebooks.exercises import ddpm_posterior_mean_std, normal_statistics
 from sdverify.notebooks.runner import Snapshot, neutralise_shell, plan_snapshots
 from sdverify.notebooks.spec import DEFAULT_SPEC, load_spec
 from sdverify.schedulers import make_scheduler
@@ -90,7 +90,7 @@ def test_ddpm_posterior_recovers_mean_and_noise():
     t = scheduler.timesteps[0]
     gen = torch.Generator().manual_seed(123)
     sample, eps = torch.randn(C.LATENT_SHAPE, generator=gen), torch.randn(C.LATENT_SHAPE, generator=gen)
-    mean, std = ddpm_posterior(scheduler, eps, t, sample)
+    mean, std = ddpm_posterior_mean_std(scheduler, eps, t, sample)
     stepped = scheduler.step(eps, t, sample, generator=torch.Generator().manual_seed(7)).prev_sample
     noise = torch.randn(C.LATENT_SHAPE, generator=torch.Generator().manual_seed(7))
     assert std > 0

@@ -154,7 +154,7 @@ def test_ddpm_step_with_the_true_noise_is_the_closed_form_posterior(n, data, see
     index = data.draw(st.integers(0, n - 1))
     g = torch.Generator().manual_seed(seed)
     x0, eps = (torch.randn(SMALL, generator=g, dtype=torch.float64) for _ in range(2))
-    result = S.ddpm_posterior(scheduler, x0, eps, index, seed)
+    result = S.ddpm_posterior_property(scheduler, x0, eps, index, seed)
     assert result.passed, str(result)
 
 

@@ -64,6 +64,7 @@ def test_round_trip_gives_identical_outputs(hub_snapshot):
     assert torch.equal(*outputs)
 
 
+@pytest.mark.slow
 def test_unmodified_lesson_code_loads_by_hub_id_offline(hub_snapshot, tmp_path):
     """The lesson's own calls, in a fresh interpreter, with only the exported environment."""
     code = (

@@ -12,14 +12,25 @@ import time
 from pathlib import Path
 
 from sdverify import contract as C
-from sdverify.checker.report import CheckEntry, SubmissionReport, to_json, to_junit, to_text
-from sdverify.checker.submission import API_NAMES, resolve_target
+from sdverify.checker.report import CheckEntry, SubmissionReport, summary_table, to_json, to_junit, to_text
+from sdverify.checker.submission import API_NAMES, Target, resolve_target
 
-__all__ = ["API_NAMES", "CheckEntry", "SubmissionReport", "check_submission", "to_json", "to_junit", "to_text"]
+__all__ = [
+    "API_NAMES",
+    "CheckEntry",
+    "SubmissionReport",
+    "Target",
+    "check_submission",
+    "resolve_target",
+    "summary_table",
+    "to_json",
+    "to_junit",
+    "to_text",
+]
 
 
 def check_submission(
-    target: str | None,
+    target: str | Target | None,
     *,
     preset: str = "tiny",
     device: str = "cpu",
@@ -27,7 +38,10 @@ def check_submission(
     weights: str | None = None,
     memory_limit_mb: int | None = C.CHECK_MEMORY_LIMIT_MB,
 ) -> SubmissionReport:
-    """Grade ``target`` (path or module name; empty/None: the bundled reference).
+    """Grade ``target`` (path, module name or resolved :class:`Target`; empty/None: the bundled reference).
+
+    Several calls in one process share the sandbox's forkserver and the reference
+    expectations (built once per settings), so each further submission costs only its own run.
 
     Raises ``FileNotFoundError``/``ValueError`` for an unusable target (a usage error);
     everything the submission itself does wrong — syntax errors included — is graded.
@@ -38,7 +52,7 @@ def check_submission(
     from sdverify.results import fail, ok
 
     start = time.perf_counter()
-    resolved = resolve_target(target)
+    resolved = target if isinstance(target, Target) else resolve_target(target)
     ctx = checks.context(preset, device, weights)
     result = sandbox.run_submission(
         resolved,

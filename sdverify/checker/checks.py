@@ -54,7 +54,7 @@ _CLAUSES = {
 
 
 @dataclass
-class Context:
+class CheckContext:
     """Trusted state shared by every submission checked with the same settings."""
 
     env: Env
@@ -88,14 +88,14 @@ def _cfg_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=4)
-def context(preset: str, device: str, weights: str | None) -> Context:
+def context(preset: str, device: str, weights: str | None) -> CheckContext:
     """Components, inputs, probes and expected values (built once per process and settings)."""
     folder = zoo.weights_dir(preset, 0, weights)
     env = Env(zoo.load_components(folder, device), {}, torch.device(device), torch.float32)
     plan = build_plan(env, _record_cfg_calls())
     env.inputs = plan.inputs
     expected = {p.id: [_plain(v) for v in run_probe(R, env, p)] for p in plan.probes}
-    return Context(env, plan, expected, folder, {})
+    return CheckContext(env, plan, expected, folder, {})
 
 
 # ----------------------------------------------------------------------- helpers
@@ -106,14 +106,15 @@ def _student_tensor(value: Value) -> Any:
     return type(str(value.desc.get("type", "object")), (), {})()
 
 
-def _outcome_failure(id: str, probe: Probe, outcome: Outcome | None, clause: str) -> CheckResult | None:
+def _returned(id: str, probe: Probe, outcome: Outcome | None, clause: str) -> Outcome | CheckResult:
+    """The outcome of a probe that returned, or the failure saying why it did not."""
     if outcome is None:
         return fail(id, f"{probe.id}: no result came back", clause)
     if outcome.status == "missing":
         return fail(id, f"not implemented: the submission defines no {probe.function}()", clause, status="missing")
     if outcome.status != "ok":
         return fail(id, f"{probe.id}: {probe.function}(...) {outcome.message}", clause, status=outcome.status)
-    return None
+    return outcome
 
 
 def _with_mistake(result: CheckResult, named: tuple[str, str] | None) -> CheckResult:
@@ -135,7 +136,7 @@ def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> 
     return True
 
 
-def _simulated(ctx: Context, mistake: mistakes.Mistake, probe: Probe) -> list[torch.Tensor] | None:
+def _simulated(ctx: CheckContext, mistake: mistakes.Mistake, probe: Probe) -> list[torch.Tensor] | None:
     key = (mistake.id, probe.id)
     if key not in ctx.simulated:
         try:
@@ -147,7 +148,7 @@ def _simulated(ctx: Context, mistake: mistakes.Mistake, probe: Probe) -> list[to
     return ctx.simulated[key]
 
 
-def name_mistake(ctx: Context, probe: Probe, values: list[Value]) -> tuple[str, str] | None:
+def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> tuple[str, str] | None:
     """The known mistake whose signature ``values`` carry, if any."""
     for value in values:
         named = mistakes.from_value(probe.function, value)
@@ -165,17 +166,16 @@ def name_mistake(ctx: Context, probe: Probe, values: list[Value]) -> tuple[str, 
 
 
 # -------------------------------------------------------------------- the checks
-def reference_check(ctx: Context, id: str, probes: list[Probe], outcomes: dict[str, Outcome]) -> CheckResult:
+def reference_check(ctx: CheckContext, id: str, probes: list[Probe], outcomes: dict[str, Outcome]) -> CheckResult:
     """The submission's values equal the reference's on every probe, within the contract's tolerance."""
     function = probes[0].function
     clause = _CLAUSES[function]
     atol, rtol = _TOLERANCES[function]
     worst = 0.0
     for probe in probes:
-        outcome = outcomes.get(probe.id)
-        failure = _outcome_failure(id, probe, outcome, clause)
-        if failure is not None:
-            return failure
+        outcome = _returned(id, probe, outcomes.get(probe.id), clause)
+        if isinstance(outcome, CheckResult):
+            return outcome
         expected = ctx.expected[probe.id]
         for step, (value, want) in enumerate(zip(outcome.values, expected)):
             where = f"{probe.id}" + (f" after step {step + 1}" if len(expected) > 1 else "")
@@ -195,16 +195,17 @@ def reference_check(ctx: Context, id: str, probes: list[Probe], outcomes: dict[s
     return ok(id, clause, max_abs_diff=worst, probes=[p.id for p in probes])
 
 
-def contract_check(id: str, probes: list[Probe], outcomes: dict[str, Outcome], *, shape, ctx: Context) -> CheckResult:
+def contract_check(
+    id: str, probes: list[Probe], outcomes: dict[str, Outcome], *, shape: tuple[int, ...], ctx: CheckContext
+) -> CheckResult:
     """Every returned value is a finite tensor of ``shape`` in the run's dtype, on its device."""
     clause = f"returns a finite {dims(shape)} {ctx.env.dtype} tensor on {ctx.env.device}"
     for probe in probes:
-        outcome = outcomes.get(probe.id)
-        failure = _outcome_failure(id, probe, outcome, clause)
-        if failure is not None:
-            return failure
+        outcome = _returned(id, probe, outcomes.get(probe.id), clause)
+        if isinstance(outcome, CheckResult):
+            return outcome
         for value in outcome.values:
-            _, failure = tensor_result(
+            failure = tensor_result(
                 id,
                 _student_tensor(value),
                 shape=shape,
@@ -213,7 +214,7 @@ def contract_check(id: str, probes: list[Probe], outcomes: dict[str, Outcome], *
                 finite=True,
                 clause=clause,
             )
-            if failure is not None:
+            if isinstance(failure, CheckResult):
                 failure = replace(failure, message=f"{probe.id}: {failure.message}")
                 return _with_mistake(failure, mistakes.from_value(probe.function, value))
     return ok(id, clause)
@@ -223,18 +224,20 @@ def reproducible_check(id: str, first: Probe, again: Probe, outcomes: dict[str, 
     """Two runs with generators seeded alike give identical values."""
     clause = "the same generator seed gives the same result"
     for probe in (first, again):
-        failure = _outcome_failure(id, probe, outcomes.get(probe.id), clause)
-        if failure is not None:
-            return failure
+        returned = _returned(id, probe, outcomes.get(probe.id), clause)
+        if isinstance(returned, CheckResult):
+            return returned
     a, b = outcomes[first.id].values, outcomes[again.id].values
+    tensors = []
     for value in a + b:
         if value.kind != "tensor" or value.tensor is None:
             result = fail(id, f"{first.id}: returned {value.describe()}, cannot compare two runs", clause)
             return _with_mistake(result, mistakes.from_value(first.function, value))
+        tensors.append(value.tensor)
     if len(a) != len(b):
         return fail(id, f"{first.id}: the two runs returned {len(a)} and {len(b)} values", clause)
-    for x, y in zip(a, b):
-        if x.tensor.shape != y.tensor.shape or not torch.equal(x.tensor, y.tensor):
+    for x, y in zip(tensors[: len(a)], tensors[len(a) :]):
+        if x.shape != y.shape or not torch.equal(x, y):
             return fail(id, mistakes.NOT_REPRODUCIBLE[first.function], clause, mistake="generator_ignored")
     return ok(id, clause)
 
@@ -251,16 +254,18 @@ def _merged(function: str, per_probe: list[tuple[Probe, list[CheckResult]]]) -> 
 
 
 def _value_properties(
-    ctx: Context, function: str, outcomes: dict[str, Outcome], properties: Callable[[Probe, Any], list[CheckResult]]
+    ctx: CheckContext,
+    function: str,
+    outcomes: dict[str, Outcome],
+    properties: Callable[[Probe, Any], list[CheckResult]],
 ) -> list[CheckResult]:
     """A property function of :mod:`sdverify.properties` on every probe's value, merged per property."""
     per_probe = []
     for probe in ctx.plan.of(function):
-        outcome = outcomes.get(probe.id)
-        failure = _outcome_failure("x", probe, outcome, "")
-        if failure is not None:  # the same ids as a run that returned something
+        outcome = _returned("x", probe, outcomes.get(probe.id), "")
+        if isinstance(outcome, CheckResult):  # the same ids as a run that returned something
             ids = [r.id for r in properties(probe, ctx.expected[probe.id][0])]
-            return [replace(failure, id=f"{function}.{id}") for id in ids]
+            return [replace(outcome, id=f"{function}.{id}") for id in ids]
         named = mistakes.from_value(function, outcome.values[0])
         results = [_with_mistake(r, named) for r in properties(probe, _student_tensor(outcome.values[0]))]
         per_probe.append((probe, results))
@@ -296,7 +301,7 @@ def _replayed_error(message: str) -> Exception:
     return SubmissionError(message)
 
 
-def function_checks(ctx: Context, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
+def function_checks(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
     """Every check of one API function, from the probes' outcomes."""
     probes = ctx.plan.of(function)
     first = [p for p in probes if not p.id.endswith(",again]")]
@@ -315,8 +320,8 @@ def function_checks(ctx: Context, function: str, outcomes: dict[str, Outcome]) -
         )
         return results + [reference_check(ctx, "encode_prompt.reference", first, outcomes)]
     if function == "cfg_combine":
-        missing = _outcome_failure("x", probes[0], outcomes.get(probes[0].id), "")
-        if missing is not None and missing.details.get("status") == "missing":
+        missing = _returned("x", probes[0], outcomes.get(probes[0].id), "")
+        if isinstance(missing, CheckResult) and missing.details.get("status") == "missing":
             ids = [r.id for r in cfg_algebra(R.cfg_combine, *_cfg_inputs(), *CFG_SCALES)]
             return [replace(missing, id=f"cfg_combine.{id}") for id in ids]
         results = cfg_algebra(_replayer([outcomes[p.id] for p in probes]), *_cfg_inputs(), *CFG_SCALES)

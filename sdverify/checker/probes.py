@@ -71,10 +71,14 @@ class Env:
         return self.inputs[key].to(self.device).clone()
 
 
-def _noise(seed: int, shape=(1, 4, 64, 64), low: float | None = None, high: float | None = None) -> torch.Tensor:
+def _noise(
+    seed: int, shape: tuple[int, ...] = (1, 4, 64, 64), bounds: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """Standard normal, or uniform within ``bounds`` (low, high)."""
     g = torch.Generator().manual_seed(seed)
-    if low is None:
+    if bounds is None:
         return torch.randn(shape, generator=g)
+    low, high = bounds
     return torch.rand(shape, generator=g) * (high - low) + low
 
 
@@ -117,7 +121,7 @@ def build_plan(env: Env, cfg_calls: list[tuple[torch.Tensor, torch.Tensor, float
     inputs["decode_latents"] = _noise(40)
     probes.append(Probe("decode_latents[noise]", "decode_latents", {"latents": "decode_latents"}))
     # Values beyond [-1, 1] on purpose: a decoded image overshoots and must be clamped.
-    inputs["image"] = _noise(50, (1, 3, 512, 512), -1.3, 1.3)
+    inputs["image"] = _noise(50, (1, 3, 512, 512), (-1.3, 1.3))
     probes.append(Probe("to_pil[uniform]", "to_pil", {"image": "image"}))
     for i, (name, label, w) in enumerate(GENERATE_CASES):
         args = {"scheduler": name, "prompt": label, "w": w, "seed": 60 + i, "steps": GENERATE_STEPS}

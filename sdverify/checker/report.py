@@ -1,9 +1,15 @@
-"""The graded result of one submission, and its text / JSON / JUnit renderings."""
+"""The graded result of one submission, and its text / JSON / JUnit renderings.
+
+The renderers take one report or several (``sdverify check a.py b.py``): one gives the
+single report's format unchanged; several give a JSON object listing each report and a
+JUnit ``<testsuites>`` with a suite each.
+"""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +94,23 @@ class SubmissionReport:
         }
 
 
-def to_json(report: SubmissionReport) -> str:
-    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+def _listed(reports: SubmissionReport | Sequence[SubmissionReport]) -> list[SubmissionReport]:
+    return [reports] if isinstance(reports, SubmissionReport) else list(reports)
+
+
+def to_json(reports: SubmissionReport | Sequence[SubmissionReport]) -> str:
+    """One report's object; several: ``{"schema": 1, "submissions": [report, ...]}``."""
+    listed = _listed(reports)
+    if len(listed) == 1:
+        data = listed[0].to_dict()
+    else:
+        data = {"schema": SCHEMA_VERSION, "submissions": [r.to_dict() for r in listed]}
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def failure_text(clause: str, message: str) -> str:
+    """What a failed check says, wherever it is shown: the clause, then expected vs seen and the mistake."""
+    return f"contract: {clause}\n{message}" if clause else message
 
 
 def to_text(report: SubmissionReport) -> str:
@@ -105,10 +126,7 @@ def to_text(report: SubmissionReport) -> str:
             lines.append(f"\n{function}  ({sum(x.points for x in mine):g}/{sum(x.max_points for x in mine):g})")
         lines.append(f"  [{'PASS' if c.passed else 'FAIL'}] {c.id}")
         if not c.passed:
-            if c.clause:
-                lines.append(f"         contract: {c.clause}")
-            for text in c.message.splitlines():
-                lines.append(f"         {text}")
+            lines.extend(f"         {text}" for text in failure_text(c.clause, c.message).splitlines())
     verdict = "PASSED" if report.passed else "FAILED"
     lines.append(
         f"\n{verdict}: {report.score:g}/{report.max_score:g} points, "
@@ -117,8 +135,31 @@ def to_text(report: SubmissionReport) -> str:
     return "\n".join(lines)
 
 
-def to_junit(report: SubmissionReport) -> str:
-    """JUnit XML: one testcase per check, classname = the API function."""
+def summary_table(reports: Sequence[SubmissionReport]) -> str:
+    """One row per submission: score, failing checks, seconds; then the count that passed."""
+    width = max(len("submission"), *(len(r.submission) for r in reports))
+    lines = [f"{'submission':{width}s}  {'score':>9s}  {'failing':>7s}  {'seconds':>7s}"]
+    for r in reports:
+        score = f"{r.score:g}/{r.max_score:g}"
+        failing = "error" if r.error else str(len(r.failed()))
+        lines.append(f"{r.submission:{width}s}  {score:>9s}  {failing:>7s}  {r.seconds:7.1f}")
+    passed = sum(r.passed for r in reports)
+    lines.append(f"{passed}/{len(reports)} submission(s) passed every check")
+    return "\n".join(lines)
+
+
+def to_junit(reports: SubmissionReport | Sequence[SubmissionReport]) -> str:
+    """JUnit XML: a ``<testsuite>`` per submission (wrapped in ``<testsuites>`` when several),
+    one testcase per check, classname = the API function."""
+    suites = [_suite(r) for r in _listed(reports)]
+    if len(suites) == 1:
+        return ET.tostring(suites[0], encoding="unicode", xml_declaration=True)
+    root = ET.Element("testsuites")
+    root.extend(suites)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def _suite(report: SubmissionReport) -> ET.Element:
     suite = ET.Element(
         "testsuite",
         name=f"sdverify check {report.submission}",
@@ -133,5 +174,5 @@ def to_junit(report: SubmissionReport) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"sdverify.{c.function}", name=c.id)
         if not c.passed:
             failure = ET.SubElement(case, "failure", message=(c.message.splitlines() or [""])[0])
-            failure.text = f"{c.clause}\n{c.message}".strip()
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+            failure.text = failure_text(c.clause, c.message)
+    return suite

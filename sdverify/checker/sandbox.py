@@ -33,6 +33,7 @@ from sdverify import contract as C
 from sdverify.checker.probes import Env, Plan, Probe, run_probe
 from sdverify.checker.submission import Target, load_module
 from sdverify.properties.untrusted import plain_tensor
+from sdverify.results import OutcomeStatus
 
 _PRELOAD = [
     "torch",
@@ -82,7 +83,7 @@ class Value:
 class Outcome:
     """What happened when a probe ran: ``status`` is ok, error, missing, timeout, crashed or skipped."""
 
-    status: str
+    status: OutcomeStatus
     values: list[Value] = field(default_factory=list)
     message: str = ""
 
@@ -110,14 +111,19 @@ def _encode(value: Any, key: str) -> tuple[dict[str, Any], dict[str, torch.Tenso
     """Describe a returned value and extract its data as plain CPU tensors."""
     if isinstance(value, torch.Tensor):
         tensor = plain_tensor(value)
-        desc = {"kind": "tensor", "key": key, "type": type(value).__name__, "device": str(tensor.device)}
+        desc: dict[str, Any] = {
+            "kind": "tensor",
+            "key": key,
+            "type": type(value).__name__,
+            "device": str(tensor.device),
+        }
         return desc, {key: tensor.cpu().contiguous()}
     if isinstance(value, Image.Image):
         array = np.array(value)
         return {"kind": "image", "key": key, "mode": value.mode, "size": list(value.size)}, {
             key: torch.from_numpy(array.copy())
         }
-    desc: dict[str, Any] = {"kind": "other", "type": type(value).__name__}
+    desc = {"kind": "other", "type": type(value).__name__}
     if isinstance(value, np.ndarray):
         desc.update(shape=list(value.shape), dtype=str(value.dtype))
     elif isinstance(value, (list, tuple)):
@@ -145,6 +151,20 @@ def _limit_memory(limit_mb: int | None, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _thread_lock_for_tqdm() -> None:
+    """Give tqdm a thread lock before anything draws a progress bar.
+
+    Left alone, tqdm's first bar (transformers draws one while loading weights) creates a
+    multiprocessing semaphore registered with the grader's resource tracker; a child that
+    is killed never unregisters it, and the grader ends with "leaked semaphore objects".
+    """
+    import threading
+
+    import tqdm
+
+    tqdm.tqdm.set_lock(threading.RLock())
+
+
 def _child_main(job: dict[str, Any], conn) -> None:
     """Entry point of the sandboxed child (runs in a fresh fork of the forkserver)."""
     os.setsid()  # own process group: the grader kills it and anything it spawned at once
@@ -154,6 +174,7 @@ def _child_main(job: dict[str, Any], conn) -> None:
     log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    _thread_lock_for_tqdm()
     from sdverify import zoo
 
     dtype = getattr(torch, job["dtype"])
@@ -224,7 +245,7 @@ class _Run:
         # multiprocessing would re-run the grader's __main__ script in the child (and a
         # script without a main guard would grade again, recursively): hide it for start().
         main = sys.modules["__main__"]
-        saved = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
+        saved: dict[str, Any] = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
         main.__spec__ = None
         try:
             self.proc.start()
@@ -279,7 +300,9 @@ def _values(header: dict[str, Any], payload: bytes) -> list[Value]:
     for desc in header.get("values", []):
         if not isinstance(desc, dict):
             raise TypeError("malformed value")
-        values.append(Value(desc, tensors.get(desc.get("key")) if desc.get("kind") in ("tensor", "image") else None))
+        key = desc.get("key")
+        data = tensors.get(key) if isinstance(key, str) and desc.get("kind") in ("tensor", "image") else None
+        values.append(Value(desc, data))
     return values
 
 
@@ -347,7 +370,7 @@ def _drive(run: _Run, pending: list[Probe], by_id, outcomes, timeout: float, res
     stage = "starting"
     wait = C.CHECK_STARTUP_TIMEOUT_S  # forkserver start (first run) and loading the components
 
-    def culprit(status: str, message: str):
+    def culprit(status: OutcomeStatus, message: str) -> tuple[Probe, OutcomeStatus, str] | None:
         if stage == "importing":
             result.import_error = f"importing it {message}"
             return None
@@ -384,7 +407,7 @@ def _drive(run: _Run, pending: list[Probe], by_id, outcomes, timeout: float, res
                 if status == "missing":
                     outcomes[probe.id] = Outcome("missing", message=f"{probe.function} is not implemented")
                 elif status == "ok":
-                    outcomes[probe.id] = Outcome("ok", _values(header, payload))
+                    outcomes[probe.id] = Outcome("ok", _values(header, payload or b""))
                 else:
                     outcomes[probe.id] = Outcome("error", message=str(header.get("message", "failed")))
                 pending.remove(probe)

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 # The reference API a submission may implement (any subset: partial credit).
 API_NAMES = (
@@ -34,7 +35,7 @@ REFERENCE = "sdverify.reference"
 class Target:
     """A resolved submission: ``kind`` is ``"path"`` (absolute file) or ``"module"``."""
 
-    kind: str
+    kind: Literal["path", "module"]
     value: str
 
     @property

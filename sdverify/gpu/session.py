@@ -1,26 +1,34 @@
 """pytest glue for the GPU suite: skips, per-worker GPUs, the timing report across xdist workers.
 
-``sdverify.plugin`` calls these from its hooks so that the hooks stay one line each.
+``sdverify.plugin`` calls these from its hooks so that the hooks stay one line each.  The
+plugin loads in every pytest run, so torch and diffusers are imported only by the functions
+that need them (a run with no gpu test and no timing report imports neither).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from sdverify.gpu import devices
 from sdverify.gpu.budgets import Budget, resolve_budget
-from sdverify.gpu.report import TimingReport, format_reports, write_json
 
-REPORTS = pytest.StashKey[list[TimingReport]]()
+if TYPE_CHECKING:
+    from sdverify.gpu.report import TimingReport
+
+REPORTS = pytest.StashKey[list["TimingReport"]]()
 _WORKER_GPU = "sdverify_gpu"  # workerinput key: the GPU id a worker should see
 _WORKER_REPORTS = "sdverify_timing_reports"  # workeroutput key: the worker's reports as dicts
 
 
 def configure(config: pytest.Config, device_option: str | None) -> None:
     """Validate the device; on an xdist worker, pin it to its GPU before CUDA starts."""
+    from sdverify.gpu import devices
+
     try:
         device = devices.resolve_device(device_option)
     except ValueError as exc:
@@ -37,11 +45,21 @@ def configure(config: pytest.Config, device_option: str | None) -> None:
 
 def configure_node(node, device_option: str | None) -> None:
     """On the xdist controller: hand worker gwK the K-th visible GPU (round robin)."""
-    if devices.resolve_device(device_option).type != "cuda":
+    if not (device_option or "cuda").startswith("cuda") or not _may_have_gpus():
         return
+    from sdverify.gpu import devices
+
     gpu = devices.gpu_for_worker(node.gateway.id, devices.controller_gpus())
     if gpu is not None:
         node.workerinput[_WORKER_GPU] = gpu
+
+
+def _may_have_gpus() -> bool:
+    """False when no NVIDIA device can be there (Linux without /dev/nvidia*), answered without
+    importing torch: the controller of every xdist run in the environment asks."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None or not sys.platform.startswith("linux"):
+        return True
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def skip_without_device(items: list[pytest.Item], device_option: str | None) -> None:
@@ -49,6 +67,8 @@ def skip_without_device(items: list[pytest.Item], device_option: str | None) -> 
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
+    from sdverify.gpu import devices
+
     reason = devices.cuda_skip_reason(devices.resolve_device(device_option))
     if reason:
         for item in gpu_items:
@@ -76,6 +96,8 @@ def send_to_controller(config: pytest.Config) -> None:
 
 def receive_from_worker(config: pytest.Config, node) -> None:
     for data in getattr(node, "workeroutput", {}).get(_WORKER_REPORTS, []):
+        from sdverify.gpu.report import TimingReport
+
         config.stash.setdefault(REPORTS, []).append(TimingReport.from_dict(data))
 
 
@@ -90,6 +112,8 @@ def terminal_summary(terminalreporter, config: pytest.Config, json_path: str | N
     )
     if not reports:
         return
+    from sdverify.gpu.report import format_reports, write_json
+
     terminalreporter.write_sep("=", "sdverify gpu timings")
     terminalreporter.write_line(format_reports(reports))
     if json_path:

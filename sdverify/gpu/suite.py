@@ -17,6 +17,7 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,8 +25,11 @@ from sdverify import contract as C
 from sdverify import reference, zoo
 from sdverify.gpu.timing import Timing, measure_interleaved
 from sdverify.results import CheckResult, fail, ok
-from sdverify.schedulers import make_scheduler
-from sdverify.trace import Trace
+from sdverify.schedulers import Scheduler, make_scheduler
+from sdverify.stage_recorder import Trace
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
 PROMPT = "a photograph of an astronaut riding a horse"
 CPU_STEPS = 10  # tiny on CPU: exercises the logic; 50-step equality is covered by test_reference.py
@@ -215,19 +219,8 @@ def reference_image(
     )
 
 
-def make_pipeline(c: zoo.Components, scheduler):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+def make_pipeline(c: zoo.Components, scheduler: Scheduler) -> StableDiffusionPipeline:
+    pipe = zoo.pipeline(c, scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ def register(*variables: str) -> Callable[[CheckFn], CheckFn]:
 
 
 @dataclass
-class Context:
+class ExerciseContext:
     """Reference side of grading: components loaded once, references cached per worker."""
 
     lesson: Lesson
@@ -139,21 +139,27 @@ class Context:
 # --- helpers ---------------------------------------------------------------------
 
 
-def _tensor(
-    id: str, var: Variable, shape: Sequence[int] | None, what: str
-) -> tuple[torch.Tensor | None, CheckResult | None]:
+def _tensor(id: str, var: Variable, shape: Sequence[int] | None, what: str) -> torch.Tensor | CheckResult:
     """The variable as a tensor of ``shape``, or a failure saying what was found instead."""
     expected = f"{what} (a tensor{' of shape ' + str(list(shape)) if shape else ''})"
     if var.kind != "tensor" or var.tensor is None:
-        return None, fail(id, f"`{var.name}` is {var.describe()}; expected {expected}")
+        return fail(id, f"`{var.name}` is {var.describe()}; expected {expected}")
     if shape is not None and tuple(var.tensor.shape) != tuple(shape):
-        return None, fail(id, f"`{var.name}` has shape {list(var.tensor.shape)}; expected {list(shape)}")
-    return var.tensor, None
+        return fail(id, f"`{var.name}` has shape {list(var.tensor.shape)}; expected {list(shape)}")
+    return var.tensor
 
 
-def _first(*problems: CheckResult | None) -> CheckResult | None:
-    """The first problem found (a failed CheckResult is falsy, so test ``is not None``)."""
-    return next((p for p in problems if p is not None), None)
+def _tensors(
+    id: str, clause: str, *wanted: tuple[Variable, Sequence[int] | None, str]
+) -> list[torch.Tensor] | CheckResult:
+    """Each ``(variable, shape, what)`` as a tensor, or the first failure labelled with ``clause``."""
+    found = []
+    for var, shape, what in wanted:
+        got = _tensor(id, var, shape, what)
+        if isinstance(got, CheckResult):
+            return _labelled(got, clause)
+        found.append(got)
+    return found
 
 
 def _scalar(var: Variable) -> float | None:
@@ -169,10 +175,8 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
 
 
 def _labelled(result: CheckResult, clause: str, prefix: str = "") -> CheckResult:
-    result.clause = clause
-    if prefix and not result.passed:
-        result.message = f"{prefix}: {result.message}"
-    return result
+    message = f"{prefix}: {result.message}" if prefix and not result.passed else result.message
+    return replace(result, clause=clause, message=message)
 
 
 def normal_statistics(x: torch.Tensor) -> tuple[float, float, str | None]:
@@ -204,7 +208,7 @@ _COMPONENT_WORDS = {
 
 
 @register("value")
-def param_count(ctx: Context, var: VarLookup, *, value: str, component: str) -> CheckResult:
+def param_count(ctx: ExerciseContext, var: VarLookup, *, value: str, component: str) -> CheckResult:
     """A parameter count equals the loaded component's (and SD1.5's with real-size weights)."""
     id, clause = f"{value}", f"`{value}` = parameters of the {_COMPONENT_WORDS.get(component, component)}"
     counts = ctx.param_counts()
@@ -242,15 +246,16 @@ def param_count(ctx: Context, var: VarLookup, *, value: str, component: str) -> 
 
 
 @register("value")
-def token_ids(ctx: Context, var: VarLookup, *, value: str = "token_ids") -> CheckResult:
+def token_ids(ctx: ExerciseContext, var: VarLookup, *, value: str = "token_ids") -> CheckResult:
     """Token ids of the lesson prompt: [1,77] int64, BOS..EOS then EOS padding."""
     id, clause = (
         value,
         f"`{value}` = tokenizer(prompt, padding='max_length', max_length={C.MAX_TOKENS}, truncation=True)",
     )
-    ids, problem = _tensor(id, var(value), None, "token ids")
-    if problem is not None:
-        return _labelled(problem, clause)
+    got = _tensors(id, clause, (var(value), None, "token ids"))
+    if isinstance(got, CheckResult):
+        return got
+    (ids,) = got
     if tuple(ids.shape) != C.TOKEN_IDS_SHAPE:
         hint = " — pad to 77 with padding='max_length', max_length=77" if ids.shape[-1] < C.MAX_TOKENS else ""
         return fail(id, f"`{value}` has shape {list(ids.shape)}; expected {list(C.TOKEN_IDS_SHAPE)}{hint}", clause)
@@ -263,18 +268,19 @@ def token_ids(ctx: Context, var: VarLookup, *, value: str = "token_ids") -> Chec
 
 
 @register("value")
-def prompt_embeddings(ctx: Context, var: VarLookup, *, value: str, prompt: str | None = None) -> CheckResult:
+def prompt_embeddings(ctx: ExerciseContext, var: VarLookup, *, value: str, prompt: str | None = None) -> CheckResult:
     """CLIP ``last_hidden_state`` of ``prompt`` (the lesson prompt by default; "" for uncond)."""
     prompt = ctx.lesson.prompt if prompt is None else prompt
     id, clause = value, f"`{value}` = text_encoder(ids of {prompt!r}).last_hidden_state"
-    x, problem = _tensor(id, var(value), C.EMBEDDINGS_SHAPE, f"CLIP embeddings of {prompt!r}")
-    if problem is not None:
-        return _labelled(problem, clause)
+    got = _tensors(id, clause, (var(value), C.EMBEDDINGS_SHAPE, f"CLIP embeddings of {prompt!r}"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
     result = compare_tensors(id, x.float(), ctx.embeddings(prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.embeddings(other), C.GRADE_ATOL_FP32):
-                result.message = f"`{value}` encodes {other!r} instead of {prompt!r}"
+                result = replace(result, message=f"`{value}` encodes {other!r} instead of {prompt!r}")
     return result
 
 
@@ -282,9 +288,9 @@ def prompt_embeddings(ctx: Context, var: VarLookup, *, value: str, prompt: str |
 
 
 @register("value")
-def scheduler_setup(ctx: Context, var: VarLookup, *, value: str = "scheduler") -> CheckResult:
+def scheduler_setup(ctx: ExerciseContext, var: VarLookup, *, value: str = "scheduler") -> CheckResult:
     """The lesson's scheduler class, from the weights' config, with ``set_timesteps(steps)``."""
-    cls = SCHEDULERS[ctx.lesson.scheduler].__name__
+    cls = SCHEDULERS[ctx.lesson.scheduler][1]
     id, clause = (
         value,
         f"`{value}` = {cls}.from_pretrained(model_id, subfolder='scheduler'), set_timesteps({ctx.lesson.steps})",
@@ -308,13 +314,14 @@ def scheduler_setup(ctx: Context, var: VarLookup, *, value: str = "scheduler") -
 
 @register("value", "dtype", "device")
 def latent_noise(
-    ctx: Context, var: VarLookup, *, value: str = "z_t", dtype: str = "dtype", device: str = "device"
+    ctx: ExerciseContext, var: VarLookup, *, value: str = "z_t", dtype: str = "dtype", device: str = "device"
 ) -> CheckResult:
     """A standard-normal latent [1,4,64,64] in the notebook's own dtype and on its device."""
     id, clause = value, f"`{value}` ~ N(0, 1), shape {list(C.LATENT_SHAPE)}, on `{device}` in `{dtype}`"
-    x, problem = _tensor(id, var(value), C.LATENT_SHAPE, "the initial latent")
-    if problem is not None:
-        return _labelled(problem, clause)
+    got = _tensors(id, clause, (var(value), C.LATENT_SHAPE, "the initial latent"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
     meta = var(value).meta
     want_dtype, want_device = var(dtype), var(device)
     if want_dtype.kind == "value" and str(want_dtype.value) != meta["dtype"]:
@@ -328,7 +335,7 @@ def latent_noise(
 
 
 @register("value")
-def timestep(ctx: Context, var: VarLookup, *, value: str = "t", index: int = 0) -> CheckResult:
+def timestep(ctx: ExerciseContext, var: VarLookup, *, value: str = "t", index: int = 0) -> CheckResult:
     """``t`` is ``scheduler.timesteps[index]`` (the first, noisiest step by default)."""
     id, clause = value, f"`{value}` = scheduler.timesteps[{index}]"
     steps = ctx.timesteps()
@@ -348,7 +355,13 @@ def timestep(ctx: Context, var: VarLookup, *, value: str = "t", index: int = 0) 
 
 @register("value", "latents", "timestep")
 def unet_prediction(
-    ctx: Context, var: VarLookup, *, value: str, prompt: str | None = None, latents: str = "z_t", timestep: str = "t"
+    ctx: ExerciseContext,
+    var: VarLookup,
+    *,
+    value: str,
+    prompt: str | None = None,
+    latents: str = "z_t",
+    timestep: str = "t",
 ) -> CheckResult:
     """``unet(latents, t, embeddings of prompt).sample`` on the notebook's own latents and t."""
     prompt = ctx.lesson.prompt if prompt is None else prompt
@@ -356,11 +369,13 @@ def unet_prediction(
         value,
         f"`{value}` = unet({latents}, {timestep}, encoder_hidden_states=<embeddings of {prompt!r}>).sample",
     )
-    x, problem = _tensor(id, var(value), C.LATENT_SHAPE, "a noise prediction")
-    z, missing = _tensor(id, var(latents), C.LATENT_SHAPE, "the latent")
+    got = _tensors(
+        id, clause, (var(value), C.LATENT_SHAPE, "a noise prediction"), (var(latents), C.LATENT_SHAPE, "the latent")
+    )
+    if isinstance(got, CheckResult):
+        return got
+    x, z = got
     t = _scalar(var(timestep))
-    if _first(problem, missing) is not None:
-        return _labelled(_first(problem, missing), clause)
     if t is None:
         return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
     t_tensor = torch.tensor(int(t))
@@ -368,33 +383,35 @@ def unet_prediction(
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.unet(z, t_tensor, other), C.GRADE_ATOL_FP32):
-                result.message = f"`{value}` is the U-Net prediction conditioned on {other!r}, not {prompt!r}"
+                result = replace(
+                    result, message=f"`{value}` is the U-Net prediction conditioned on {other!r}, not {prompt!r}"
+                )
     return result
 
 
 @register("value", "uncond", "cond")
 def cfg_combination(
-    ctx: Context, var: VarLookup, *, value: str = "eps_cfg", uncond: str = "eps_uncond", cond: str = "eps_cond"
+    ctx: ExerciseContext, var: VarLookup, *, value: str = "eps_cfg", uncond: str = "eps_uncond", cond: str = "eps_cond"
 ) -> CheckResult:
     """CFG applied to the notebook's own predictions with the lesson's guidance scale."""
     w = ctx.lesson.guidance_scale
     id, clause = value, f"`{value}` = {uncond} + {w:g} · ({cond} − {uncond})"
-    tensors = {}
-    for name in (value, uncond, cond):
-        tensors[name], problem = _tensor(id, var(name), C.LATENT_SHAPE, "a noise prediction")
-        if problem is not None:
-            return _labelled(problem, clause)
-    out, u, c = tensors[value].double(), tensors[uncond].double(), tensors[cond].double()
+    got = _tensors(id, clause, *((var(name), C.LATENT_SHAPE, "a noise prediction") for name in (value, uncond, cond)))
+    if isinstance(got, CheckResult):
+        return got
+    out, u, c = (x.double() for x in got)
     atol = C.GRADE_ATOL_FP32 * (1 + 2 * abs(w))
     result = compare_tensors(id, out, R.cfg_combine(u, c, w), atol=atol, clause=clause)
     if not result.passed:
         named = name_cfg_mistake(out, u, c, w, atol)
         if named:
-            result.message = named
+            result = replace(result, message=named)
     return result
 
 
-def ddpm_posterior(scheduler, eps: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, float]:
+def ddpm_posterior_mean_std(
+    scheduler, eps: torch.Tensor, t: torch.Tensor, sample: torch.Tensor
+) -> tuple[torch.Tensor, float]:
     """(posterior mean, noise std) of one stochastic ``scheduler.step``, via its public API.
 
     ``step`` returns mean + std·n with n drawn from the generator; two seeded calls give
@@ -411,7 +428,7 @@ def ddpm_posterior(scheduler, eps: torch.Tensor, t: torch.Tensor, sample: torch.
 
 @register("value", "latents", "noise_pred", "timestep")
 def ddpm_step(
-    ctx: Context,
+    ctx: ExerciseContext,
     var: VarLookup,
     *,
     value: str = "z_t_minus_1",
@@ -431,17 +448,22 @@ def ddpm_step(
         return fail(
             id, f"`{value}` is a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)", clause
         )
-    x, problem = _tensor(id, v, C.LATENT_SHAPE, "the next latent")
-    z, missing_z = _tensor(id, var(latents), C.LATENT_SHAPE, "the latent")
-    eps, missing_eps = _tensor(id, var(noise_pred), C.LATENT_SHAPE, "the guided prediction")
+    got = _tensors(
+        id,
+        clause,
+        (v, C.LATENT_SHAPE, "the next latent"),
+        (var(latents), C.LATENT_SHAPE, "the latent"),
+        (var(noise_pred), C.LATENT_SHAPE, "the guided prediction"),
+    )
+    if isinstance(got, CheckResult):
+        return got
+    x, z, eps = got
     t = _scalar(var(timestep))
-    if _first(problem, missing_z, missing_eps) is not None:
-        return _labelled(_first(problem, missing_z, missing_eps), clause)
     if t is None:
         return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
     scheduler = ctx.scheduler()
     scheduler.set_timesteps(ctx.lesson.steps)
-    mean, std = ddpm_posterior(scheduler, eps.float(), torch.tensor(int(t)), z.float())
+    mean, std = ddpm_posterior_mean_std(scheduler, eps.float(), torch.tensor(int(t)), z.float())
     if std == 0:
         return compare_tensors(id, x.double(), mean, atol=C.GRADE_ATOL_FP32, clause=clause)
     residual = (x.double() - mean) / std
@@ -466,32 +488,36 @@ def ddpm_step(
 
 
 @register("value")
-def image_shape(ctx: Context, var: VarLookup, *, value: str = "image") -> CheckResult:
+def image_shape(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> CheckResult:
     """The decoded image: [1,3,512,512], finite."""
     id, clause = f"{value}_shape", f"`{value}` is the raw VAE output, shape {list(C.IMAGE_SHAPE)}"
-    x, problem = _tensor(id, var(value), C.IMAGE_SHAPE, "the decoded image")
-    if problem is not None:
-        return _labelled(problem, clause)
+    got = _tensors(id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
     if not bool(torch.isfinite(x).all()):
         return fail(id, f"`{value}` contains NaN or inf", clause)
     return ok(id, clause)
 
 
 @register("value", "latents")
-def image_decode(ctx: Context, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
+def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
     """``image`` is ``vae.decode(latents / scaling_factor).sample`` of the notebook's final latents."""
-    sf = ctx.components.vae.config.scaling_factor
+    sf = ctx.components.vae.config["scaling_factor"]
     id, clause = f"{value}_decode", f"`{value}` = vae.decode({latents} / vae.config.scaling_factor).sample"
-    x, problem = _tensor(id, var(value), C.IMAGE_SHAPE, "the decoded image")
-    z, missing = _tensor(id, var(latents), C.LATENT_SHAPE, "the final latent")
-    if _first(problem, missing) is not None:
-        return _labelled(_first(problem, missing), clause)
+    got = _tensors(
+        id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"), (var(latents), C.LATENT_SHAPE, "the final latent")
+    )
+    if isinstance(got, CheckResult):
+        return got
+    x, z = got
     result = compare_tensors(id, x.float(), ctx.decode(z / sf), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
         for words, scaled in (("not divided by", z), ("multiplied by", z * sf)):
             if _close(x, ctx.decode(scaled), C.GRADE_ATOL_FP32):
-                result.message = (
-                    f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it"
+                result = replace(
+                    result,
+                    message=f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it",
                 )
     return result
 
@@ -505,7 +531,7 @@ _REPLAY_MISTAKES = (
 
 
 @register("value", "latents")
-def generation_replay(ctx: Context, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
+def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
     """The image equals the lesson replayed from the notebook's seed (same global-RNG draws).
 
     Seeds tried: the lesson's, then any literal ``torch.manual_seed(N)`` in the notebook.
@@ -513,9 +539,10 @@ def generation_replay(ctx: Context, var: VarLookup, *, value: str = "image", lat
     """
     id = f"{value}_replay"
     clause = f"`{value}` = the lesson's {ctx.lesson.steps}-step DDPM + CFG generation replayed from the notebook's seed"
-    x, problem = _tensor(id, var(value), C.IMAGE_SHAPE, "the decoded image")
-    if problem is not None:
-        return _labelled(problem, clause)
+    got = _tensors(id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
     seeds = list(dict.fromkeys([ctx.lesson.seed, *map(int, _SEED.findall(ctx.source))]))
     for seed in seeds:
         image = ctx.replay(seed)[1]
@@ -525,21 +552,20 @@ def generation_replay(ctx: Context, var: VarLookup, *, value: str = "image", lat
     z = var(latents).tensor if var(latents).kind == "tensor" else None
     if z is not None and z.shape == C.LATENT_SHAPE:
         if _close(z, ctx.replay(seeds[0])[0], C.GRADE_ATOL_REPLAY):
-            result.message = (
-                f"the final latents `{latents}` match the replay but `{value}` does not: the decode step differs"
+            return replace(
+                result,
+                message=f"the final latents `{latents}` match the replay but `{value}` does not: "
+                "the decode step differs",
             )
-            return result
         for options, words in _REPLAY_MISTAKES:
             if _close(z, ctx.replay(seeds[0], **options)[0], C.GRADE_ATOL_REPLAY):
-                result.message = f"the final latents `{latents}` match a replay in which {words}"
-                return result
-    result.message = f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}"
-    return result
+                return replace(result, message=f"the final latents `{latents}` match a replay in which {words}")
+    return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
 
 
 @register("names")
 def stage_timings(
-    ctx: Context, var: VarLookup, *, names: Sequence[str] = ("clip_time", "denoise_time", "vae_time")
+    ctx: ExerciseContext, var: VarLookup, *, names: Sequence[str] = ("clip_time", "denoise_time", "vae_time")
 ) -> CheckResult:
     """Stage times are positive numbers of seconds (reported to the teacher, not compared)."""
     id, clause = "stage_timings", f"{', '.join(f'`{n}`' for n in names)} are positive durations in seconds"

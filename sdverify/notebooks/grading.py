@@ -24,7 +24,7 @@ from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
 from sdverify.checker.report import CheckEntry
-from sdverify.notebooks.exercises import CHECKS, Context
+from sdverify.notebooks.exercises import CHECKS, ExerciseContext
 from sdverify.notebooks.runner import RunResult, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.presets import get_preset
@@ -135,13 +135,13 @@ def _zero(spec: Spec) -> list[ExerciseGrade]:
 
 
 @lru_cache(maxsize=4)
-def _context(folder: str, contract_params: bool, lesson) -> Context:
+def _context(folder: str, contract_params: bool, lesson) -> ExerciseContext:
     # One per worker process and weights: references (embeddings, replays) are shared
     # by every notebook that worker grades.  Loading bars would interleave with ours.
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    return Context(lesson, Path(folder), contract_params)
+    return ExerciseContext(lesson, Path(folder), contract_params)
 
 
 def _hub_cache(folder: Path) -> Path:
@@ -206,7 +206,7 @@ def _section(run: RunResult, index: int) -> str | None:
     return max(before)[1] if before else None
 
 
-def _grade_exercise(ctx: Context, run: RunResult, exercise: ExerciseSpec) -> ExerciseGrade:
+def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec) -> ExerciseGrade:
     def var(name: str):
         return run.variable(exercise.id, name)
 

@@ -103,12 +103,10 @@ class _Runner:
         self.shape = shape
 
     def __call__(self, id: str, clause: str, u: torch.Tensor, c: torch.Tensor, w: float):
-        out, failure = call_tensor(
-            id, self.fn, u.clone(), c.clone(), float(w), shape=self.shape, finite=True, clause=clause
-        )
-        if failure is not None:
-            failure.message = f"at w={w:g}: {failure.message}"
-        return out, failure
+        out = call_tensor(id, self.fn, u.clone(), c.clone(), float(w), shape=self.shape, finite=True, clause=clause)
+        if isinstance(out, CheckResult):
+            return None, replace(out, message=f"at w={w:g}: {out.message}")
+        return out, None
 
 
 def _first(id: str, clause: str, *failures: CheckResult | None) -> CheckResult | None:
@@ -124,9 +122,7 @@ def _close(
     id: str, clause: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, context: str
 ) -> CheckResult:
     result = compare_tensors(id, actual.double(), expected.double(), atol=atol, clause=clause)
-    if not result.passed:
-        result.message = f"{context}: {result.message}"
-    return result
+    return result if result.passed else replace(result, message=f"{context}: {result.message}")
 
 
 def _matches(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, formula, atol: float) -> bool:
@@ -163,16 +159,16 @@ def cfg_algebra(
 
     # Output interface: shape, dtype and device of the inputs.
     clause = "the guided prediction has the inputs' shape, dtype and device"
-    _, failure = call_tensor(
+    interface = call_tensor(
         "cfg.shape_dtype_device", cfg_combine, u.clone(), c.clone(), w,
         shape=u.shape, dtype=dtype, device=u.device, clause=clause,
     )  # fmt: skip
-    results.append(ok("cfg.shape_dtype_device", clause) if failure is None else failure)
+    results.append(interface if isinstance(interface, CheckResult) else ok("cfg.shape_dtype_device", clause))
 
     # The inputs are not modified in place.
     clause = "cfg_combine leaves eps_uncond and eps_cond unchanged"
     u_in, c_in = u.clone(), c.clone()
-    _, failure = call_tensor("cfg.inputs_unchanged", cfg_combine, u_in, c_in, w, clause=clause)
+    unchanged = call_tensor("cfg.inputs_unchanged", cfg_combine, u_in, c_in, w, clause=clause)
     changed = [
         name
         for name, before, after in (("eps_uncond", u, u_in), ("eps_cond", c, c_in))
@@ -188,7 +184,7 @@ def cfg_algebra(
             )
         )
     else:
-        results.append(ok("cfg.inputs_unchanged", clause) if failure is None else failure)
+        results.append(unchanged if isinstance(unchanged, CheckResult) else ok("cfg.inputs_unchanged", clause))
 
     # w = 0 and w = 1 are the two predictions.
     endpoints = (
@@ -227,13 +223,13 @@ def cfg_algebra(
     clause = "the guided prediction is affine in w"
     mid = (w + w2) / 2
     outs = [run("cfg.affine_in_w", clause, u, c, weight) for weight in (w, w2, mid)]
-    result = _first("cfg.affine_in_w", clause, *(f for _, f in outs))
-    if result is None:
+    affine = _first("cfg.affine_in_w", clause, *(f for _, f in outs))
+    if affine is None:
         f1, f2, fm = (o.double() for o, _ in outs)
         tol = cfg_tolerance(dtype, u, c, scale=2 * _amplification(w, w2))
         context = f"f(w) at the midpoint w={mid:g} of {w:g} and {w2:g} is not the midpoint of f({w:g}) and f({w2:g})"
-        result = _close("cfg.affine_in_w", clause, fm, (f1 + f2) / 2, tol, context)
-    results.append(result)
+        affine = _close("cfg.affine_in_w", clause, fm, (f1 + f2) / 2, tol, context)
+    results.append(affine)
 
     # Homogeneous: f(a·u, a·c) == a·f(u, c).
     clause = "scaling both predictions scales the result"
@@ -264,18 +260,16 @@ def cfg_algebra(
     clause = "the result is eps_uncond + w·(eps_cond − eps_uncond)"
     tol = cfg_tolerance(dtype, u, c, scale=_amplification(w))
     if f_plain is not None:
-        results.append(_first("cfg.formula", clause, f_plain))
+        results.append(replace(f_plain, id="cfg.formula", clause=clause))
     else:
         result = _close("cfg.formula", clause, plain, _reference(u, c, w), tol, f"at w={w:g}")
         mistake = None if result.passed else name_cfg_mistake(plain, u, c, w, tol)
-        if mistake:
-            result.message = f"{mistake}\n{result.message}"
-        results.append(result)
+        results.append(replace(result, message=f"{mistake}\n{result.message}") if mistake else result)
 
     # The swap detector: f equals eps_cond + w·(eps_uncond − eps_cond), i.e. f(1 − w).
     clause = "eps_uncond and eps_cond are not swapped"
     if f_plain is not None:
-        results.append(_first("cfg.swapped", clause, f_plain))
+        results.append(replace(f_plain, id="cfg.swapped", clause=clause))
     elif _matches(plain, u, c, w, _KNOWN_MISTAKES[0][1], tol):
         results.append(fail("cfg.swapped", SWAPPED, clause, w=w))
     else:
@@ -293,22 +287,23 @@ def batched_matches_separate(
     """
     id, clause = "cfg.batched_matches_separate", "batched CFG (one U-Net call on a batch of 2) equals two calls"
 
-    def predict(x: torch.Tensor, embeddings: torch.Tensor):
+    def predict(x: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor | CheckResult:
         with torch.no_grad():
             out, failure = call(
                 id, unet, x, t, encoder_hidden_states=embeddings, clause=clause, expected="a UNet2DConditionOutput"
             )
         return (
-            (None, failure)
+            failure
             if failure is not None
             else tensor_result(id, getattr(out, "sample", out), finite=True, clause=clause)
         )
 
-    batched, failure = predict(torch.cat([latents] * 2), torch.cat([uncond, cond]))
-    if failure is not None:
-        return failure
+    batched = predict(torch.cat([latents] * 2), torch.cat([uncond, cond]))
+    if isinstance(batched, CheckResult):
+        return batched
     halves = [predict(latents, e) for e in (uncond, cond)]
-    failure = _first(id, clause, *(f for _, f in halves))
+    failure = _first(id, clause, *(h for h in halves if isinstance(h, CheckResult)))
     if failure is not None:
         return failure
-    return compare_tensors(id, batched, torch.cat([h for h, _ in halves]), atol=atol, clause=clause)
+    separate = torch.cat([h for h in halves if isinstance(h, torch.Tensor)])
+    return compare_tensors(id, batched, separate, atol=atol, clause=clause)

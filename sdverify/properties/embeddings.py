@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -25,8 +26,8 @@ def embedding_properties(embeddings: Any, *, dtype: torch.dtype, device: torch.d
     )
     results = []
     for id, clause, requirement in checks:
-        _, failure = tensor_result(id, embeddings, clause=clause, **requirement)
-        results.append(ok(id, clause) if failure is None else failure)
+        tensor = tensor_result(id, embeddings, clause=clause, **requirement)
+        results.append(tensor if isinstance(tensor, CheckResult) else ok(id, clause))
     return results
 
 
@@ -84,9 +85,9 @@ def causality(text_encoder: Any, ids_a: torch.Tensor, ids_b: torch.Tensor) -> Ch
             hidden_state = _last_hidden_state(output)
         except Exception as exc:
             return fail(id, f"the encoder's output ({describe_value(output)}) could not be read: {exc}", clause)
-        tensor, failure = tensor_result(id, hidden_state, finite=True, clause=clause)
-        if failure is not None:
-            return failure
+        tensor = tensor_result(id, hidden_state, finite=True, clause=clause)
+        if isinstance(tensor, CheckResult):
+            return tensor
         if tensor.ndim != 3 or tuple(tensor.shape[:2]) != C.TOKEN_IDS_SHAPE:
             return fail(id, f"the encoder returned {describe_value(tensor)}, expected [1,77,hidden]", clause)
         hidden.append(tensor)
@@ -94,9 +95,10 @@ def causality(text_encoder: Any, ids_a: torch.Tensor, ids_b: torch.Tensor) -> Ch
     scale = max(float(a.abs().max()), float(b.abs().max()), 1.0)
     atol = C.CAUSALITY_TOLERANCE_EPS * torch.finfo(hidden[0].dtype).eps * scale
     result = compare_tensors(id, a, b, atol=atol, clause=clause)
-    if not result.passed:
-        result.message = (
-            f"ids differ only from position {k} on, yet the embeddings at positions 0..{k - 1} changed: "
-            f"the encoder is not causal (CLIP's causal attention mask is missing?)\n{result.message}"
-        )
-    return result
+    if result.passed:
+        return result
+    return replace(
+        result,
+        message=f"ids differ only from position {k} on, yet the embeddings at positions 0..{k - 1} changed: "
+        f"the encoder is not causal (CLIP's causal attention mask is missing?)\n{result.message}",
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -224,17 +225,17 @@ def step_properties(
                 )
         out = scheduler.step(model(scaled, t), t, x, **step_kwargs(scheduler, generator)).prev_sample
         where = f"step {i} (t={float(t):g})"
-        _, bad = tensor_result(
+        bad = tensor_result(
             "step.shape_dtype_device", out, shape=x.shape, dtype=x.dtype, device=x.device,
             clause=clauses["step.shape_dtype_device"], what=f"{where}: step returned",
         )  # fmt: skip
-        if bad is not None:
+        if isinstance(bad, CheckResult):
             failures.setdefault("step.shape_dtype_device", bad)
             break
-        _, bad = tensor_result(
+        bad = tensor_result(
             "step.finite", out, finite=True, clause=clauses["step.finite"], what=f"{where}: prev_sample has"
         )
-        if bad is not None:
+        if isinstance(bad, CheckResult):
             failures.setdefault("step.finite", bad)
             break
         x = out
@@ -365,12 +366,10 @@ def ddim_exact_step(scheduler, x0: torch.Tensor, eps: torch.Tensor, index: int) 
     clause = "a DDIM step with the true eps lands on add_noise(x0, eps, t_prev)"
     atol = _closed_form_atol(scheduler, t, x0, eps)
     result = compare_tensors("ddim.exact_step", out, expected, atol=atol, clause=clause)
-    if not result.passed:
-        result.message = f"t={t} -> t_prev={prev}: {result.message}"
-    return result
+    return result if result.passed else replace(result, message=f"t={t} -> t_prev={prev}: {result.message}")
 
 
-def ddpm_posterior(scheduler, x0: torch.Tensor, eps: torch.Tensor, index: int, seed: int) -> CheckResult:
+def ddpm_posterior_property(scheduler, x0: torch.Tensor, eps: torch.Tensor, index: int, seed: int) -> CheckResult:
     """With the true eps, DDPM's step is the closed-form posterior ``mu + sigma * z``.
 
     ``mu = sqrt(a_prev) beta / (1 - a_t) x0 + sqrt(alpha) (1 - a_prev) / (1 - a_t) x_t`` and
@@ -391,9 +390,7 @@ def ddpm_posterior(scheduler, x0: torch.Tensor, eps: torch.Tensor, index: int, s
     clause = "a DDPM step with the true eps is the closed-form posterior mean plus sigma·z"
     atol = _closed_form_atol(scheduler, t, x0, eps, z)
     result = compare_tensors("ddpm.posterior", out, mu + sigma * z, atol=atol, clause=clause)
-    if not result.passed:
-        result.message = f"t={t}: {result.message}"
-    return result
+    return result if result.passed else replace(result, message=f"t={t}: {result.message}")
 
 
 def full_loop_finite(
@@ -407,10 +404,10 @@ def full_loop_finite(
     latents = reference.initial_latents(scheduler, generator, cond.device, cond.dtype)
     for i, t in enumerate(scheduler.timesteps):
         latents = reference.denoise_step(unet, scheduler, latents, t, cond, uncond, C.GUIDANCE_SCALE, generator)
-        _, failure = tensor_result(
+        checked = tensor_result(
             "scheduler.full_loop_finite", latents, shape=C.LATENT_SHAPE, finite=True, clause=clause,
             what=f"step {i} (t={float(t):g}) returned",
         )  # fmt: skip
-        if failure is not None:
-            return failure
+        if isinstance(checked, CheckResult):
+            return checked
     return ok("scheduler.full_loop_finite", clause)

@@ -31,9 +31,9 @@ def real_positions(n_tokens: int) -> int:
 def _integer_ids(ids: Any) -> tuple[torch.Tensor | None, CheckResult]:
     """Interface verdict, plus the ids as int64 when their values can still be checked."""
     clause = f"ids are a {dims(C.TOKEN_IDS_SHAPE)} {C.TOKEN_DTYPE} tensor"
-    tensor, failure = tensor_result("tokens.shape_dtype", ids, shape=C.TOKEN_IDS_SHAPE, clause=clause)
-    if failure is not None:
-        return None, failure
+    tensor = tensor_result("tokens.shape_dtype", ids, shape=C.TOKEN_IDS_SHAPE, clause=clause)
+    if isinstance(tensor, CheckResult):
+        return None, tensor
     integral = not tensor.is_floating_point() or bool((tensor == tensor.round()).all())
     usable = tensor.to(torch.int64) if integral and not tensor.is_complex() else None
     if tensor.dtype != C.TOKEN_DTYPE:
@@ -105,9 +105,9 @@ def token_id_properties(ids: Any, n_tokens: int) -> list[CheckResult]:
 def attention_mask_property(attention_mask: Any, n_tokens: int) -> CheckResult:
     """The mask counts BOS, the surviving text tokens and one EOS: ``min(n_tokens + 2, 77)``."""
     clause = f"attention_mask.sum() == min(n_tokens + 2, {C.MAX_TOKENS})"
-    mask, failure = tensor_result("tokens.attention_mask", attention_mask, shape=C.TOKEN_IDS_SHAPE, clause=clause)
-    if failure is not None:
-        return failure
+    mask = tensor_result("tokens.attention_mask", attention_mask, shape=C.TOKEN_IDS_SHAPE, clause=clause)
+    if isinstance(mask, CheckResult):
+        return mask
     got, want = int(mask.sum()), real_positions(n_tokens)
     if got == want:
         return ok("tokens.attention_mask", clause, positions=got)

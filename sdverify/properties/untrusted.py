@@ -9,7 +9,7 @@ what was expected and what was seen, and hand back only plain, detached tensors.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -47,7 +47,11 @@ def expectation(shape: Sequence[int] | None, dtype: torch.dtype | None = None, d
     return text
 
 
-def plain_tensor(value: Any) -> torch.Tensor | None:
+@overload
+def plain_tensor(value: torch.Tensor) -> torch.Tensor: ...
+@overload
+def plain_tensor(value: object) -> torch.Tensor | None: ...
+def plain_tensor(value: object) -> torch.Tensor | None:
     """A detached plain ``torch.Tensor`` copy of ``value``, or None if it is not a tensor.
 
     Subclasses are unwrapped with their ``__torch_function__`` disabled and called through
@@ -96,38 +100,37 @@ def tensor_result(
     finite: bool = False,
     clause: str = "",
     what: str = "returned",
-) -> tuple[torch.Tensor | None, CheckResult | None]:
-    """Validate an implementation's return value: ``(plain tensor, None)`` or ``(None, failure)``.
+) -> torch.Tensor | CheckResult:
+    """Validate an implementation's return value: a plain tensor, or the failure.
 
     ``shape``, ``dtype``, ``device`` and ``finite`` are checked only when given/true, so a
     property about values can still look at a tensor whose dtype is another property's verdict.
     """
     want = expectation(shape, dtype, device)
-    tensor = None
     try:
         tensor = plain_tensor(value)
     except Exception as exc:
-        return None, fail(id, f"{what} {describe_value(value)} that could not be read ({exc}); expected {want}", clause)
+        return fail(id, f"{what} {describe_value(value)} that could not be read ({exc}); expected {want}", clause)
     if tensor is None:
-        return None, fail(id, f"{what} {describe_value(value)}, expected {want}", clause)
+        return fail(id, f"{what} {describe_value(value)}, expected {want}", clause)
     seen = describe_value(value)
     if shape is not None and tuple(tensor.shape) != tuple(shape):
-        return None, fail(id, f"{what} {seen}, expected {want}", clause)
+        return fail(id, f"{what} {seen}, expected {want}", clause)
     if dtype is not None and tensor.dtype != dtype:
-        return None, fail(id, f"{what} {seen}, expected {want}", clause)
+        return fail(id, f"{what} {seen}, expected {want}", clause)
     if device is not None and not same_device(tensor.device, device):
-        return None, fail(id, f"{what} {seen}, expected {want}", clause)
+        return fail(id, f"{what} {seen}, expected {want}", clause)
     if finite and (tensor.is_floating_point() or tensor.is_complex()):
         bad = ~torch.isfinite(tensor)
         if bool(bad.any()):
-            return None, fail(
+            return fail(
                 id,
                 f"{what} {int(bad.sum())}/{tensor.numel()} non-finite values (NaN or inf); expected finite values",
                 clause,
                 nan=int(torch.isnan(tensor).sum()),
                 inf=int(torch.isinf(tensor).sum()),
             )
-    return tensor, None
+    return tensor
 
 
 def call_tensor(
@@ -140,9 +143,9 @@ def call_tensor(
     finite: bool = False,
     clause: str = "",
     **kwargs: Any,
-) -> tuple[torch.Tensor | None, CheckResult | None]:
+) -> torch.Tensor | CheckResult:
     """:func:`call` then :func:`tensor_result`: the usual way to ask an implementation for a tensor."""
     value, failure = call(id, fn, *args, clause=clause, expected=expectation(shape, dtype, device), **kwargs)
     if failure is not None:
-        return None, failure
+        return failure
     return tensor_result(id, value, shape=shape, dtype=dtype, device=device, finite=finite, clause=clause)

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from sdverify import reference, zoo
 from sdverify.schedulers import make_scheduler
-from sdverify.trace import Trace
+from sdverify.stage_recorder import Trace
 
 
 def run_trace(
