@@ -120,6 +120,9 @@ def pytest_configure(config: pytest.Config) -> None:
         impl=config.getoption("sdverify_impl"),
     )
     _share_cpu_threads()
+    from sdverify.gpu import session as gpu_session  # light: no torch until a gpu test needs it
+
+    gpu_session.pin_worker_gpu(config)
     if config.stash[_SETTINGS].impl:
         from sdverify.checker.submission import API_NAMES
 

@@ -86,8 +86,8 @@ def contract_items(session: pytest.Session, report: dict[str, Any]) -> list[pyte
         name = entry["id"].removeprefix(f"{function}.")
         items.append(ContractItem.from_parent(groups[function], name=name, entry=entry, path=session.path))
     # Announce them as collected, as a collector's report would (the "collected N items" line).
-    report = pytest.CollectReport(root.nodeid, "passed", None, list(items))
-    session.config.hook.pytest_collectreport(report=report)
+    collected = pytest.CollectReport(root.nodeid, "passed", None, list(items))
+    session.config.hook.pytest_collectreport(report=collected)
     return items
 
 

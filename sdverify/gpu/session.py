@@ -25,22 +25,27 @@ _WORKER_GPU = "sdverify_gpu"  # workerinput key: the GPU id a worker should see
 _WORKER_REPORTS = "sdverify_timing_reports"  # workeroutput key: the worker's reports as dicts
 
 
+def pin_worker_gpu(config: pytest.Config) -> None:
+    """On an xdist worker given a GPU by the controller: make it the only one visible.
+
+    Runs at configure time, before anything can start CUDA, and costs no import.
+    """
+    gpu = getattr(config, "workerinput", {}).get(_WORKER_GPU)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
 def configure(config: pytest.Config, device_option: str | None) -> None:
-    """Validate the device; on an xdist worker, pin it to its GPU before CUDA starts."""
+    """Before gpu tests run: validate the device and prepare CUDA's deterministic GEMMs."""
     from sdverify.gpu import devices
 
     try:
         device = devices.resolve_device(device_option)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[REPORTS] = []
-    if device.type != "cuda":
-        return
-    gpu = getattr(config, "workerinput", {}).get(_WORKER_GPU)
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    # cuBLAS reads this when CUDA starts; without it deterministic GEMMs cannot be requested.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if device.type == "cuda":
+        # cuBLAS reads this when CUDA starts; without it deterministic GEMMs cannot be requested.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def configure_node(node, device_option: str | None) -> None:
@@ -77,7 +82,7 @@ def skip_without_device(items: list[pytest.Item], device_option: str | None) -> 
 
 def new_report(config: pytest.Config, report: TimingReport) -> TimingReport:
     """Register this process's report for the terminal summary."""
-    config.stash[REPORTS].append(report)
+    config.stash.setdefault(REPORTS, []).append(report)
     return report
 
 
