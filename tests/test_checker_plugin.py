@@ -9,6 +9,8 @@ the sandbox's forkserver needs the very module it was started from.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -91,3 +93,22 @@ def test_an_unusable_target_is_a_usage_error(pytester: pytest.Pytester):
     result = pytester.runpytest_inprocess("--sdverify-impl=no_such_file.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--sdverify-impl: *no_such_file.py*"])
+
+
+@pytest.mark.slow
+def test_inside_this_repository_only_the_contract_and_the_sd_impl_tests_run():
+    root = Path(__file__).resolve().parents[1]
+    student = CATALOG / "correct_helper_class.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--sdverify-impl={student}", "--collect-only", "-q", "-p", "no:randomly"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    contract = [i for i in ids if i.startswith("sdverify::")]
+    assert len(contract) == len(check_submission(str(student)).checks)
+    others = {i.split("::")[0] for i in ids if not i.startswith("sdverify::")}
+    assert others == {"tests/test_reference.py"}, others  # the kit's self-tests that use sd_impl
