@@ -131,8 +131,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     s = settings_of(config)
-    weights = s.weights or f"offline zoo (seed {s.seed})"
-    return f"sdverify: preset={s.preset} device={s.device_text} impl={s.impl or 'sdverify.reference'} weights={weights}"
+    weights = s.weights or f"offline zoo seed {s.seed}"
+    impl = s.impl or "sdverify.reference"
+    return f"sdverify: impl={impl} preset={s.preset} weights={weights} gpu-suite device={s.device_text}"
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: they select among the contract items too

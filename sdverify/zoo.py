@@ -201,13 +201,23 @@ def load_components(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Components:
-    """Load the five components from a diffusers folder (zoo snapshot or real weights)."""
+    """Load the five components from a diffusers folder (zoo snapshot or real weights).
+
+    Quietly: transformers draws a "Loading weights" bar, noise in a checker's or a pytest
+    run's output; its setting is restored afterwards.
+    """
     folder = str(folder)
-    return Components(
-        CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-        # transformers wraps PreTrainedModel.to with functools.wraps, which mypy misreads as unbound.
-        CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype).to(device).eval(),  # type: ignore[arg-type]
-        UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(device).eval(),
-        AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype).to(device).eval(),
-        PNDMScheduler.from_pretrained(folder, subfolder="scheduler"),
-    )
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        return Components(
+            CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            # transformers wraps PreTrainedModel.to with functools.wraps, which mypy misreads as unbound.
+            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype).to(device).eval(),  # type: ignore[arg-type]
+            UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(device).eval(),
+            AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype).to(device).eval(),
+            PNDMScheduler.from_pretrained(folder, subfolder="scheduler"),
+        )
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()

@@ -46,3 +46,24 @@ def test_wrong_submission_exits_1_naming_the_mistake(tmp_path: Path, capsys: pyt
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]):
     assert main(argv) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_several_targets_in_one_call_with_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    wrong, correct = CATALOG / "wrong_pil_bgr.py", CATALOG / "correct_helper_class.py"
+    out_json, out_xml = tmp_path / "r.json", tmp_path / "r.xml"
+    assert main(["check", str(wrong), str(correct), "--json", str(out_json), "--junit", str(out_xml)]) == 1
+    text = capsys.readouterr().out
+    assert "1/2 submission(s) passed every check" in text
+    rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if line.startswith(str(CATALOG))}
+    assert rows[str(correct)] == "37/37" and rows[str(wrong)] != "37/37"
+    reports = json.loads(out_json.read_text())["submissions"]
+    assert [r["submission"] for r in reports] == [str(wrong), str(correct)]
+    assert [r["passed"] for r in reports] == [False, True]
+    suites = ET.parse(out_xml).getroot()
+    assert suites.tag == "testsuites" and len(suites.findall("testsuite")) == 2
+
+
+def test_an_unusable_target_among_several_checks_nothing(capsys: pytest.CaptureFixture[str]):
+    assert main(["check", str(CATALOG / "correct_helper_class.py"), "no/such/file.py"]) == 2
+    captured = capsys.readouterr()
+    assert "no/such/file.py" in captured.err and "sdverify check:" not in captured.out
