@@ -31,6 +31,26 @@ settings.register_profile("thorough", parent=settings.get_profile("dev"), max_ex
 settings.load_profile(os.environ.get("SDVERIFY_HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture(params=["process", pytest.param("bwrap", marks=pytest.mark.slow)])
+def sandbox_level(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each isolation level in turn, as ``$SDVERIFY_SANDBOX`` (bwrap: the slow tier, and skipped
+    with the reason where it cannot run): a grade must not depend on the level."""
+    from sdverify import isolation
+
+    problem = isolation.bwrap_problem() if request.param == "bwrap" else None
+    if problem:
+        pytest.skip(problem)
+    monkeypatch.setenv("SDVERIFY_SANDBOX", request.param)
+    return str(request.param)
+
+
+@pytest.fixture
+def process_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run student code at the process level: tests of the checker's logic, not of its isolation
+    (that is tests/test_checker_isolation.py); a bwrap start per submission would triple their cost."""
+    monkeypatch.setenv("SDVERIFY_SANDBOX", "process")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run the tests marked slow")
 

@@ -92,6 +92,7 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="regrade submissions that already have a grade in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_sandbox(p)
     p.set_defaults(func=_cmd_grade)
 
 
@@ -112,6 +113,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         weights=args.weights,
         cell_timeout=min(args.cell_timeout, args.timeout),
         notebook_timeout=args.timeout,
+        sandbox=args.sandbox,
     )
     out = Path(args.out)
     grades = grade_batch(
@@ -138,7 +140,18 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="local diffusers folder with real weights ($SDVERIFY_WEIGHTS)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--timeout", type=float, default=C.CHECK_TIMEOUT_S, help="seconds per call of a student function")
+    _add_sandbox(p)
     p.set_defaults(func=_cmd_check)
+
+
+def _add_sandbox(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sandbox",
+        default=None,
+        choices=["auto", "bwrap", "process"],
+        help="isolation of student code: bwrap (OS namespaces), process, or auto: bwrap where it runs "
+        "($SDVERIFY_SANDBOX, default auto; docs/checker.md says what each level protects against)",
+    )
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -152,7 +165,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     reports = []
     for target in targets:
         report = check_submission(
-            target, preset=args.preset, device=args.device, timeout=args.timeout, weights=args.weights
+            target,
+            preset=args.preset,
+            device=args.device,
+            timeout=args.timeout,
+            weights=args.weights,
+            sandbox=args.sandbox,
         )
         print(to_text(report), end="\n\n" if len(targets) > 1 else "\n", flush=True)
         reports.append(report)

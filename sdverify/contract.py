@@ -122,6 +122,11 @@ CHECK_PIL_LEVELS = 1  # 8-bit image: rounding vs truncation of x*255 differ by o
 CHECK_TIMEOUT_S = 60.0
 CHECK_STARTUP_TIMEOUT_S = 180.0
 CHECK_MEMORY_LIMIT_MB = 4096
+# What the grader reads back from a child.  The largest honest probe result is a few images
+# (generate: 3 steps of [1,3,512,512], float64 at most: 6 MiB each), so 64 MiB refuses a flood
+# before it is read; only the last CHECK_LOG_TAIL_BYTES of a child's output are kept.
+CHECK_MAX_RESULT_BYTES = 64 * 2**20
+CHECK_LOG_TAIL_BYTES = 4000
 
 # --- Notebook grading (sdverify.notebooks) ----------------------------------------------
 # The grader recomputes references from the notebook's own upstream values, float32 on CPU,
@@ -140,3 +145,10 @@ GRADE_NORMAL_SIGMAS = 6.0
 # weights on CPU need the instructor's --cell-timeout / --timeout.
 GRADE_CELL_TIMEOUT_S = 300.0
 GRADE_NOTEBOOK_TIMEOUT_S = 900.0
+# What the grader keeps of a notebook's outputs (sdverify.notebooks.runner): a lesson cell
+# prints a few lines and shows one 512x512 PNG (~0.4 MiB base64); the caps leave ample room
+# for progress bars and plots while a cell printing gigabytes cannot exhaust the grader's
+# memory, and the executed copy stored next to the reports stays small enough to open.
+GRADE_CELL_TEXT_BYTES = 1 << 20  # text (streams, text/* results, tracebacks) kept per cell
+GRADE_CELL_IMAGE_BYTES = 4 << 20  # images (base64) kept per cell; later ones are dropped
+GRADE_NOTEBOOK_BYTES = 20 << 20  # executed.ipynb on disk; the largest cells' outputs go first

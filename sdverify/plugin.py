@@ -43,6 +43,7 @@ class Settings:
     budget_scale: float
     budget_gpu: str | None
     impl: str | None
+    sandbox: str | None
 
     @property
     def device_text(self) -> str:
@@ -101,6 +102,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="add the contract's checks as test items for this student module, and run the tests using "
         "the sd_impl fixture against it instead of sdverify.reference ($SDVERIFY_IMPL)",
     )
+    group.addoption(
+        "--sdverify-sandbox",
+        dest="sdverify_sandbox",
+        default=None,
+        choices=["auto", "bwrap", "process"],
+        help="isolation of the contract items' student code: bwrap, process, or auto ($SDVERIFY_SANDBOX)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -118,6 +126,7 @@ def pytest_configure(config: pytest.Config) -> None:
         budget_scale=config.getoption("sdverify_budget_scale"),
         budget_gpu=config.getoption("sdverify_budget_gpu"),
         impl=config.getoption("sdverify_impl"),
+        sandbox=config.getoption("sdverify_sandbox"),
     )
     _share_cpu_threads()
     from sdverify.gpu import session as gpu_session  # light: no torch until a gpu test needs it
@@ -140,7 +149,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     s = settings_of(config)
     if s.impl:
-        report = pytest_contract.run_once(config, s.impl, preset=s.preset, weights=s.weights)
+        report = pytest_contract.run_once(config, s.impl, preset=s.preset, weights=s.weights, sandbox=s.sandbox)
         items.extend(pytest_contract.contract_items(session, report))
     if any(item.get_closest_marker("gpu") for item in items):
         from sdverify.gpu import session as gpu_session

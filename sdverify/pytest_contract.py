@@ -91,7 +91,9 @@ def contract_items(session: pytest.Session, report: dict[str, Any]) -> list[pyte
     return items
 
 
-def run_once(config: pytest.Config, target: str, *, preset: str, weights: str | None) -> dict[str, Any]:
+def run_once(
+    config: pytest.Config, target: str, *, preset: str, weights: str | None, sandbox: str | None
+) -> dict[str, Any]:
     """The checker's report of ``target`` as a dict, computed once per test run.
 
     Without xdist it is computed here; with it, the first worker to get the lock computes
@@ -101,24 +103,24 @@ def run_once(config: pytest.Config, target: str, *, preset: str, weights: str | 
     """
     basetemp = getattr(config.option, "basetemp", None)
     if not hasattr(config, "workerinput") or not basetemp:
-        return _check(target, preset=preset, weights=weights).to_dict()
+        return _check(target, preset=preset, weights=weights, sandbox=sandbox).to_dict()
     from filelock import FileLock
 
     path = Path(basetemp).parent / "sdverify-contract-report.json"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(_check(target, preset=preset, weights=weights).to_dict()))
+            tmp.write_text(json.dumps(_check(target, preset=preset, weights=weights, sandbox=sandbox).to_dict()))
             tmp.replace(path)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def _check(target: str, *, preset: str, weights: str | None) -> SubmissionReport:
+def _check(target: str, *, preset: str, weights: str | None, sandbox: str | None) -> SubmissionReport:
     from sdverify.checker import check_submission
 
     try:
-        return check_submission(target, preset=preset, weights=weights)
+        return check_submission(target, preset=preset, weights=weights, sandbox=sandbox)
     except (FileNotFoundError, ValueError) as exc:
         raise pytest.UsageError(f"--sdverify-impl: {exc}") from None
 

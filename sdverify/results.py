@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-# How a sandboxed probe ended (``sdverify.checker.sandbox.Outcome.status``); defined here,
+# How a sandboxed probe ended (``sdverify.checker.protocol.Outcome.status``); defined here,
 # away from the sandbox's heavy imports, so reports and checks can name it too.
 OutcomeStatus = Literal["ok", "error", "missing", "timeout", "crashed", "skipped"]
 

@@ -5,19 +5,28 @@ offline Hugging Face cache snapshot for ``stable-diffusion-v1-5/stable-diffusion
 and reused from disk afterwards (keyed by preset, seed, configs and library versions).
 A user with real weights points ``SDVERIFY_WEIGHTS`` (or ``--sdverify-weights``) at a
 local diffusers folder instead; nothing ever downloads.
+
+Integrity: loaded components are memory-mapped from the folder, so an in-place write to a
+weights file (by code under test) changes what every later load computes, and size+mtime
+cannot see it.  Each zoo snapshot therefore carries a sha256 manifest written at build time;
+``verify`` names the files that differ, ``repair`` rebuilds the snapshot in place, and
+``load_components(..., private=True)`` gives models that no later write to the disk can reach.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import diffusers
 import torch
@@ -41,6 +50,11 @@ HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 REPO_FOLDER = "models--" + HUB_ID.replace("/", "--")
 COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 _DONE = ".sdverify.json"  # written last: a snapshot without it is incomplete
+MANIFEST = ".sdverify-manifest.json"  # sha256 and size of every other file, written just before _DONE
+_UNCHECKED = (MANIFEST, _DONE)  # bookkeeping no loader reads; deleting _DONE only makes materialize rebuild
+_CHUNK = 1 << 20
+# Per process and folder: what verify compares against, fixed by its first call (see verify).
+_references: dict[Path, dict[str, Any]] = {}
 
 
 @dataclass
@@ -108,6 +122,8 @@ def cache_key(preset: Preset, seed: int) -> str:
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
             "transformers": transformers.__version__,
+            # tokenizers writes tokenizer.json, safetensors the weights: their bytes follow the versions
+            "writers": [importlib.metadata.version(name) for name in ("tokenizers", "safetensors")],
             "tokenizer": hashlib.sha1((tokenizer_dir() / "vocab.json").read_bytes()).hexdigest(),
         },
         sort_keys=True,
@@ -126,31 +142,149 @@ def materialize(preset: str | Preset = "tiny", seed: int = 0, hub_cache: Path | 
     The snapshot is a complete diffusers folder (``model_index.json``, ``tokenizer/``,
     ``text_encoder/``, ``unet/``, ``vae/``, ``scheduler/``).  With ``HF_HUB_CACHE`` set to
     ``hub_cache`` and ``HF_HUB_OFFLINE=1``, ``from_pretrained(HUB_ID, subfolder=...)``
-    resolves to it.  Safe under pytest-xdist: builders take a file lock.
+    resolves to it.  Safe under pytest-xdist: builders take a file lock.  A snapshot from
+    before manifests is rebuilt: nothing could vouch that its files are still as built.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     revision = cache_key(preset, seed)
     hub_cache = Path(hub_cache) if hub_cache else default_cache_root() / f"{preset.name}-seed{seed}-{revision[:12]}"
     snapshot = snapshot_dir(hub_cache, revision)
-    if (snapshot / _DONE).is_file():
+    if _is_complete(snapshot):
         return snapshot
-    hub_cache.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(hub_cache / ".build.lock")):
-        if (snapshot / _DONE).is_file():
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(snapshot):
+        if _is_complete(snapshot):
             return snapshot
         log.info("building zoo preset %s (seed %d) into %s", preset.name, seed, hub_cache)
-        components = build_components(preset, seed)
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=hub_cache))
-        pipeline(components, components.scheduler).save_pretrained(tmp)
-        (tmp / _DONE).write_text(json.dumps({"preset": preset.name, "seed": seed, "revision": revision}))
-        snapshot.parent.mkdir(parents=True, exist_ok=True)
-        if snapshot.exists():
-            shutil.rmtree(snapshot)
-        tmp.rename(snapshot)
+        _build_in_place(snapshot, preset, seed)
         refs = hub_cache / REPO_FOLDER / "refs"
         refs.mkdir(parents=True, exist_ok=True)
         (refs / "main").write_text(revision)
     return snapshot
+
+
+def _is_complete(snapshot: Path) -> bool:
+    return (snapshot / _DONE).is_file() and (snapshot / MANIFEST).is_file()
+
+
+def _build_lock(snapshot: Path) -> FileLock:
+    """The lock every builder of ``snapshot`` takes: its hub cache's for a zoo snapshot, else one beside it."""
+    in_hub = snapshot.parent.name == "snapshots" and snapshot.parents[1].name == REPO_FOLDER
+    return FileLock(str((hub_cache_of(snapshot) if in_hub else snapshot.parent) / ".build.lock"))
+
+
+def _build_in_place(snapshot: Path, preset: Preset, seed: int) -> None:
+    """Build into a temporary sibling folder, then swap it in by two renames (call under ``_build_lock``).
+
+    Readers never see a half-written snapshot (between the renames, for a moment, none);
+    processes that mapped the old files keep their old views: the new files are new inodes.
+    """
+    components = build_components(preset, seed)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=snapshot.parent))
+    with _quiet_bars():
+        pipeline(components, components.scheduler).save_pretrained(tmp)
+    manifest = {"preset": preset.name, "seed": seed, "revision": cache_key(preset, seed), "files": _fingerprint(tmp)}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    (tmp / _DONE).write_text(json.dumps({k: manifest[k] for k in ("preset", "seed", "revision")}))
+    old = snapshot.with_name(f".old-{tmp.name}")
+    if snapshot.exists():
+        snapshot.rename(old)
+    tmp.rename(snapshot)
+    shutil.rmtree(old, ignore_errors=True)  # the new snapshot is in place: a leftover must not fail the build
+    _references[snapshot.resolve()] = manifest
+
+
+def _fingerprint(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under ``folder`` but the bookkeeping files, by relative posix path.
+
+    Follows linked folders (real weights may link them), but into each real folder once: a
+    link loop would never end; the second way in is an entry of its own.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            files[Path(root).relative_to(folder).as_posix()] = {"link": real}
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()  # a fixed walk order: which way into a linked folder comes first must not vary
+        for name in names:
+            path = Path(root, name)
+            rel = path.relative_to(folder).as_posix()
+            if rel not in _UNCHECKED:
+                files[rel] = _digest(path)
+    return files
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    """sha256 and size of a file; no digest (so named by verify) for what cannot be read or would block (a FIFO)."""
+    unreadable: dict[str, Any] = {"sha256": None, "size": None}
+    if not path.is_file():
+        return unreadable
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return unreadable
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def _reference(folder: Path) -> dict[str, Any]:
+    """What ``folder`` should hold: its manifest (zoo) or its contents now (real weights), fixed on first use.
+
+    Kept per process so that code which rewrites a weights file and the manifest together
+    is still caught by a process that verified before running it.
+    """
+    if folder not in _references:
+        manifest = folder / MANIFEST
+        _references[folder] = (
+            json.loads(manifest.read_text()) if manifest.is_file() else {"files": _fingerprint(folder)}
+        )
+    return _references[folder]
+
+
+def verify(folder: str | os.PathLike[str]) -> list[str]:
+    """Relative paths under ``folder`` whose content differs from what it should hold: changed, missing or added.
+
+    A zoo snapshot is compared with the sha256 manifest written when it was built.  A folder
+    without one (real weights, ``SDVERIFY_WEIGHTS``) is fingerprinted on this process's first
+    call and compared with that afterwards: call it once before running untrusted code.  Every
+    call hashes every file (size and mtime can be forged): about 0.2 s for the tiny preset.
+    """
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no weights folder at {folder}")
+    expected = _reference(folder)["files"]
+    actual = _fingerprint(folder)
+    return sorted(rel for rel in expected.keys() | actual.keys() if expected.get(rel) != actual.get(rel))
+
+
+def repair(folder: str | os.PathLike[str]) -> Path:
+    """Rebuild a zoo snapshot in place from its preset and seed; return the folder.
+
+    Later loads see pristine weights; models already loaded without ``private=True`` keep
+    views of the old files.  Real weights have no manifest and cannot be rebuilt here:
+    ``verify`` names the change, restoring them is the owner's job.
+    """
+    folder = Path(folder).resolve()
+    build = _reference(folder)
+    if "preset" not in build:
+        raise ValueError(f"{folder} was not built by the zoo (no {MANIFEST}); it cannot be repaired, only verified")
+    preset = get_preset(build["preset"])
+    if cache_key(preset, build["seed"]) != build["revision"]:
+        raise ValueError(
+            f"{folder} was built by another environment (revision {build['revision']}); "
+            "a rebuild here would not reproduce it: materialize a fresh snapshot instead"
+        )
+    with _build_lock(folder):
+        log.warning("rebuilding zoo snapshot %s", folder)
+        _build_in_place(folder, preset, build["seed"])
+    return folder
 
 
 def pipeline(c: Components, scheduler: Scheduler) -> StableDiffusionPipeline:
@@ -200,24 +334,50 @@ def load_components(
     folder: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    *,
+    private: bool = False,
 ) -> Components:
     """Load the five components from a diffusers folder (zoo snapshot or real weights).
 
-    Quietly: transformers draws a "Loading weights" bar, noise in a checker's or a pytest
-    run's output; its setting is restored afterwards.
+    ``from_pretrained`` memory-maps safetensors files: a later in-place write to a file
+    changes the loaded parameters.  ``private=True`` copies every parameter and buffer into
+    memory of its own, so no tensor shares memory with a file (the grader's reference).
     """
     folder = str(folder)
+    with _quiet_bars():
+        # transformers wraps PreTrainedModel.to with functools.wraps, which mypy misreads as unbound.
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype).to(device)  # type: ignore[arg-type]
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(device)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype).to(device)
+        if private:
+            for model in (text_encoder, unet, vae):
+                _own_memory(model)
+        return Components(
+            CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            text_encoder.eval(),
+            unet.eval(),
+            vae.eval(),
+            PNDMScheduler.from_pretrained(folder, subfolder="scheduler"),
+        )
+
+
+@contextlib.contextmanager
+def _quiet_bars() -> Iterator[None]:
+    """Without transformers' "Loading weights"/"Writing model shards" bars: noise in a checker's or pytest's output."""
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
-        return Components(
-            CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-            # transformers wraps PreTrainedModel.to with functools.wraps, which mypy misreads as unbound.
-            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype).to(device).eval(),  # type: ignore[arg-type]
-            UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(device).eval(),
-            AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype).to(device).eval(),
-            PNDMScheduler.from_pretrained(folder, subfolder="scheduler"),
-        )
+        yield
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
+
+
+def _own_memory(model: torch.nn.Module) -> None:
+    """Replace every parameter's and buffer's storage by a fresh copy (none of them then maps a file)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.clone()
+        for module in model.modules():
+            for name, buffer in module.named_buffers(recurse=False):
+                setattr(module, name, buffer.clone())

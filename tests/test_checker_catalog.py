@@ -61,9 +61,10 @@ def test_catalog_is_complete():
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
-def test_wrong_submission_fails_with_its_mistake_named(name: str):
+def test_wrong_submission_fails_with_its_mistake_named(name: str, sandbox_level: str):
     check_id, words = WRONG[name]
     report = check_submission(str(CATALOG / f"{name}.py"))
+    assert report.isolation == sandbox_level
     by_id = {c.id: c for c in report.checks}
     assert not report.passed
     assert not by_id[check_id].passed, f"{check_id} passed"
@@ -76,7 +77,7 @@ def test_wrong_submission_fails_with_its_mistake_named(name: str):
 
 
 @pytest.mark.parametrize("name", CORRECT)
-def test_correct_variant_passes_everything(name: str):
+def test_correct_variant_passes_everything(name: str, sandbox_level: str):
     report = check_submission(str(CATALOG / f"{name}.py"))
     assert report.passed, "\n".join(f"{c.id}: {c.message}" for c in report.failed())
     assert report.score == report.max_score > 0

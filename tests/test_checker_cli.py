@@ -11,7 +11,7 @@ import pytest
 from sdverify.cli import main
 
 # The checker's reference expectations are built once per process: keep these on one worker.
-pytestmark = pytest.mark.xdist_group("checker")
+pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 

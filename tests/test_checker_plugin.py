@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from sdverify import reference
-from sdverify.checker import check_submission, checks, sandbox  # noqa: F401 - see the docstring
+from sdverify.checker import check_submission, checks, parent  # noqa: F401 - see the docstring
 from sdverify.checker.report import failure_text
 
 pytest_plugins = ["pytester"]
-pytestmark = pytest.mark.xdist_group("checker")
+pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 
 TEST_FILE = """

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from sdverify import isolation
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import load_spec
@@ -114,6 +115,7 @@ def test_every_sample_was_graded(batch, graded):
     grades, *_ = batch
     assert sorted(grades) == graded
     assert all(g.error is None for g in grades.values()), {n: g.error for n, g in grades.items() if g.error}
+    assert {g.isolation for g in grades.values()} == {isolation.resolve("auto")}  # Settings' default
 
 
 @pytest.mark.parametrize("name", _samples(EXPECTED))

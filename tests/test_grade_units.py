@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
-from nbformat.v4 import new_code_cell, new_markdown_cell
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from sdverify import contract as C
 from sdverify.cli import main
 from sdverify.notebooks.batch import collect, unique_names
 from sdverify.notebooks.exercises import ddpm_posterior_mean_std, normal_statistics
-from sdverify.notebooks.runner import Snapshot, neutralise_shell, plan_snapshots
+from sdverify.notebooks.runner import Snapshot, cap_notebook, escape_calls, neutralise_shell, plan_snapshots
 from sdverify.notebooks.spec import DEFAULT_SPEC, load_spec
 from sdverify.schedulers import make_scheduler
 
@@ -23,9 +25,30 @@ from sdverify.schedulers import make_scheduler
         ("!pip install -q diffusers\nimport torch", ["!pip install -q diffusers"]),
         ("if True:\n    !ls -la\nx = 1", ["!ls -la"]),
         ("%pip install torch", ["%pip install torch"]),
+        ("%conda install torch", ["%conda install torch"]),
+        ("%mamba install torch", ["%mamba install torch"]),
         ("files = !ls", ["!ls"]),
+        ("files = %sx ls", ["%sx ls"]),
+        ("%system ls", ["%system ls"]),
+        ("%sc -l files = ls", ["%sc -l files = ls"]),
+        ("%alias rmall rm -rf %s", ["%alias rmall rm -rf %s"]),
+        ("%rm -rf ~", ["%rm -rf ~"]),  # IPython's default aliases run the shell too
+        ("%automagic on", ["%automagic on"]),
+        ("%time !ls", ["%time !ls"]),
+        ("%timeit -n 1 -r 1 %system ls", ["%timeit -n 1 -r 1 %system ls"]),
+        ("pip install diffusers", ["pip install diffusers"]),  # automagic's bare form
+        ("for _ in range(1):\n    conda install torch", ["conda install torch"]),
         ("%%bash\nrm -rf /\n", ["%%bash"]),
+        ("\n%%sh\nrm -rf /\n", ["%%sh"]),
+        ("%%script bash\nrm -rf /", ["%%script bash"]),
+        ("%%!\nrm -rf /", ["%%!"]),
+        ("%%python3\nimport os; os.system('rm -rf /')", ["%%python3"]),
+        ("%%python\nimport os", ["%%python"]),
+        ("%%python2\nimport os", ["%%python2"]),
+        ("%%pypy\nimport os", ["%%pypy"]),
+        ("%%capture\n%%bash\nrm -rf /", ["%%bash"]),  # the body of %%capture is a cell again
         ("x = 3 != 4  # not a shell escape\nprint('!pip')", []),
+        ("pip = 3\npip in [3]\nsystem = 1", []),
     ],
 )
 def test_shell_escapes_are_neutralised(source, removed):
@@ -33,9 +56,38 @@ def test_shell_escapes_are_neutralised(source, removed):
     assert found == removed
     if removed:
         compile(new, "<cell>", "exec")  # still valid Python
-        assert "rm -rf" not in new and "pip install" not in new.replace("# [sdverify]", "")
+        code = "\n".join(line.split("#")[0] for line in new.splitlines())  # comments name what was removed
+        assert not {"rm", "install", "!", "%", "ls"} & set(re.findall(r"[\w!%]+", code)), code
     else:
         assert new == source
+
+
+@pytest.mark.parametrize(
+    ("source", "calls"),
+    [
+        ("get_ipython().system('ls')", ["system()"]),
+        ("import os\nos.system('curl example.com')", ["system()"]),
+        ("get_ipython().getoutput('ls')", ["getoutput()"]),
+        ("get_ipython().run_line_magic('pip', 'install x')", ["run_line_magic()"]),
+        ("get_ipython().run_cell_magic('bash', '', 'ls')", ["run_cell_magic()"]),
+        ("import subprocess\nsubprocess.run(['ls'])", ["subprocess"]),
+        ("os.popen('ls')\nos.execvp('ls', ['ls'])", ["os.popen/exec/spawn/fork"]),
+        ("import pty; pty.spawn('sh')", ["pty.spawn()"]),
+        ("get_ipython().automagic = True", ["automagic"]),
+        ("get_ipython().alias_manager.define_alias('x', 'ls')", ["alias_manager"]),
+        ("z = torch.randn(1, 4, 64, 64)\nsystem_prompt = 'x'", []),
+    ],
+)
+def test_shell_calls_are_detected(source, calls):
+    assert escape_calls(source) == calls
+
+
+def test_cap_notebook_drops_the_largest_outputs_first():
+    big, small = "x" * 3000, "y" * 100
+    nb = new_notebook(cells=[new_code_cell("a", outputs=[new_output("stream", text=t)]) for t in (small, big, small)])
+    assert cap_notebook(nb, limit=len(nbformat.writes(nb)) - 1000) == [1]
+    assert [len(c.outputs) for c in nb.cells] == [1, 0, 1]
+    assert cap_notebook(nb, limit=10**6) == []
 
 
 def test_snapshots_go_before_the_next_exercise_heading():
@@ -167,9 +219,15 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
     module.write_text("def cfg_combine(u, c, w):\n    return c + w * (u - c)\n")
     out = tmp_path / "out"
     [grade] = grade_batch(
-        [module], out, spec=load_spec(), settings=Settings(cell_timeout=30), workers=1, progress=False
+        [module],
+        out,
+        spec=load_spec(),
+        settings=Settings(cell_timeout=30, notebook_timeout=90, sandbox="process"),
+        workers=1,
+        progress=False,
     )
-    assert calls == [(str(module.resolve()), {"preset": "tiny", "weights": None, "timeout": 30})]
+    expected = {"preset": "tiny", "weights": None, "timeout": 30, "total_timeout": 90, "sandbox": "process"}
+    assert calls == [(str(module.resolve()), expected)]
     assert (grade.kind, [e.id for e in grade.exercises], grade.score, grade.max_score) == (
         "module",
         ["cfg_combine", "tokenize"],
@@ -177,4 +235,6 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
         3,
     )
     assert "swapped" in (out / "submissions" / "alice" / "report.html").read_text()
-    assert (out / "grades.csv").read_text().splitlines()[0] == "student,cfg_combine,tokenize,total,max_total,error"
+    assert (out / "grades.csv").read_text().splitlines()[0] == (
+        "student,cfg_combine,tokenize,total,max_total,error,isolation"
+    )

@@ -24,6 +24,7 @@ def test_snapshot_is_a_standard_diffusers_folder(hub_snapshot):
         assert (hub_snapshot / name).exists(), name
     refs = zoo.hub_cache_of(hub_snapshot) / zoo.REPO_FOLDER / "refs" / "main"
     assert refs.read_text() == hub_snapshot.name and len(hub_snapshot.name) == 40
+    assert (hub_snapshot / zoo.MANIFEST).is_file() and zoo.verify(hub_snapshot) == []
 
 
 def test_materialize_reuses_the_built_snapshot(hub_snapshot):

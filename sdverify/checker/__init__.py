@@ -7,13 +7,16 @@ raw outputs are judged here, against the reference and the property suite.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdverify import contract as C
 from sdverify.checker.report import CheckEntry, SubmissionReport, summary_table, to_json, to_junit, to_text
 from sdverify.checker.submission import API_NAMES, Target, resolve_target
+
+if TYPE_CHECKING:
+    from sdverify.checker.checks import CheckContext
+    from sdverify.results import CheckResult
 
 __all__ = [
     "API_NAMES",
@@ -37,6 +40,8 @@ def check_submission(
     timeout: float = C.CHECK_TIMEOUT_S,
     weights: str | None = None,
     memory_limit_mb: int | None = C.CHECK_MEMORY_LIMIT_MB,
+    sandbox: str | None = None,
+    total_timeout: float | None = None,
 ) -> SubmissionReport:
     """Grade ``target`` (path, module name or resolved :class:`Target`; empty/None: the bundled reference).
 
@@ -45,16 +50,22 @@ def check_submission(
 
     Raises ``FileNotFoundError``/``ValueError`` for an unusable target (a usage error);
     everything the submission itself does wrong — syntax errors included — is graded.
-    ``timeout`` bounds each call of a student function, ``memory_limit_mb`` what the
-    child may allocate beyond the loaded components (CPU only).
+    ``timeout`` bounds each call of a student function, ``total_timeout`` the whole
+    submission (``sdverify grade --timeout``), ``memory_limit_mb`` what the
+    child may allocate beyond the loaded components (CPU only).  ``sandbox`` is the
+    isolation level (:mod:`sdverify.isolation`: auto, bwrap or process; None: ``$SDVERIFY_SANDBOX``
+    or auto); a bwrap child sees
+    the submission's source, not its folder (nor siblings, nor any user data).
     """
-    from sdverify.checker import checks, sandbox
-    from sdverify.results import fail, ok
+    from sdverify import isolation
+    from sdverify.checker import checks, parent
 
     start = time.perf_counter()
+    level = isolation.resolve(sandbox)
+    isolation.warn_once(level)
     resolved = target if isinstance(target, Target) else resolve_target(target)
     ctx = checks.context(preset, device, weights)
-    result = sandbox.run_submission(
+    result = parent.run_submission(
         resolved,
         ctx.plan,
         weights=ctx.weights,
@@ -62,29 +73,37 @@ def check_submission(
         dtype=ctx.env.dtype,
         timeout=timeout,
         memory_limit_mb=memory_limit_mb,
-        watch=[ctx.weights],
+        level=level,
+        total_timeout=total_timeout,
     )
     entries = [
         CheckEntry.from_result(function, r)
         for function in API_NAMES
         for r in checks.function_checks(ctx, function, result.outcomes)
     ]
+    entries.append(CheckEntry.from_result("sandbox", _weights_unchanged(ctx)))
+    return SubmissionReport(
+        resolved.display, entries, result.import_error, time.perf_counter() - start, isolation=level
+    )
+
+
+def _weights_unchanged(ctx: CheckContext) -> CheckResult:
+    """Verify the weights folder against its sha256 manifest after a submission ran.
+
+    A change is this submission's failure, named; a zoo snapshot is rebuilt at once so that
+    no later submission (nor the grader) sees it.  Real weights cannot be rebuilt: the check
+    names the files and every later run in this process keeps failing it.
+    """
+    from sdverify import zoo
+    from sdverify.results import fail, ok
+
     clause = "a submission leaves the grader's files (the weights folder) unchanged"
-    if result.modified_files:
-        message = "the submission changed the grader's files: " + ", ".join(result.modified_files[:10])
-        files = fail("sandbox.grader_files", message, clause, files=result.modified_files)
-        if any(Path(f).is_relative_to(ctx.weights) for f in result.modified_files):
-            ctx.weights = _restore_weights(ctx)
-    else:
-        files = ok("sandbox.grader_files", clause)
-    entries.append(CheckEntry.from_result("sandbox", files))
-    return SubmissionReport(resolved.display, entries, result.import_error, time.perf_counter() - start)
-
-
-def _restore_weights(ctx) -> Path:
-    """Rewrite the components from the grader's own (untouched) copies into a fresh folder."""
-    folder = Path(tempfile.mkdtemp(prefix="sdverify-weights-"))
-    c = ctx.env.components
-    for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
-        getattr(c, name).save_pretrained(folder / name)
-    return folder
+    changed = zoo.verify(ctx.weights)
+    if not changed:
+        return ok("sandbox.grader_files", clause)
+    message = "the submission changed the grader's weights: " + ", ".join(changed[:10])
+    try:
+        ctx.weights = zoo.repair(ctx.weights)
+    except ValueError as exc:  # real weights: only named
+        message += f" ({exc})"
+    return fail("sandbox.grader_files", message, clause, files=changed)

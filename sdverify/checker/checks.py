@@ -22,7 +22,7 @@ from sdverify import reference as R
 from sdverify import zoo
 from sdverify.checker import mistakes
 from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, run_probe, with_function
-from sdverify.checker.sandbox import Outcome, Value
+from sdverify.checker.protocol import Outcome, Value
 from sdverify.properties.cfg import cfg_algebra
 from sdverify.properties.embeddings import embedding_properties
 from sdverify.properties.tokens import token_id_properties
@@ -89,9 +89,17 @@ def _cfg_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.lru_cache(maxsize=4)
 def context(preset: str, device: str, weights: str | None) -> CheckContext:
-    """Components, inputs, probes and expected values (built once per process and settings)."""
+    """Components, inputs, probes and expected values (built once per process and settings).
+
+    The grader's components are private in-memory copies, never views of a file a child can
+    reach; the weights folder is verified once here, before any student code runs, so that
+    later changes are measured against a known-good state.
+    """
     folder = zoo.weights_dir(preset, 0, weights)
-    env = Env(zoo.load_components(folder, device), {}, torch.device(device), torch.float32)
+    changed = zoo.verify(folder)
+    if changed:
+        folder = zoo.repair(folder)
+    env = Env(zoo.load_components(folder, device, private=True), {}, torch.device(device), torch.float32)
     plan = build_plan(env, _record_cfg_calls())
     env.inputs = plan.inputs
     expected = {p.id: [_plain(v) for v in run_probe(R, env, p)] for p in plan.probes}

@@ -21,7 +21,7 @@ from PIL import Image
 
 from sdverify import contract as C
 from sdverify import reference as R
-from sdverify.checker.sandbox import Value
+from sdverify.checker.protocol import Value
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class SubmissionReport:
     checks: list[CheckEntry]
     error: str | None
     seconds: float
+    isolation: str = "process"  # the level student code ran under (sdverify.isolation)
 
     @property
     def score(self) -> float:
@@ -77,6 +78,7 @@ class SubmissionReport:
             "max_score": self.max_score,
             "error": self.error,
             "seconds": round(self.seconds, 3),
+            "isolation": self.isolation,
             "checks": [
                 {
                     "id": c.id,
@@ -115,7 +117,7 @@ def failure_text(clause: str, message: str) -> str:
 
 def to_text(report: SubmissionReport) -> str:
     """Readable per-stage report: a line per check, failures explained below their line."""
-    lines = [f"sdverify check: {report.submission}"]
+    lines = [f"sdverify check: {report.submission}  (isolation: {report.isolation})"]
     if report.error:
         lines.append(f"  SUBMISSION ERROR: {report.error}")
     function = None
@@ -138,11 +140,11 @@ def to_text(report: SubmissionReport) -> str:
 def summary_table(reports: Sequence[SubmissionReport]) -> str:
     """One row per submission: score, failing checks, seconds; then the count that passed."""
     width = max(len("submission"), *(len(r.submission) for r in reports))
-    lines = [f"{'submission':{width}s}  {'score':>9s}  {'failing':>7s}  {'seconds':>7s}"]
+    lines = [f"{'submission':{width}s}  {'score':>9s}  {'failing':>7s}  {'seconds':>7s}  isolation"]
     for r in reports:
         score = f"{r.score:g}/{r.max_score:g}"
         failing = "error" if r.error else str(len(r.failed()))
-        lines.append(f"{r.submission:{width}s}  {score:>9s}  {failing:>7s}  {r.seconds:7.1f}")
+        lines.append(f"{r.submission:{width}s}  {score:>9s}  {failing:>7s}  {r.seconds:7.1f}  {r.isolation}")
     passed = sum(r.passed for r in reports)
     lines.append(f"{passed}/{len(reports)} submission(s) passed every check")
     return "\n".join(lines)
@@ -168,6 +170,8 @@ def _suite(report: SubmissionReport) -> ET.Element:
         errors="1" if report.error else "0",
         time=f"{report.seconds:.3f}",
     )
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="isolation", value=report.isolation)
     if report.error:
         ET.SubElement(suite, "system-err").text = report.error
     for c in report.checks:

@@ -3,7 +3,8 @@
 Each worker process grades one submission at a time (its notebook runs in yet another
 process, the kernel) and keeps its reference components between submissions.  A grade
 is written to disk as soon as it is known, so an interrupted batch resumes where it
-stopped; a stored grade is reused while the submission, spec and weights are unchanged.
+stopped; a stored grade is reused while the submission, spec, weights and isolation level
+are unchanged.  The isolation level is resolved once, here, and every report names it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sdverify.notebooks.grading import Settings, SubmissionGrade, digest, grade_submission
+from sdverify import isolation
+from sdverify.notebooks.grading import Settings, SubmissionGrade, digest, grade_submission, resolve_settings
 from sdverify.notebooks.reports import load_grade, submission_dir, write_class, write_submission
 from sdverify.notebooks.spec import Spec
 
@@ -59,9 +61,11 @@ def unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _grade_and_store(path: Path, name: str, spec: Spec, settings: Settings, out: Path) -> SubmissionGrade:
+def _grade_and_store(
+    path: Path, name: str, spec: Spec, settings: Settings, out: Path, hidden: tuple[Path, ...]
+) -> SubmissionGrade:
     folder = submission_dir(out, name)
-    grade = grade_submission(path, name, spec, settings, folder)
+    grade = grade_submission(path, name, spec, settings, folder, hidden=hidden)
     write_submission(grade, folder)
     return grade
 
@@ -76,10 +80,19 @@ def grade_batch(
     force: bool = False,
     progress: bool = True,
 ) -> list[SubmissionGrade]:
-    """Grade every submission under ``paths`` into ``out``; return the grades in input order."""
+    """Grade every submission under ``paths`` into ``out``; return the grades in input order.
+
+    Raises ValueError for an unusable ``settings.sandbox`` (bwrap requested where it cannot run).
+    """
     submissions = collect(paths)
     if not submissions:
         raise ValueError(f"no .ipynb or .py submissions found in {[str(p) for p in paths]}")
+    settings = resolve_settings(settings)
+    level = isolation.resolve(settings.sandbox)
+    isolation.warn_once(level)
+    # Under bwrap no kernel sees the submissions (its own included: it runs a copy) or the reports.
+    hidden = tuple(dict.fromkeys([*(Path(p).resolve() for p in paths), *(p.parent for p in submissions)]))
+    hidden = tuple(p for p in hidden if p.is_dir()) + (out.resolve(),)
     names = unique_names(submissions)
     grades: dict[str, SubmissionGrade] = {}
     todo = []
@@ -93,14 +106,15 @@ def grade_batch(
     if len(todo) == 1 or workers <= 1:
         for path, name in todo:
             bar.set_postfix_str(name)
-            grades[name] = _grade_and_store(path, name, spec, settings, out)
+            grades[name] = _grade_and_store(path, name, spec, settings, out, hidden)
             bar.update()
     elif todo:
         # spawn: workers import torch themselves rather than inherit a forked OpenMP state.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
             futures = {
-                pool.submit(_grade_and_store, path, name, spec, settings, out): (path, name) for path, name in todo
+                pool.submit(_grade_and_store, path, name, spec, settings, out, hidden): (path, name)
+                for path, name in todo
             }
             for future in as_completed(futures):
                 path, name = futures[future]
@@ -108,7 +122,9 @@ def grade_batch(
                     grades[name] = future.result()
                 except Exception as exc:
                     kind = "module" if path.suffix == ".py" else "notebook"
-                    grades[name] = SubmissionGrade(name, str(path), kind, [], error=f"worker failed: {exc!r}")
+                    grades[name] = SubmissionGrade(
+                        name, str(path), kind, [], error=f"worker failed: {exc!r}", isolation=level
+                    )
                     write_submission(grades[name], submission_dir(out, name))
                 bar.set_postfix_str(name)
                 bar.update()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,11 @@ import nbformat
 import torch
 
 from sdverify import contract as C
+from sdverify import isolation, zoo
 from sdverify import reference as R
-from sdverify import zoo
 from sdverify.checker.report import CheckEntry
 from sdverify.notebooks.exercises import CHECKS, ExerciseContext
-from sdverify.notebooks.runner import RunResult, run_notebook
+from sdverify.notebooks.runner import RunResult, cap_notebook, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.presets import get_preset
 from sdverify.results import fail
@@ -33,7 +32,7 @@ from sdverify.results import fail
 
 @dataclass(frozen=True)
 class Settings:
-    """How to grade: which weights the kernel sees, and the limits."""
+    """How to grade: which weights the kernel sees, the limits and the isolation level."""
 
     preset: str = "tiny"
     seed: int = 0  # zoo weight seed
@@ -41,6 +40,12 @@ class Settings:
     cell_timeout: float = C.GRADE_CELL_TIMEOUT_S
     notebook_timeout: float = C.GRADE_NOTEBOOK_TIMEOUT_S
     threads: int = 1  # torch threads in the kernel and the grader (same count: same rounding)
+    sandbox: str | None = None  # one of isolation.CHOICES (None: $SDVERIFY_SANDBOX, else auto)
+
+
+def resolve_settings(settings: Settings) -> Settings:
+    """``settings`` with its sandbox resolved to the level used (once per batch: workers inherit it)."""
+    return replace(settings, sandbox=isolation.resolve(settings.sandbox))
 
 
 @dataclass
@@ -73,6 +78,7 @@ class SubmissionGrade:
     timings: dict[str, float] = field(default_factory=dict)
     digest: str = ""
     image: str | None = None  # file name of the generated image, next to the reports
+    isolation: str = ""  # the level student code ran under ("bwrap" | "process"; modules: "checker")
 
     @property
     def score(self) -> float:
@@ -94,22 +100,30 @@ class SubmissionGrade:
 
 
 def digest(path: Path, spec: Spec, settings: Settings) -> str:
-    """What a stored grade depends on: submission bytes, spec and weights settings."""
+    """What a stored grade depends on: submission bytes, spec, weights settings and isolation level."""
     h = hashlib.sha256(path.read_bytes())
     h.update(spec.text.encode())
-    h.update(repr((settings.preset, settings.seed, settings.weights)).encode())
+    h.update(repr((settings.preset, settings.seed, settings.weights, settings.sandbox)).encode())
     return h.hexdigest()
 
 
-def grade_submission(path: Path, name: str, spec: Spec, settings: Settings, folder: Path) -> SubmissionGrade:
-    """Grade ``path`` (``.ipynb`` or ``.py``); artefacts (image, executed notebook) go to ``folder``."""
+def grade_submission(
+    path: Path, name: str, spec: Spec, settings: Settings, folder: Path, *, hidden: tuple[Path, ...] = ()
+) -> SubmissionGrade:
+    """Grade ``path`` (``.ipynb`` or ``.py``); artefacts (image, executed notebook) go to ``folder``.
+
+    Under bwrap the kernel sees neither ``hidden`` (the batch's submissions and report
+    folders) nor the folders of ``path`` and ``folder``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    settings = resolve_settings(settings)
     kind = "module" if path.suffix == ".py" else "notebook"
+    hidden = _outermost((*hidden, path.resolve().parent, folder.resolve()))
     try:
         grade = (
             _grade_module(path, name, settings)
             if kind == "module"
-            else _grade_notebook(path, name, spec, settings, folder)
+            else _grade_notebook(path, name, spec, settings, folder, hidden)
         )
     except Exception as exc:
         grade = SubmissionGrade(
@@ -120,8 +134,16 @@ def grade_submission(path: Path, name: str, spec: Spec, settings: Settings, fold
             error=f"grading failed: {type(exc).__name__}: {exc}",
             notes=[traceback.format_exc(limit=5)],
         )
+    grade.isolation = isolation.resolve(settings.sandbox)
     grade.digest = digest(path, spec, settings)
     return grade
+
+
+def _outermost(paths: tuple[Path, ...]) -> tuple[Path, ...]:
+    """``paths`` without those inside another: hiding a folder inside a hidden one would
+    recreate its parents in the empty one (an ``out/submissions`` the kernel could see)."""
+    unique = tuple(dict.fromkeys(paths))
+    return tuple(p for p in unique if not any(q in p.parents for q in unique))
 
 
 def _zero(spec: Spec) -> list[ExerciseGrade]:
@@ -157,12 +179,12 @@ def _hub_cache(folder: Path) -> Path:
     return cache
 
 
-def kernel_env(folder: Path, settings: Settings) -> dict[str, str]:
-    """The kernel's environment: offline hub cache, headless matplotlib, CPU only, N threads."""
+def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
+    """What the lesson needs on top of the allow-listed environment: offline hub cache,
+    headless matplotlib, CPU only, N threads (never the grader's own variables)."""
     threads = str(settings.threads)
     return {
-        **os.environ,
-        **zoo.offline_env(_hub_cache(folder)),
+        **zoo.offline_env(hub_cache),
         "MPLBACKEND": "Agg",
         "CUDA_VISIBLE_DEVICES": "",
         "OMP_NUM_THREADS": threads,
@@ -171,22 +193,33 @@ def kernel_env(folder: Path, settings: Settings) -> dict[str, str]:
     }
 
 
-def _grade_notebook(path: Path, name: str, spec: Spec, settings: Settings, folder: Path) -> SubmissionGrade:
+def _grade_notebook(
+    path: Path, name: str, spec: Spec, settings: Settings, folder: Path, hidden: tuple[Path, ...]
+) -> SubmissionGrade:
     torch.set_num_threads(settings.threads)
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
     contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
     ctx = _context(str(weights), contract_params, spec.lesson)
+    hub_cache = _hub_cache(weights)
     run = run_notebook(
         path,
         [e.snapshot() for e in spec.exercises],
-        env=kernel_env(weights, settings),
+        env=kernel_env(hub_cache, settings),
         cell_timeout=settings.cell_timeout,
         notebook_timeout=settings.notebook_timeout,
+        level=isolation.resolve(settings.sandbox),
+        readable=(hub_cache, weights.resolve()),
+        hidden=hidden,
     )
+    cleared = cap_notebook(run.executed)
     nbformat.write(run.executed, folder / "executed.ipynb")
     ctx.source = run.source
     exercises = [_grade_exercise(ctx, run, e) for e in spec.exercises]
     notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
+    if cleared:
+        notes.append(
+            f"executed.ipynb: outputs of cells {cleared} dropped to keep it under {C.GRADE_NOTEBOOK_BYTES >> 20} MiB"
+        )
     if not run.starts:
         notes.append("no exercise headings found; all variables were read at the end of the notebook")
     grade = SubmissionGrade(name, str(path), "notebook", exercises, notes, seconds=run.seconds)
@@ -242,7 +275,12 @@ def _grade_module(path: Path, name: str, settings: Settings) -> SubmissionGrade:
     from sdverify.checker import check_submission
 
     report = check_submission(
-        str(path), preset=settings.preset, weights=settings.weights, timeout=settings.cell_timeout
+        str(path),
+        preset=settings.preset,
+        weights=settings.weights,
+        timeout=settings.cell_timeout,
+        total_timeout=settings.notebook_timeout,
+        sandbox=settings.sandbox,
     )
     by_function: dict[str, list[CheckEntry]] = {}
     for entry in report.checks:

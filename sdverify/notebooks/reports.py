@@ -8,7 +8,7 @@ Layout under ``--out``::
     submissions/<name>/report.html    (+ image.png, executed.ipynb for notebooks)
 
 Every string that came from a submission is escaped: a notebook's error message is
-data, never markup.
+data, never markup.  Every format names the isolation level student code ran under.
 """
 
 from __future__ import annotations
@@ -45,6 +45,16 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def isolation_text(level: str) -> str:
+    """What a level means, for a reader of the reports."""
+    meaning = {
+        "bwrap": "bubblewrap sandbox: no network, no access to other submissions or the grader's files",
+        "process": "child process only: the code could use the network and read the grader's files",
+        "checker": "the checker's sandbox",
+    }
+    return f"isolation: {level or 'unknown'}" + (f" ({meaning[level]})" if level in meaning else "")
+
+
 def write_submission(grade: SubmissionGrade, folder: Path) -> None:
     """grade.json, Gradescope results.json and report.html of one submission."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,7 +87,7 @@ def gradescope(grade: SubmissionGrade) -> dict:
                     "visibility": "visible",
                 }
             )
-    notes = ([grade.error] if grade.error else []) + grade.notes
+    notes = [isolation_text(grade.isolation)] + ([grade.error] if grade.error else []) + grade.notes
     notes += [f"{e.title}: {n}" for e in grade.exercises for n in e.notes]
     return {
         "score": grade.score,
@@ -102,12 +112,11 @@ def write_class(grades: list[SubmissionGrade], out: Path, title: str) -> None:
     columns = _columns(grades)
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", *columns, "total", "max_total", "error"])
+        writer.writerow(["student", *columns, "total", "max_total", "error", "isolation"])
         for g in grades:
             scores = {e.id: _fmt(e.score) for e in g.exercises}
-            writer.writerow(
-                [g.name, *(scores.get(c, "") for c in columns), _fmt(g.score), _fmt(g.max_score), g.error or ""]
-            )
+            totals = [_fmt(g.score), _fmt(g.max_score), g.error or "", g.isolation]
+            writer.writerow([g.name, *(scores.get(c, "") for c in columns), *totals])
     (out / "junit.xml").write_text(junit(grades))
     (out / "index.html").write_text(_page(title, _class_body(grades, columns)))
 
@@ -126,6 +135,7 @@ def junit(grades: list[SubmissionGrade]) -> str:
             errors=str(int(g.error is not None)),
             time=f"{g.seconds:.2f}",
         )
+        ET.SubElement(ET.SubElement(suite, "properties"), "property", name="isolation", value=g.isolation)
         if g.error:
             ET.SubElement(ET.SubElement(suite, "testcase", classname=g.name, name="grading"), "error", message=g.error)
         for exercise, check in checks:
@@ -159,7 +169,10 @@ def _exercise_html(e: ExerciseGrade) -> str:
 
 
 def _submission_body(g: SubmissionGrade) -> str:
-    parts = [f"<p>{html.escape(g.kind)} <code>{html.escape(g.path)}</code>, graded in {g.seconds:.1f} s</p>"]
+    parts = [
+        f"<p>{html.escape(g.kind)} <code>{html.escape(g.path)}</code>, graded in {g.seconds:.1f} s</p>",
+        f"<p class='isolation'>{html.escape(isolation_text(g.isolation))}</p>",
+    ]
     if g.error:
         parts.append(f"<p class='fail'>{html.escape(g.error)}</p>")
     if g.image:
@@ -191,7 +204,9 @@ def _class_body(grades: list[SubmissionGrade], columns: list[str]) -> str:
             f"<td><b>{_fmt(g.score)}/{_fmt(g.max_score)}</b></td>"
             f"<td>{'<br>'.join(f'{html.escape(k)} {v:.2f} s' for k, v in g.timings.items())}</td></tr>"
         )
+    levels = "; ".join(isolation_text(level) for level in sorted({g.isolation for g in grades}))
     return (
-        f"<p>{len(grades)} submission(s)</p><table><tr><th>student</th><th>image</th>{head}<th>total</th>"
+        f"<p>{len(grades)} submission(s)</p><p class='isolation'>{html.escape(levels)}</p>"
+        f"<table><tr><th>student</th><th>image</th>{head}<th>total</th>"
         f"<th>stage timings</th></tr>{''.join(rows)}</table>"
     )

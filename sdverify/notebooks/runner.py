@@ -7,12 +7,18 @@ the grader reads only those files.  The extraction code runs in a fresh namespac
 with its own imports, so a notebook that rebinds ``print``/``type``/``json`` or hides
 tracebacks cannot break it.
 
-Isolation: the kernel runs with ``cwd`` in a throw-away folder holding a copy of the
-notebook, the offline zoo as its Hugging Face cache (``HF_HUB_OFFLINE=1``), no GPU,
-``MPLBACKEND=Agg``; shell escapes (``!pip ...``, ``%pip``, ``%%bash``) are replaced by
-``pass`` and reported.  A cell that raises is recorded and execution continues; a cell
-that exceeds its time limit is interrupted; a cell that kills or wedges the kernel is
-skipped and the notebook is replayed in a fresh kernel without it.
+Isolation (:mod:`sdverify.isolation`): the kernel runs with ``cwd`` and ``HOME`` in a
+throw-away scratch folder holding a copy of the notebook, an allow-listed environment, the
+offline zoo as its Hugging Face cache (``HF_HUB_OFFLINE=1``), no GPU, ``MPLBACKEND=Agg``.
+At level ``bwrap`` it runs inside bubblewrap, talking to the grader over ipc sockets in a
+bound folder (loopback TCP does not cross the network namespace); the scratch folder, the
+socket folder and the extraction folder are its only writable places.  Shell escapes
+(``!pip ...``, ``%pip``, ``%%bash``, bare ``pip install`` ...) are replaced by ``pass``
+and reported; calls the rewrite cannot see (``os.system``, ``subprocess``...) are
+reported.  What the grader keeps of a cell's outputs is capped.  A cell that raises is
+recorded and execution continues; a cell that exceeds its time limit is interrupted; a
+cell that kills or wedges the kernel is skipped and the notebook is replayed in a fresh
+kernel without it.
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ from typing import Any
 
 import nbformat
 import torch
+from IPython.core.alias import default_aliases
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from safetensors.torch import load_file
+
+from sdverify import contract as C
+from sdverify.isolation import Confinement, Level, sandbox_env
 
 _KERNEL_NAME = "sdverify-python"
 _TIMEOUT_ENAME = "CellTimeoutError"
@@ -46,9 +56,64 @@ EXTRACT_TIMEOUT_S = 60
 PROBE_TIMEOUT_S = 10
 MAX_RESTARTS = 2
 
-_SHELL_CELL = re.compile(r"^\s*%%(bash|sh|script|system|sx|perl|ruby|cmd|powershell|writefile)\b")
-_SHELL_ASSIGN = re.compile(r"^(\s*)([\w.\[\], ]+?)\s*=\s*(!|%sx\b|%system\b)(.*)$")
-_SHELL_LINE = re.compile(r"^(\s*)(!|%(?:pip|conda|mamba|sx|system|sc)\b)(.*)$")
+_KERNEL_CONFINED = "sdverify-python-confined"  # interrupts as a message: signals do not reach into bwrap
+
+# Cell magics that hand their body to something other than this kernel's Python.
+_SHELL_CELL_MAGICS: tuple[str, ...] = (
+    "bash",
+    "sh",
+    "script",
+    "system",
+    "sx",
+    "perl",
+    "ruby",
+    "cmd",
+    "powershell",
+    "writefile",
+)
+_SHELL_CELL_MAGICS += ("python", "python2", "python3", "pypy")  # another Python process
+# Line magics that run a command (IPython's default aliases %ls, %rm... included) or re-enable
+# automagic, under which any of them runs without its ``%``.
+_SHELL_LINE_MAGICS: tuple[str, ...] = (
+    "pip",
+    "conda",
+    "mamba",
+    "micromamba",
+    "sx",
+    "system",
+    "sc",
+    "alias",
+    "rehashx",
+    "automagic",
+)
+_SHELL_LINE_MAGICS += tuple(name for name, _ in default_aliases())
+_LINE_NAMES = "|".join(sorted(_SHELL_LINE_MAGICS, key=len, reverse=True))
+# Magics such as ``%time -n 1`` run the rest of their line as IPython input, escapes included.
+_MAGIC_PREFIX = r"(?:%\w+(?:\s+-\w+(?:\s+\d+)?)*\s+)*"
+_SHELL = rf"{_MAGIC_PREFIX}(?:!|%(?:{_LINE_NAMES})\b)"
+# Anywhere in a cell: after a ``%%time``/``%%capture`` line the next line is a cell magic again.
+_SHELL_CELL = re.compile(rf"^\s*%%(?:!|(?:{'|'.join(_SHELL_CELL_MAGICS)})\b)", re.MULTILINE)
+_SHELL_ASSIGN = re.compile(rf"^(\s*)([\w.\[\], ]+?)\s*=\s*({_SHELL}.*)$")
+_SHELL_LINE = re.compile(rf"^(\s*)({_SHELL}.*)$")
+# A bare ``pip install x``: IPython runs it as ``%pip`` while automagic is on (the kernel turns
+# automagic off first, but student code can turn it back on).
+_SHELL_BARE = re.compile(r"^(\s*)((?:pip|conda|mamba|micromamba)\s+(?!(?:is|not|in|and|or|if|else|for)\b)[a-z].*)$")
+# Calls the rewrite cannot see; reported, and contained by the OS under bwrap.
+_ESCAPE_CALLS = (
+    ("system()", re.compile(r"\bsystem(?:_piped|_raw)?\s*\(")),  # os.system, get_ipython().system
+    ("getoutput()", re.compile(r"\bgetoutput\s*\(")),
+    ("run_line_magic()", re.compile(r"\brun_line_magic\b")),
+    ("run_cell_magic()", re.compile(r"\brun_cell_magic\b")),
+    ("magic()", re.compile(r"\.magic\s*\(")),
+    ("subprocess", re.compile(r"\bsubprocess\b")),
+    ("os.popen/exec/spawn/fork", re.compile(r"\bos\s*\.\s*(?:popen|exec\w*|spawn\w*|posix_spawnp?|fork\w*)\b")),
+    ("pty.spawn()", re.compile(r"\bpty\s*\.\s*spawn\b")),
+    ("automagic", re.compile(r"\bautomagic\b")),
+    ("alias_manager", re.compile(r"\balias_manager\b")),
+)
+# Run before any student cell: no automagic, no shell aliases (%ls, %rm...).
+_SETUP_CODE = "get_ipython().automagic = False\nget_ipython().alias_manager.clear_aliases()"
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
 
 
 @dataclass
@@ -91,7 +156,7 @@ class CellEvent:
     """Something the teacher should know about one cell (error, timeout, shell escape...)."""
 
     index: int
-    kind: str  # "error" | "timeout" | "killed" | "not-run" | "shell"
+    kind: str  # "error" | "timeout" | "killed" | "not-run" | "shell" | "capped"
     message: str
 
 
@@ -122,20 +187,25 @@ class Snapshot:
 
 def neutralise_shell(source: str) -> tuple[str, list[str]]:
     """Replace shell escapes by ``pass``; return the new source and what was removed."""
-    if _SHELL_CELL.match(source):
-        first = source.splitlines()[0].strip()
-        return f"pass  # [sdverify] shell cell removed: {first}", [first]
+    if m := _SHELL_CELL.search(source):
+        magic = source[m.start() :].strip().splitlines()[0].strip()
+        return f"pass  # [sdverify] shell cell removed: {magic}", [magic]
     removed: list[str] = []
     lines = []
     for line in source.splitlines():
         if m := _SHELL_ASSIGN.match(line):
-            removed.append((m.group(3) + m.group(4)).strip())
+            removed.append(m.group(3).strip())
             line = f"{m.group(1)}{m.group(2)} = []  # [sdverify] shell escape removed"
-        elif m := _SHELL_LINE.match(line):
-            removed.append((m.group(2) + m.group(3)).strip())
+        elif m := _SHELL_LINE.match(line) or _SHELL_BARE.match(line):
+            removed.append(m.group(2).strip())
             line = f"{m.group(1)}pass  # [sdverify] shell escape removed"
         lines.append(line)
     return "\n".join(lines), removed
+
+
+def escape_calls(source: str) -> list[str]:
+    """Shell escapes made as calls (``os.system``, ``subprocess``...): found, never removed."""
+    return [label for label, pattern in _ESCAPE_CALLS if pattern.search(source)]
 
 
 def _heading_text(cell: NotebookNode) -> str:
@@ -261,6 +331,9 @@ def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
 
 def read_snapshot(folder: Path) -> dict[str, Variable]:
     """Load what an extraction cell wrote (JSON manifest + safetensors; never pickle)."""
+    for name in ("manifest.json", "values.safetensors"):
+        if (folder / name).is_symlink():  # the kernel can write here: never follow it elsewhere
+            raise ValueError(f"{name} is a symbolic link")
     manifest = json.loads((folder / "manifest.json").read_text())
     tensors = load_file(str(folder / "values.safetensors"))
     out = {}
@@ -272,24 +345,58 @@ def read_snapshot(folder: Path) -> dict[str, Variable]:
 
 @lru_cache(maxsize=1)
 def _kernel_dir() -> str:
-    """A kernelspec for *this* interpreter, whatever ``python3`` means on this machine."""
+    """Kernelspecs for *this* interpreter, whatever ``python3`` means on this machine."""
     root = Path(tempfile.mkdtemp(prefix="sdverify-kernelspec-"))
-    (root / _KERNEL_NAME).mkdir()
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "sdverify grading kernel",
-        "language": "python",
-    }
-    (root / _KERNEL_NAME / "kernel.json").write_text(json.dumps(spec))
+    for name, interrupt in ((_KERNEL_NAME, "signal"), (_KERNEL_CONFINED, "message")):
+        (root / name).mkdir()
+        spec = {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "sdverify grading kernel",
+            "language": "python",
+            "interrupt_mode": interrupt,
+        }
+        (root / name / "kernel.json").write_text(json.dumps(spec))
     return str(root)
 
 
-class _Client(NotebookClient):
-    """nbclient with our kernelspec, remembering each cell's execute reply (status, ename)."""
+class _ConfinedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel command is wrapped by a :class:`Confinement`."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    confinement: Confinement | None = None
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return self.confinement.command(cmd) if self.confinement else cmd
+
+
+def _sizes(out: NotebookNode) -> tuple[int, int]:
+    """(text bytes, image bytes) of one output."""
+    if out.get("output_type") == "stream":
+        return len(str(out.get("text", "")).encode()), 0
+    if out.get("output_type") == "error":
+        return sum(len(str(line).encode()) for line in [out.get("evalue", ""), *out.get("traceback", [])]), 0
+    text = image = 0
+    for mime, value in out.get("data", {}).items():
+        size = len(value.encode()) if isinstance(value, str) else len(json.dumps(value).encode())
+        if mime in _IMAGE_TYPES:
+            image += size
+        else:
+            text += size
+    return text, image
+
+
+class _Client(NotebookClient):
+    """nbclient with our kernelspec, remembering each cell's execute reply (status, ename),
+    keeping at most ``GRADE_CELL_TEXT_BYTES`` of text and ``GRADE_CELL_IMAGE_BYTES`` of
+    images per cell (a cell printing gigabytes must not fill the grader's memory)."""
+
+    def __init__(self, *args: Any, confinement: Confinement, sockets: Path | None, **kwargs: Any) -> None:
         super().__init__(*args, on_cell_executed=self._remember, **kwargs)
         self.last_reply: dict[str, Any] = {}
+        self.confinement = confinement
+        self.sockets = sockets
+        self.used: dict[int, list[int]] = {}  # cell index -> [text bytes, image bytes] kept
+        self.capped: set[int] = set()  # cells whose outputs were cut
 
     def _remember(self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any]) -> None:
         self.last_reply = (execute_reply or {}).get("content", {})
@@ -301,6 +408,7 @@ class _Client(NotebookClient):
         self.timeout = max(1, int(timeout))
         self.last_reply = {}
         if index is not None:
+            self.used[index] = [0, 0]
             self.execute_cell(cell, index)
             return self.last_reply
         self.nb.cells.append(cell)
@@ -310,13 +418,49 @@ class _Client(NotebookClient):
             self.nb.cells.pop()
         return self.last_reply
 
+    def output(
+        self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+    ) -> NotebookNode | None:
+        out = super().output(outs, msg, display_id, cell_index)
+        if out is None or not outs or outs[-1] is not out:
+            return out
+        used = self.used.setdefault(cell_index, [0, 0])
+        text, image = _sizes(out)
+        if image and used[1] + image > C.GRADE_CELL_IMAGE_BYTES:
+            for mime in _IMAGE_TYPES:
+                out.get("data", {}).pop(mime, None)
+            self.capped.add(cell_index)
+            image = 0
+        if used[0] + text > C.GRADE_CELL_TEXT_BYTES:
+            self.capped.add(cell_index)
+            room = max(0, C.GRADE_CELL_TEXT_BYTES - used[0])
+            if out.get("output_type") == "stream" and room:
+                out.text = out.text.encode()[:room].decode(errors="ignore") + "\n[sdverify] output cut\n"
+                text = room
+            else:
+                outs.pop()
+                return None
+        if out.get("output_type") in ("display_data", "execute_result") and not out.get("data"):
+            outs.pop()
+            return None
+        used[0] += text
+        used[1] += image
+        return out
+
     def create_kernel_manager(self) -> AsyncKernelManager:
-        self.km = AsyncKernelManager(
-            kernel_name=_KERNEL_NAME,
+        confined = self.confinement.level == "bwrap"
+        ipc: dict[str, Any] = {}
+        if self.sockets is not None:
+            ipc = {"transport": "ipc", "ip": str(self.sockets / "k"), "connection_file": str(self.sockets / "k.json")}
+        km = _ConfinedKernelManager(
+            kernel_name=_KERNEL_CONFINED if confined else _KERNEL_NAME,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[_kernel_dir()]),
             config=self.config,
+            **ipc,
         )
-        return self.km
+        km.confinement = self.confinement
+        self.km = km
+        return km
 
 
 @dataclass
@@ -337,17 +481,28 @@ def run_notebook(
     env: dict[str, str],
     cell_timeout: float,
     notebook_timeout: float,
+    level: Level = "process",
+    readable: tuple[Path, ...] = (),
+    hidden: tuple[Path, ...] = (),
 ) -> RunResult:
-    """Execute ``path`` (never modified) and return the snapshots and cell events."""
+    """Execute ``path`` (never modified) and return the snapshots and cell events.
+
+    ``env`` is what the lesson needs on top of the allow-listed environment (never the
+    grader's own); ``readable`` (weights) and ``hidden`` (submissions, grader output)
+    matter at level ``bwrap``.
+    """
     start = time.monotonic()
     deadline = start + notebook_timeout
     nb = nbformat.read(str(path), as_version=4)
     events: dict[tuple[int, str], CellEvent] = {}
+    how = "contained under bwrap" if level == "bwrap" else "not blocked in process mode"
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source, removed = neutralise_shell(cell.source)
             for command in removed:
                 events[(index, f"shell:{command}")] = CellEvent(index, "shell", f"shell escape not run: {command}")
+            for call in escape_calls(cell.source):
+                events[(index, f"call:{call}")] = CellEvent(index, "shell", f"shell escape attempted: {call} ({how})")
     plan = plan_snapshots(nb.cells, snapshots)
     steps: list[_Step] = []
     for index in range(len(nb.cells) + 1):
@@ -358,14 +513,26 @@ def run_notebook(
     taken: dict[str, dict[str, Variable]] = {}
     errors: dict[str, str] = {}
     skip: set[int] = set()
+    capped: set[int] = set()
     with tempfile.TemporaryDirectory(prefix="sdverify-nb-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
+        # work: the kernel's cwd and HOME; extract: where extraction cells write; sockets: ipc.
+        work, extract, sockets = Path(tmp) / "work", Path(tmp) / "extract", Path(tmp) / "sockets"
+        for folder in (work, extract, sockets):
+            folder.mkdir()
         shutil.copy2(path, work / Path(path).name)
-        kernel_env = {**env, "PWD": str(work)}
+        confinement = Confinement(
+            level,
+            work,
+            sandbox_env(work, env),
+            writable=(extract, sockets),
+            readable=readable,
+            hidden=hidden,
+        )
         for _attempt in range(MAX_RESTARTS + 1):
             client = _Client(
                 nb,
+                confinement=confinement,
+                sockets=sockets if level == "bwrap" else None,
                 allow_errors=True,
                 interrupt_on_timeout=True,
                 error_on_timeout={"ename": _TIMEOUT_ENAME, "evalue": "", "traceback": []},
@@ -375,11 +542,13 @@ def run_notebook(
                 resources={"metadata": {"path": str(work)}},
             )
             try:
-                # The kernel's own stderr (startup banners, warnings) is noise to the grader's user.
-                with client.setup_kernel(env=kernel_env, cwd=str(work), stderr=subprocess.DEVNULL):
+                # The kernel's own output (startup banners, warnings) is noise to the grader's user.
+                popen = {**confinement.popen_kwargs(), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+                with client.setup_kernel(**popen):
+                    client.run(nbformat.v4.new_code_cell(_SETUP_CODE), None, EXTRACT_TIMEOUT_S)
                     for step in steps:
                         if step.kind == "snapshot":
-                            _take_snapshot(client, step, Path(tmp), taken, errors)
+                            _take_snapshot(client, step, extract, taken, errors)
                         elif step.index in skip:
                             continue
                         elif time.monotonic() >= deadline:
@@ -397,6 +566,15 @@ def run_notebook(
                     for snap in snapshots:
                         errors.setdefault(snap.id, "the kernel was stuck when the notebook time limit ran out")
                     break
+            finally:
+                capped |= client.capped
+    for index in capped:
+        events[(index, "capped")] = CellEvent(
+            index,
+            "capped",
+            f"outputs cut: the grader keeps {C.GRADE_CELL_TEXT_BYTES >> 20} MiB of text and "
+            f"{C.GRADE_CELL_IMAGE_BYTES >> 20} MiB of images per cell",
+        )
     return RunResult(
         snapshots=taken,
         snapshot_errors={k: v for k, v in errors.items() if k not in taken},
@@ -406,6 +584,22 @@ def run_notebook(
         executed=nb,
         starts=exercise_starts(nb.cells, snapshots),
     )
+
+
+def cap_notebook(nb: NotebookNode, limit: int = C.GRADE_NOTEBOOK_BYTES) -> list[int]:
+    """Clear the outputs of the largest cells until ``nb`` serialises within ``limit`` bytes;
+    return the cleared cells' indices (the executed copy is for reading, not for storage)."""
+    cleared: list[int] = []
+    sizes = sorted(
+        ((len(json.dumps(c.get("outputs", []))), i) for i, c in enumerate(nb.cells) if c.get("outputs")),
+        reverse=True,
+    )
+    for _size, index in sizes:
+        if len(nbformat.writes(nb).encode()) <= limit:
+            break
+        nb.cells[index].outputs = []
+        cleared.append(index)
+    return sorted(cleared)
 
 
 def _run_cell(client: _Client, nb: NotebookNode, index: int, timeout: float, events: dict) -> None:
@@ -447,7 +641,7 @@ def _probe(client: _Client) -> bool:
 def _take_snapshot(client: _Client, step: _Step, tmp: Path, taken: dict, errors: dict) -> None:
     snap = step.snapshot
     assert snap is not None
-    folder = Path(tempfile.mkdtemp(prefix=f"extract-{snap.id}-", dir=tmp))
+    folder = Path(tempfile.mkdtemp(prefix=f"{snap.id}-", dir=tmp))
     cell = nbformat.v4.new_code_cell(_extraction_source(snap.names, folder))
     try:
         reply = client.run(cell, None, EXTRACT_TIMEOUT_S)

@@ -1,0 +1,175 @@
+"""The child side of the sandbox: load the components, import the submission, run the probes.
+
+Everything here runs with student code in the same process, so it decides nothing: it
+describes what each call returned and hands the values to the grader (:mod:`.protocol`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from PIL import Image
+
+from sdverify.checker import protocol
+from sdverify.checker.probes import Env, Probe, run_probe
+from sdverify.checker.submission import Target, load_module
+from sdverify.properties.untrusted import plain_tensor
+
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # sdverify/
+
+
+def _describe_exception(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}) instead of returning"
+    # Where it happened: the innermost frame outside the grader's own package.
+    outside = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE)]
+    where = f" (at {Path(outside[-1].filename).name}:{outside[-1].lineno}, in {outside[-1].name})" if outside else ""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"raised {type(exc).__name__}: {text}{where}"
+
+
+def _encode(value: Any, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Describe a returned value and extract its data as plain CPU tensors."""
+    if isinstance(value, torch.Tensor):
+        tensor = plain_tensor(value)
+        desc: dict[str, Any] = {
+            "kind": "tensor",
+            "key": key,
+            "type": type(value).__name__,
+            "device": str(tensor.device),
+        }
+        return desc, {key: tensor.cpu().contiguous()}
+    if isinstance(value, Image.Image):
+        array = np.array(value)
+        return {"kind": "image", "key": key, "mode": value.mode, "size": list(value.size)}, {
+            key: torch.from_numpy(array.copy())
+        }
+    desc = {"kind": "other", "type": type(value).__name__}
+    if isinstance(value, np.ndarray):
+        desc.update(shape=list(value.shape), dtype=str(value.dtype))
+    elif isinstance(value, (list, tuple)):
+        desc["len"] = len(value)
+        desc["items"] = [type(v).__name__ for v in value[:3]]
+    if hasattr(value, "keys") and callable(value.keys):
+        desc["fields"] = [str(k) for k in list(value.keys())[:8]]
+    return desc, {}
+
+
+def _limit_memory(limit_mb: int | None, device: str) -> None:
+    # RLIMIT_AS counts address space; CUDA maps huge virtual ranges, so the limit only
+    # applies to CPU runs.  Measured from what the child already maps (torch, models).
+    if not limit_mb or torch.device(device).type == "cuda":
+        return
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * resource.getpagesize()
+    limit = mapped + limit_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _thread_lock_for_tqdm() -> None:
+    """Give tqdm a thread lock before anything draws a progress bar.
+
+    Left alone, tqdm's first bar (transformers draws one while loading weights) creates a
+    multiprocessing semaphore registered with the grader's resource tracker; a child that
+    is killed never unregisters it, and the grader ends with "leaked semaphore objects".
+    """
+    import threading
+
+    import tqdm
+
+    tqdm.tqdm.set_lock(threading.RLock())
+
+
+def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | None = None) -> None:
+    """Run the probes of ``job`` on the submission and stream their values to the grader.
+
+    Entered in a fresh fork of the forkserver (process level) or in a bwrap sandbox
+    (:func:`main`); either way in its own session, so the grader kills it and anything it
+    spawned at once.
+    """
+    if job["log"] is not None:  # forked: the log is ours to open (bwrap: the grader's Popen did it)
+        os.setsid()
+        work = job["workdir"]
+        os.chdir(work)
+        os.environ.clear()  # the forkserver's copy of the grader's environment: secrets included
+        os.environ.update(job["env"])
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+    _thread_lock_for_tqdm()
+    if preloaded is None:
+        preloaded = _load(job["weights"], job["device"], job["dtype"])
+        preloaded.inputs = safetensors.torch.load_file(job["inputs"])
+    env = preloaded
+    protocol.send(conn, {"event": "loaded"})
+    _limit_memory(job["memory_limit_mb"], job["device"])
+    try:
+        module = load_module(Target(**job["target"]), job["search_dir"])
+    except BaseException as exc:
+        protocol.send(conn, {"event": "import_error", "message": _describe_exception(exc)})
+        return
+    protocol.send(conn, {"event": "ready"})
+    for raw in job["probes"]:
+        probe = Probe(**raw)
+        if not callable(getattr(module, probe.function, None)):
+            protocol.send(conn, {"event": "done", "probe": probe.id, "status": "missing"})
+            continue
+        protocol.send(conn, {"event": "start", "probe": probe.id})
+        try:
+            values = run_probe(module, env, probe)
+            descs, tensors = [], {}
+            for i, value in enumerate(values):
+                desc, data = _encode(value, f"v{i}")
+                descs.append(desc)
+                tensors.update(data)
+        except BaseException as exc:
+            protocol.send(
+                conn, {"event": "done", "probe": probe.id, "status": "error", "message": _describe_exception(exc)}
+            )
+            continue
+        protocol.send(conn, {"event": "done", "probe": probe.id, "status": "ok", "values": descs}, tensors)
+    protocol.send(conn, {"event": "finished"})
+
+
+def _load(weights: str, device: str, dtype: str) -> Env:
+    from sdverify import zoo
+
+    torch_dtype = getattr(torch, dtype)
+    return Env(zoo.load_components(weights, device, torch_dtype), {}, torch.device(device), torch_dtype)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sdverify.checker.child FD_IN FD_OUT WEIGHTS DEVICE DTYPE``: inside a bwrap sandbox.
+
+    Started ahead of need (the grader keeps one warm), it imports and loads the components
+    first, then waits for its job on ``FD_IN``: the job, then the inputs as safetensors
+    bytes.  A ``.py`` submission comes as its source, written into the scratch folder,
+    because the sandbox shows none of the grader's folders.
+    """
+    fd_in, fd_out, weights, device, dtype = argv or sys.argv[1:]
+    _thread_lock_for_tqdm()
+    env = _load(weights, device, dtype)
+    with Connection(int(fd_in), writable=False) as jobs:
+        job = json.loads(jobs.recv_bytes(protocol.JOB_BYTES))
+        env.inputs = safetensors.torch.load(jobs.recv_bytes(protocol.JOB_BYTES))
+    if job["target"]["kind"] == "path":
+        folder = Path(job["workdir"]) / "submission"
+        folder.mkdir()
+        path = folder / job["target"]["name"]
+        path.write_bytes(bytes.fromhex(job["target"]["source"]))
+        job["target"] = {"kind": "path", "value": str(path)}
+    child_main(job, Connection(int(fd_out), readable=False), env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""The grader side of the sandbox: start children, read their values, enforce every limit.
+
+Student code never runs in the grader's process.  At the ``process`` level a forkserver,
+started once with torch, diffusers and sdverify imported, forks one child per run (in its
+own session, under a memory limit); at the ``bwrap`` level each run is a fresh Python in a
+bubblewrap sandbox (:mod:`sdverify.isolation`) that sees the weights read-only, a scratch
+folder, and nothing of the grader's folders — the submission's source is handed over on
+its pipe.  The grader enforces a wall-clock limit per probe, kills the whole child on
+overrun, and restarts one for the probes still to run, so a hang, crash, ``os._exit`` or
+out-of-memory costs only the function that caused it.  What comes back is bounded and
+validated (:mod:`.protocol`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+import safetensors.torch
+import torch
+
+from sdverify import contract as C
+from sdverify import isolation
+from sdverify.checker import protocol
+from sdverify.checker.child import child_main
+from sdverify.checker.probes import Plan, Probe
+from sdverify.checker.protocol import Outcome, SandboxResult
+from sdverify.checker.submission import Target
+from sdverify.results import OutcomeStatus
+
+_PRELOAD = [
+    "torch",
+    "numpy",
+    "PIL.Image",
+    "safetensors.torch",
+    "transformers",
+    "diffusers",
+    "sdverify.zoo",
+    "sdverify.reference",
+    "sdverify.checker.child",
+]
+
+
+class Run(Protocol):
+    """One child and the pipe its values come on."""
+
+    recv: Connection
+
+    def kill(self) -> None: ...
+    def close(self) -> None: ...
+    def exit_description(self) -> str: ...
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0 or code > 128:  # a signal (bwrap reports 128 + its number)
+        number = -code if code < 0 else code - 128
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else str(number)
+        hint = " (killed: out of memory?)" if number == signal.SIGKILL else ""
+        return f"was killed by signal {name}{hint}"
+    return f"ended the process (exit status {code}: sys.exit/os._exit or a crash) instead of returning"
+
+
+class _ForkRun:
+    """Process level: a fork of the preloaded forkserver."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        self.recv, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=child_main, args=(job, send), daemon=True)
+        # multiprocessing would re-run the grader's __main__ script in the child (and a
+        # script without a main guard would grade again, recursively): hide it for start().
+        main = sys.modules["__main__"]
+        saved: dict[str, Any] = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__spec__ = None
+        try:
+            self.proc.start()
+        finally:
+            main.__dict__.update(saved)
+        send.close()
+
+    def kill(self) -> None:
+        if self.proc.pid is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its session: whatever it spawned too
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.proc.kill()
+        self.proc.join(5)
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.kill()
+        self.proc.join(5)
+        self.recv.close()
+
+    def exit_description(self) -> str:
+        self.proc.join(5)
+        return _describe_exit(self.proc.exitcode)
+
+
+class _JailRun:
+    """bwrap level: a fresh Python in its own namespaces, started before it is needed.
+
+    It imports and loads the components, then waits for a job on its pipe, so the grader
+    keeps one warm (:func:`_take_jail`): the next submission or the restart after a hang
+    does not wait for the imports.  Each owns a temporary folder: its scratch and its log.
+    """
+
+    def __init__(self, key: tuple[str, str, str, tuple[Path, ...]]) -> None:
+        weights, device, dtype, readable = key
+        self.folder = Path(tempfile.mkdtemp(prefix="sdverify-jail-"))
+        self.scratch = self.folder / "work"
+        self.scratch.mkdir()
+        self.log = self.folder / "child.log"
+        env = isolation.sandbox_env(self.scratch)
+        confinement = isolation.Confinement("bwrap", self.scratch, env, readable=(Path(weights), *readable))
+        job_r, job_w = os.pipe()
+        self._job_w: int | None = job_w
+        out_r, out_w = os.pipe()
+        argv = [sys.executable, "-m", "sdverify.checker.child", str(job_r), str(out_w), weights, device, dtype]
+        with open(self.log, "ab") as sink:
+            self.proc = subprocess.Popen(
+                confinement.command(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                pass_fds=(job_r, out_w),
+                env=env,
+                cwd=self.scratch,
+                start_new_session=True,
+            )
+        os.close(job_r)
+        os.close(out_w)
+        self.recv = Connection(out_r, writable=False)
+
+    def submit(self, job: dict[str, Any], inputs: bytes) -> None:
+        fd, self._job_w = self._job_w, None
+        if fd is None:
+            raise RuntimeError("a jail runs one job")
+        with Connection(fd, readable=False) as send:
+            try:
+                send.send_bytes(json.dumps({**job, "workdir": str(self.scratch)}).encode())
+                send.send_bytes(inputs)
+            except OSError:  # it died before its job: the read side reports it
+                pass
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        # bwrap's own session; --die-with-parent and the PID namespace take everything inside.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(5)
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill()
+        self.recv.close()
+
+    def exit_description(self) -> str:
+        try:
+            return _describe_exit(self.proc.wait(5))
+        except subprocess.TimeoutExpired:
+            return _describe_exit(None)
+
+    def discard(self) -> None:
+        """Close it and remove its folder (once its log has been read)."""
+        self.close()
+        if self._job_w is not None:
+            try:
+                os.close(self._job_w)
+            except OSError:
+                pass
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_spares: dict[tuple[str, str, str, tuple[Path, ...]], _JailRun] = {}
+
+
+def _take_jail(key: tuple[str, str, str, tuple[Path, ...]]) -> _JailRun:
+    """A warm jail for ``key`` (or a new one), and a new spare started for the next run."""
+    jail = _spares.pop(key, None)
+    if jail is None or not jail.alive():
+        if jail is not None:
+            jail.discard()
+        jail = _JailRun(key)
+    _spares[key] = _JailRun(key)
+    return jail
+
+
+@atexit.register
+def _discard_spares() -> None:
+    while _spares:
+        _spares.popitem()[1].discard()
+
+
+def run_submission(
+    target: Target,
+    plan: Plan,
+    *,
+    weights: Path,
+    device: str,
+    dtype: torch.dtype,
+    timeout: float,
+    memory_limit_mb: int | None,
+    level: isolation.Level = "process",
+    total_timeout: float | None = None,
+) -> SandboxResult:
+    """Run every probe of ``plan`` on ``target`` in sandboxed children; gather the outcomes.
+
+    ``timeout`` bounds each call; ``total_timeout`` the whole submission (the sandbox's own
+    start aside): what is left when it runs out is not run, and says so.
+    """
+    deadline = time.monotonic() + total_timeout if total_timeout else None
+    outcomes: dict[str, Outcome] = {}
+    pending = list(plan.probes)
+    by_id = {p.id: p for p in plan.probes}
+    result = SandboxResult(outcomes)
+    with tempfile.TemporaryDirectory(prefix="sdverify-check-") as tmp:
+        inputs = Path(tmp) / "inputs.safetensors"
+        safetensors.torch.save_file(plan.inputs, str(inputs))
+        log = Path(tmp) / "child.log"
+        while pending:
+            with tempfile.TemporaryDirectory(prefix="work-", dir=tmp) as work:
+                job = {
+                    "target": _target_job(target, level),
+                    "search_dir": os.getcwd(),
+                    "weights": str(weights),
+                    "device": device,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "inputs": str(inputs),
+                    "log": str(log) if level == "process" else None,
+                    "workdir": work,
+                    "env": isolation.sandbox_env(Path(work)),
+                    "memory_limit_mb": memory_limit_mb,
+                    "probes": [{"id": p.id, "function": p.function, "args": p.args} for p in pending],
+                }
+                run: Run
+                if level == "process":
+                    run = _ForkRun(job)
+                else:
+                    search = (Path.cwd(),) if target.kind == "module" else ()  # where module names resolve
+                    jail = _take_jail((str(weights), device, str(dtype).replace("torch.", ""), search))
+                    jail.submit(job, inputs.read_bytes())
+                    run = jail
+                blame = _drive(run, pending, by_id, outcomes, timeout, result, torch.device(device), deadline)
+                if isinstance(run, _JailRun):
+                    with open(log, "ab") as sink:
+                        sink.write(_tail(run.log, C.CHECK_LOG_TAIL_BYTES).encode())
+                    run.discard()
+            if result.import_error is not None or blame is None:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                for p in pending:
+                    outcomes[p.id] = Outcome(
+                        "timeout", message=f"not run: the submission used up its {total_timeout:g} s"
+                    )
+                pending.clear()
+                break
+            probe, status, message = blame
+            for p in [q for q in pending if q.function == probe.function]:
+                outcomes[p.id] = (
+                    Outcome(status, message=message)
+                    if p is probe
+                    else Outcome("skipped", message=f"not run: an earlier call of {probe.function} {message}")
+                )
+                pending.remove(p)
+        result.log_tail = _tail(log, C.CHECK_LOG_TAIL_BYTES)
+    for p in pending:  # left only when the submission never got to run them
+        outcomes[p.id] = Outcome("error", message=f"the submission could not be imported: {result.import_error}")
+    return result
+
+
+def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:
+    """How the child finds the submission: a bwrap child gets a file's bytes, not its path."""
+    if target.kind == "path" and level == "bwrap":
+        path = Path(target.value)
+        return {"kind": "path", "name": path.name, "source": path.read_bytes().hex()}
+    return {"kind": target.kind, "value": target.value}
+
+
+def _tail(path: Path, size: int) -> str:
+    """The last ``size`` bytes of a child's output: a 1 GiB flood costs a seek, not a read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _drive(
+    run: Run,
+    pending: list[Probe],
+    by_id: dict[str, Probe],
+    outcomes: dict[str, Outcome],
+    timeout: float,
+    result: SandboxResult,
+    device: torch.device,
+    deadline: float | None = None,
+) -> tuple[Probe, OutcomeStatus, str] | None:
+    """Read one child's stream until it finishes or fails.
+
+    Returns ``(probe, status, message)`` to blame when probes are left unanswered (the
+    caller fails that probe's function and restarts a child for the rest), else None.
+    """
+    current: Probe | None = None
+    stage = "starting"
+    wait = C.CHECK_STARTUP_TIMEOUT_S  # forkserver start (first run) and loading the components
+
+    def culprit(status: OutcomeStatus, message: str) -> tuple[Probe, OutcomeStatus, str] | None:
+        if stage == "importing":
+            result.import_error = f"importing it {message}"
+            return None
+        probe = current or (pending[0] if pending else None)
+        return (probe, status, message) if probe is not None else None
+
+    try:
+        while True:
+            left = deadline - time.monotonic() if deadline is not None and stage != "starting" else wait
+            limited = left < wait
+            try:
+                header, payload = protocol.read(run.recv, max(0.0, left) if limited else wait)
+            except TimeoutError:
+                run.kill()
+                if stage == "starting":
+                    result.import_error = f"the sandbox did not start within {wait:g} s"
+                    return None
+                if limited:
+                    return culprit("timeout", "was still running when the submission's total time limit ran out")
+                return culprit("timeout", f"did not return within the {timeout:g} s time limit (timed out)")
+            if header is None:  # EOF: the child is gone
+                return culprit("crashed", run.exit_description())
+            event = header["event"]
+            if event == "loaded":
+                stage, wait = "importing", timeout  # importing the submission is timed like a probe
+            elif event == "import_error":
+                result.import_error = str(header.get("message", "import failed"))
+                return None
+            elif event == "ready":
+                stage = "running"
+            elif event == "start":
+                current = by_id.get(str(header.get("probe")))
+            elif event == "done":
+                probe = by_id.get(str(header.get("probe")))
+                if probe is None or probe not in pending:
+                    raise ValueError(f"result for an unknown probe {header.get('probe')!r}")
+                status = header.get("status")
+                if status == "missing":
+                    outcomes[probe.id] = Outcome("missing", message=f"{probe.function} is not implemented")
+                elif status == "ok":
+                    outcomes[probe.id] = Outcome("ok", protocol.values(header, payload or b"", device))
+                else:
+                    outcomes[probe.id] = Outcome("error", message=str(header.get("message", "failed")))
+                pending.remove(probe)
+                current = None
+            elif event == "finished":
+                return culprit("crashed", "stopped before answering") if pending else None
+            else:
+                raise ValueError(f"unknown event {event!r}")
+    except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError) as exc:
+        run.kill()
+        return culprit("crashed", f"corrupted the result channel ({type(exc).__name__}: {exc})")
+    finally:
+        run.close()

@@ -1,0 +1,188 @@
+"""Grader containment, measured through the score: a breach overwrites a graded variable.
+
+Each hostile notebook is the correct sample plus a last cell that zeroes ``image`` when it
+CAN do something forbidden (read the grader's environment or HOME, see the report folder,
+reach a TCP listener of the test, see a sibling submission).  Under bwrap every such
+notebook gets full marks; under the process level the same probes cost points, which
+shows the oracles can fire.  Shell escapes must not run at either level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from sdverify import contract as C
+from sdverify import isolation, zoo
+from sdverify.notebooks.batch import grade_batch
+from sdverify.notebooks.grading import Settings
+from sdverify.notebooks.runner import Snapshot, run_notebook
+from sdverify.notebooks.spec import load_spec
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
+CANARY = "sdverify-canary-7f3a"
+needs_bwrap = pytest.mark.skipif(
+    isolation.bwrap_problem() is not None, reason=f"bwrap cannot isolate here: {isolation.bwrap_problem()}"
+)
+
+# Probe name -> code that appends the name to `breaches` when the forbidden thing works.
+PROBES = {
+    "env": "if os.environ.get('SDV_CANARY') == {canary!r}: breaches.append('env')",
+    "home": "if pathlib.Path({home_file!r}).read_text() == {canary!r}: breaches.append('home')",
+    "out": "seen = pathlib.Path({out!r}, 'submissions').exists()  # the grader wrote it before the run\n"
+    "pathlib.Path({out!r}, 'breach.txt').write_text('x')\n"
+    "if seen: breaches.append('out')",
+    "tcp": "socket.create_connection(('127.0.0.1', {port}), timeout=2).close(); breaches.append('tcp')",
+    "sibling": "if pathlib.Path({subs!r}, 'alice.ipynb').read_text(): breaches.append('sibling')",
+}
+
+
+def _probe_cell(probes: list[str], **where: object) -> str:
+    lines = ["import os, pathlib, socket", "breaches = []"]
+    for name in probes:
+        body = PROBES[name].format(canary=CANARY, **where).replace("\n", "\n    ")
+        lines += ["try:", f"    {body}", "except Exception:", "    pass"]
+    return "\n".join([*lines, "if breaches:", "    image = image * 0  # a breach costs the image checks"])
+
+
+def _outside_tmp() -> Path:
+    """A folder outside /tmp (which bwrap empties anyway), so that hiding it is what is tested."""
+    for base in ("/srv", "/mnt", "/opt", "/var/lib"):
+        if os.access(base, os.W_OK):
+            return Path(tempfile.mkdtemp(prefix="sdverify-isolation-", dir=base))
+    return Path(tempfile.mkdtemp(prefix="sdverify-isolation-"))
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """The grader's world: a canary variable, a fake HOME with a secret, submissions and
+    report folders outside /tmp, a TCP listener on loopback."""
+    root = _outside_tmp()
+    monkeypatch.setenv("SDVERIFY_CACHE", str(zoo.default_cache_root()))  # the zoo stays where it is
+    home = root / "home"
+    home.mkdir()
+    (home / "secret.txt").write_text(CANARY)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SDV_CANARY", CANARY)
+    subs, out = root / "submissions", root / "out"
+    subs.mkdir()
+    (subs / "alice.ipynb").write_text((SAMPLES / "correct.ipynb").read_text())
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0)
+    try:
+        yield {
+            "root": root,
+            "subs": subs,
+            "out": out,
+            "listener": listener,
+            "where": {"home_file": str(home / "secret.txt"), "out": str(out), "subs": str(subs)}
+            | {"port": listener.getsockname()[1]},
+        }
+    finally:
+        listener.close()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _hostile(world: dict, name: str, probes: list[str]) -> Path:
+    nb = nbformat.read(str(SAMPLES / "correct.ipynb"), as_version=4)
+    nb.cells.append(new_code_cell(_probe_cell(probes, **world["where"])))
+    path = world["subs"] / f"{name}.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _connected(listener: socket.socket) -> bool:
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+@needs_bwrap
+def test_bwrap_contains_every_probe_full_marks(world):
+    path = _hostile(world, "mallory", list(PROBES))
+    settings = Settings(sandbox="bwrap", cell_timeout=100)
+    [grade] = grade_batch([path], world["out"], spec=load_spec(), settings=settings, workers=1, progress=False)
+    assert grade.error is None and grade.isolation == "bwrap"
+    assert grade.score == grade.max_score, [c.message for e in grade.exercises for c in e.checks if not c.passed]
+    assert not (world["out"] / "breach.txt").exists()
+    assert not _connected(world["listener"])
+    results = json.loads((world["out"] / "submissions" / "mallory" / "results.json").read_text())
+    assert results["output"].startswith("isolation: bwrap")
+    assert "isolation,bwrap" not in (world["out"] / "grades.csv").read_text()  # a column, not a row
+    assert (world["out"] / "grades.csv").read_text().splitlines()[1].endswith(",bwrap")
+    assert '<property name="isolation" value="bwrap"' in (world["out"] / "junit.xml").read_text()
+    assert "isolation: bwrap" in (world["out"] / "index.html").read_text()
+    assert "isolation: bwrap" in (world["out"] / "submissions" / "mallory" / "report.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", [pytest.param("bwrap", marks=needs_bwrap), "process"])
+def test_each_probe_through_the_score(world, level):
+    # The environment is an allow-list at both levels; everything else is only closed by bwrap.
+    for probe in PROBES:
+        _hostile(world, f"probe_{probe}", [probe])
+    settings = Settings(sandbox=level, cell_timeout=100)
+    paths = sorted(world["subs"].glob("probe_*.ipynb"))
+    grades = grade_batch(paths, world["out"], spec=load_spec(), settings=settings, workers=2, progress=False)
+    lost = {g.name.removeprefix("probe_") for g in grades if g.score < g.max_score}
+    assert all(g.error is None and g.isolation == level for g in grades)
+    assert lost == (set() if level == "bwrap" else set(PROBES) - {"env"})
+    assert (world["out"] / "breach.txt").exists() == (level == "process")
+
+
+def _run(tmp_path: Path, cells: list[str], level: str, **limits: float):
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), str(path))
+    snapshot = Snapshot("all", "^# never", ("x",))
+    run = run_notebook(
+        path,
+        [snapshot],
+        env={},
+        cell_timeout=limits.get("cell_timeout", 30),
+        notebook_timeout=60,
+        level=isolation.resolve(level),
+    )
+    return run
+
+
+@pytest.mark.parametrize("level", [pytest.param("bwrap", marks=[needs_bwrap, pytest.mark.slow]), "process"])
+def test_shell_escapes_do_not_run(tmp_path, level):
+    logs = [tmp_path / f"pip{i}.log" for i in range(3)]
+    cells = [
+        f"!touch {tmp_path / 'bang'}",
+        f"%pip install --no-index --log {logs[0]} sdverify-no-such-package",
+        f"pip install --no-index --log {logs[1]} sdverify-no-such-package",
+        f"get_ipython().automagic = True\npip install --no-index --log {logs[2]} sdverify-no-such-package",
+        "x = get_ipython().automagic",
+    ]
+    run = _run(tmp_path, cells, level)
+    assert not (tmp_path / "bang").exists() and not any(log.exists() for log in logs)
+    shell = [e.message for e in run.events if e.kind == "shell"]
+    assert sum("shell escape not run" in m for m in shell) == 4, shell
+    assert any("automagic" in m and "attempted" in m for m in shell), shell
+    assert run.variable("all", "x").value is True  # student code can turn it back on: hence the rewrite
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_bwrap_kernel_is_interruptible_and_outputs_are_capped(tmp_path):
+    cells = ["x = 1\nwhile True:\n    pass", f"print('y' * {3 * C.GRADE_CELL_TEXT_BYTES})\nx = 2"]
+    run = _run(tmp_path, cells, "bwrap", cell_timeout=3)
+    kinds = {(e.index, e.kind): e.message for e in run.events}
+    assert "was interrupted" in kinds[(0, "timeout")]  # the interrupt reached the kernel: no restart
+    assert "outputs cut" in kinds[(1, "capped")]
+    text = "".join(o.get("text", "") for o in run.executed.cells[1].outputs)
+    assert C.GRADE_CELL_TEXT_BYTES <= len(text) < C.GRADE_CELL_TEXT_BYTES + 100
+    assert run.variable("all", "x").value == 2
