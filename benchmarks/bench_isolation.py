@@ -23,7 +23,9 @@ CATALOG = sorted(str(p) for p in (ROOT / "examples" / "submissions").glob("corre
 NOTEBOOK = ROOT / "examples" / "notebooks" / "correct.ipynb"
 
 # Each runs in a fresh grader process that reports its own peak RSS (ru_maxrss, KiB on Linux).
-PEAK = "import resource, json; print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+PEAK = (
+    "import resource, json; print(json.dumps(dict(rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))"
+)
 CHECK = "from sdverify.checker import check_submission; r = check_submission({path!r}, sandbox={level!r})\n" + PEAK
 GRADE = (
     textwrap.dedent(
@@ -31,7 +33,9 @@ GRADE = (
     from pathlib import Path
     from sdverify.notebooks.batch import grade_batch
     from sdverify.notebooks.grading import Settings
-    grade_batch([Path({path!r})], Path({out!r}), settings=Settings(sandbox={level!r}), workers=1, progress=False)
+    from sdverify.notebooks.spec import load_spec
+    settings = Settings(sandbox={level!r})
+    grade_batch([Path({path!r})], Path({out!r}), spec=load_spec(), settings=settings, workers=1, progress=False)
     """
     )
     + PEAK

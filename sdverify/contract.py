@@ -123,9 +123,9 @@ CHECK_TIMEOUT_S = 60.0
 CHECK_STARTUP_TIMEOUT_S = 180.0
 CHECK_MEMORY_LIMIT_MB = 4096
 # What the grader reads back from a child.  The largest honest probe result is a few images
-# (generate: 3 steps of [1,3,512,512], float64 at most: 6 MiB each), so 64 MiB refuses a flood
+# (an image [1,3,512,512], float64 at most: 6 MiB), so 16 MiB refuses a flood
 # before it is read; only the last CHECK_LOG_TAIL_BYTES of a child's output are kept.
-CHECK_MAX_RESULT_BYTES = 64 * 2**20
+CHECK_MAX_RESULT_BYTES = 16 * 2**20
 CHECK_LOG_TAIL_BYTES = 4000
 
 # --- Notebook grading (sdverify.notebooks) ----------------------------------------------
@@ -152,3 +152,6 @@ GRADE_NOTEBOOK_TIMEOUT_S = 900.0
 GRADE_CELL_TEXT_BYTES = 1 << 20  # text (streams, text/* results, tracebacks) kept per cell
 GRADE_CELL_IMAGE_BYTES = 4 << 20  # images (base64) kept per cell; later ones are dropped
 GRADE_NOTEBOOK_BYTES = 20 << 20  # executed.ipynb on disk; the largest cells' outputs go first
+# One message from a kernel: larger ones are refused by ZeroMQ before they are buffered (the
+# connection drops and that cell times out), so a 600 MB print cannot fill the grader's memory.
+GRADE_KERNEL_MESSAGE_BYTES = 64 << 20

@@ -24,7 +24,8 @@ def tokenizer_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def load_tokenizer() -> CLIPTokenizer:
-    """The shipped tokenizer (cached: it is immutable in use)."""
+    """The shipped tokenizer, shared (cached): its vocabulary never changes, but a fast tokenizer
+    keeps the padding/truncation of its last call, so nothing saves this copy."""
     return CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
 
 

@@ -39,7 +39,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from sdverify.presets import Preset, get_preset
 from sdverify.schedulers import Scheduler
-from sdverify.tokenizer import load_tokenizer, tokenizer_dir
+from sdverify.tokenizer import tokenizer_dir
 
 if TYPE_CHECKING:
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
@@ -102,7 +102,11 @@ def build_components(preset: str | Preset = "tiny", seed: int = 0) -> Components
     """Build a preset in memory (float32, CPU) without touching the disk cache."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     text_encoder, unet, vae = _build_models(preset, seed)
-    return Components(load_tokenizer(), text_encoder, unet, vae, PNDMScheduler.from_config(preset.scheduler))
+    # A fresh tokenizer, not load_tokenizer()'s shared one: a fast tokenizer records the last
+    # padding/truncation it was called with and saves it in tokenizer.json, which would make a
+    # snapshot's bytes depend on what the process tokenized before (and fail its manifest).
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
+    return Components(tokenizer, text_encoder, unet, vae, PNDMScheduler.from_config(preset.scheduler))
 
 
 def meta_components(preset: str | Preset = "sd15") -> tuple[CLIPTextModel, UNet2DConditionModel, AutoencoderKL]:
@@ -117,6 +121,7 @@ def cache_key(preset: Preset, seed: int) -> str:
     material = json.dumps(
         {
             "preset": preset.name,
+            "build": 2,  # how a snapshot is written; 2: manifest, tokenizer saved from a fresh copy
             "configs": [preset.text_encoder, preset.unet, preset.vae, preset.scheduler],
             "seed": seed,
             "torch": torch.__version__,

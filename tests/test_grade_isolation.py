@@ -110,6 +110,7 @@ def _connected(listener: socket.socket) -> bool:
 
 
 @needs_bwrap
+@pytest.mark.slow  # the laptop tier's isolation case is the checker's (tests/test_checker_isolation.py)
 def test_bwrap_contains_every_probe_full_marks(world):
     path = _hostile(world, "mallory", list(PROBES))
     settings = Settings(sandbox="bwrap", cell_timeout=100)

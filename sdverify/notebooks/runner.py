@@ -37,6 +37,8 @@ from typing import Any
 
 import nbformat
 import torch
+import zmq
+import zmq.asyncio
 from IPython.core.alias import default_aliases
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
@@ -367,6 +369,13 @@ class _ConfinedKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
         return self.confinement.command(cmd) if self.confinement else cmd
+
+    def client(self, **kwargs: Any) -> Any:
+        """A client whose sockets refuse any one message over ``GRADE_KERNEL_MESSAGE_BYTES``
+        before buffering it: a flood drops the connection, not the grader's memory."""
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, C.GRADE_KERNEL_MESSAGE_BYTES)
+        return super().client(context=context, **kwargs)
 
 
 def _sizes(out: NotebookNode) -> tuple[int, int]:
