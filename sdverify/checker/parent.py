@@ -126,8 +126,9 @@ class _JailRun:
         self.scratch = self.folder / "work"
         self.scratch.mkdir()
         self.log = self.folder / "child.log"
-        env = isolation.sandbox_env(self.scratch)
-        confinement = isolation.Confinement("bwrap", self.scratch, env, readable=(Path(weights), *readable))
+        env = isolation.sandbox_env(self.scratch, _hub_env(Path(weights)))
+        hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
+        confinement = isolation.Confinement("bwrap", self.scratch, env, readable=(hub, Path(weights), *readable))
         job_r, job_w = os.pipe()
         self._job_w: int | None = job_w
         out_r, out_w = os.pipe()
@@ -248,7 +249,7 @@ def run_submission(
                     "inputs": str(inputs),
                     "log": str(log) if level == "process" else None,
                     "workdir": work,
-                    "env": isolation.sandbox_env(Path(work)),
+                    "env": isolation.sandbox_env(Path(work), _hub_env(weights)),
                     "memory_limit_mb": memory_limit_mb,
                     "probes": [{"id": p.id, "function": p.function, "args": p.args} for p in pending],
                 }
@@ -286,6 +287,16 @@ def run_submission(
     for p in pending:  # left only when the submission never got to run them
         outcomes[p.id] = Outcome("error", message=f"the submission could not be imported: {result.import_error}")
     return result
+
+
+def _hub_env(weights: Path) -> dict[str, str]:
+    """Offline Hugging Face variables under which a top-level ``from_pretrained(<hub id>)`` in a
+    submission loads the zoo snapshot (as notebooks get) instead of trying the network."""
+    from sdverify import zoo
+
+    if weights.parent.name == "snapshots" and weights.parents[1].name == zoo.REPO_FOLDER:
+        return zoo.offline_env(zoo.hub_cache_of(weights))
+    return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:

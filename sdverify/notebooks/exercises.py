@@ -73,7 +73,7 @@ class ExerciseContext:
 
     @cached_property
     def components(self) -> zoo.Components:
-        return zoo.load_components(self.folder)
+        return zoo.load_components(self.folder, private=True)  # never a view of a file a kernel can reach
 
     def scheduler(self):
         """A fresh scheduler of the lesson's kind, from the weights' scheduler config."""

@@ -55,14 +55,19 @@ def isolation_text(level: str) -> str:
     return f"isolation: {level or 'unknown'}" + (f" ({meaning[level]})" if level in meaning else "")
 
 
+GRADE_FILES = ("grade.json", "results.json", "report.html")
+
+
 def write_submission(grade: SubmissionGrade, folder: Path) -> None:
-    """grade.json, Gradescope results.json and report.html of one submission."""
+    """grade.json, Gradescope results.json and report.html of one submission, each written
+    atomically (a reader, or a batch killed mid-write, never sees half a file)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "grade.json").write_text(json.dumps(grade.to_dict(), indent=1))
-    (folder / "results.json").write_text(json.dumps(gradescope(grade), indent=1))
-    (folder / "report.html").write_text(
-        _page(f"{grade.name}: {_fmt(grade.score)}/{_fmt(grade.max_score)}", _submission_body(grade))
-    )
+    page = _page(f"{grade.name}: {_fmt(grade.score)}/{_fmt(grade.max_score)}", _submission_body(grade))
+    texts = (json.dumps(grade.to_dict(), indent=1), json.dumps(gradescope(grade), indent=1), page)
+    for name, text in zip(GRADE_FILES, texts, strict=True):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / name)
 
 
 def gradescope(grade: SubmissionGrade) -> dict:
