@@ -6,12 +6,9 @@ describes what each call returned and hands the values to the grader (:mod:`.pro
 
 from __future__ import annotations
 
-import json
 import os
 import resource
-import sys
 import traceback
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +73,7 @@ def _limit_memory(limit_mb: int | None, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _thread_lock_for_tqdm() -> None:
+def thread_lock_for_tqdm() -> None:
     """Give tqdm a thread lock before anything draws a progress bar.
 
     Left alone, tqdm's first bar (transformers draws one while loading weights) creates a
@@ -93,9 +90,8 @@ def _thread_lock_for_tqdm() -> None:
 def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | None = None) -> None:
     """Run the probes of ``job`` on the submission and stream their values to the grader.
 
-    Entered in a fresh fork of the forkserver (process level) or in a bwrap sandbox
-    (:func:`main`); either way in its own session, so the grader kills it and anything it
-    spawned at once.
+    Entered in a fresh fork of the forkserver (process level: it takes its own session and
+    environment here) or of the jail's server inside bwrap (:mod:`.jail`, which isolated it).
     """
     if job["log"] is not None:  # forked: the log is ours to open (bwrap: the grader's Popen did it)
         os.setsid()
@@ -106,9 +102,9 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(log, 1)
         os.dup2(log, 2)
-    _thread_lock_for_tqdm()
+    thread_lock_for_tqdm()
     if preloaded is None:
-        preloaded = _load(job["weights"], job["device"], job["dtype"])
+        preloaded = load_env(job["weights"], job["device"], job["dtype"])
         preloaded.inputs = safetensors.torch.load_file(job["inputs"])
     env = preloaded
     protocol.send(conn, {"event": "loaded"})
@@ -141,35 +137,8 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
     protocol.send(conn, {"event": "finished"})
 
 
-def _load(weights: str, device: str, dtype: str) -> Env:
+def load_env(weights: str, device: str, dtype: str) -> Env:
     from sdverify import zoo
 
     torch_dtype = getattr(torch, dtype)
     return Env(zoo.load_components(weights, device, torch_dtype), {}, torch.device(device), torch_dtype)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m sdverify.checker.child FD_IN FD_OUT WEIGHTS DEVICE DTYPE``: inside a bwrap sandbox.
-
-    Started ahead of need (the grader keeps one warm), it imports and loads the components
-    first, then waits for its job on ``FD_IN``: the job, then the inputs as safetensors
-    bytes.  A ``.py`` submission comes as its source, written into the scratch folder,
-    because the sandbox shows none of the grader's folders.
-    """
-    fd_in, fd_out, weights, device, dtype = argv or sys.argv[1:]
-    _thread_lock_for_tqdm()
-    env = _load(weights, device, dtype)
-    with Connection(int(fd_in), writable=False) as jobs:
-        job = json.loads(jobs.recv_bytes(protocol.JOB_BYTES))
-        env.inputs = safetensors.torch.load(jobs.recv_bytes(protocol.JOB_BYTES))
-    if job["target"]["kind"] == "path":
-        folder = Path(job["workdir"]) / "submission"
-        folder.mkdir()
-        path = folder / job["target"]["name"]
-        path.write_bytes(bytes.fromhex(job["target"]["source"]))
-        job["target"] = {"kind": "path", "value": str(path)}
-    child_main(job, Connection(int(fd_out), readable=False), env)
-
-
-if __name__ == "__main__":
-    main()

@@ -19,11 +19,13 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import send_handle
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,104 +114,133 @@ class _ForkRun:
         return _describe_exit(self.proc.exitcode)
 
 
-class _JailRun:
-    """bwrap level: a fresh Python in its own namespaces, started before it is needed.
+class _Jail:
+    """bwrap level: one sandbox per settings, holding a preloaded forkserver (:mod:`.jail`).
 
-    It imports and loads the components, then waits for a job on its pipe, so the grader
-    keeps one warm (:func:`_take_jail`): the next submission or the restart after a hang
-    does not wait for the imports.  Each owns a temporary folder: its scratch and its log.
+    Each run is a fork that enters fresh namespaces of its own, so a submission costs a fork,
+    not a Python start; when it ends, everything it started is killed before the next one.
+    A jail whose server stops answering (a submission may signal it) is replaced.
     """
 
     def __init__(self, key: tuple[str, str, str, tuple[Path, ...]]) -> None:
         weights, device, dtype, readable = key
         self.folder = Path(tempfile.mkdtemp(prefix="sdverify-jail-"))
-        self.scratch = self.folder / "work"
-        self.scratch.mkdir()
-        self.log = self.folder / "child.log"
-        env = isolation.sandbox_env(self.scratch, _hub_env(Path(weights)))
+        self.log = self.folder / "jail.log"
+        env = isolation.sandbox_env(self.folder, _hub_env(Path(weights)))
         hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
-        confinement = isolation.Confinement("bwrap", self.scratch, env, readable=(hub, Path(weights), *readable))
-        job_r, job_w = os.pipe()
-        self._job_w: int | None = job_w
-        out_r, out_w = os.pipe()
-        argv = [sys.executable, "-m", "sdverify.checker.child", str(job_r), str(out_w), weights, device, dtype]
+        confinement = isolation.Confinement("bwrap", self.folder, env, readable=(hub, Path(weights), *readable))
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
         with open(self.log, "ab") as sink:
             self.proc = subprocess.Popen(
                 confinement.command(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                pass_fds=(job_r, out_w),
+                pass_fds=(theirs.fileno(),),
                 env=env,
-                cwd=self.scratch,
+                cwd=self.folder,
                 start_new_session=True,
             )
-        os.close(job_r)
-        os.close(out_w)
-        self.recv = Connection(out_r, writable=False)
-
-    def submit(self, job: dict[str, Any], inputs: bytes) -> None:
-        fd, self._job_w = self._job_w, None
-        if fd is None:
-            raise RuntimeError("a jail runs one job")
-        with Connection(fd, readable=False) as send:
-            try:
-                send.send_bytes(json.dumps({**job, "workdir": str(self.scratch)}).encode())
-                send.send_bytes(inputs)
-            except OSError:  # it died before its job: the read side reports it
-                pass
+        theirs.close()
+        self.ctrl = Connection(ours.detach())
+        self.ready = False
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def kill(self) -> None:
-        # bwrap's own session; --die-with-parent and the PID namespace take everything inside.
+    def run(self, job: dict[str, Any], inputs: bytes, startup: float) -> _JailChild:
+        """Start ``job`` in a fresh child; its values come on a pipe of its own."""
+        out_r, out_w = os.pipe()
+        run = _JailChild(self, Connection(out_r, writable=False), self.log.stat().st_size)
+        try:
+            if not self.ready:
+                if not self.ctrl.poll(startup):
+                    raise TimeoutError
+                self.ctrl.recv_bytes(256)  # {"event": "ready"}: imports and components loaded
+                self.ready = True
+            self.ctrl.send_bytes(json.dumps(job).encode())
+            self.ctrl.send_bytes(inputs)
+            send_handle(self.ctrl, out_w, self.proc.pid)
+        except (OSError, EOFError, TimeoutError):  # the server is gone or stuck: the read side says so
+            self.discard()
+        finally:
+            os.close(out_w)
+        return run
+
+    def discard(self) -> None:
+        """Kill the whole sandbox (bwrap's session; the PID namespace takes everything in it)."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait(5)
-
-    def close(self) -> None:
-        if self.alive():
-            self.kill()
-        self.recv.close()
-
-    def exit_description(self) -> str:
-        try:
-            return _describe_exit(self.proc.wait(5))
-        except subprocess.TimeoutExpired:
-            return _describe_exit(None)
-
-    def discard(self) -> None:
-        """Close it and remove its folder (once its log has been read)."""
-        self.close()
-        if self._job_w is not None:
-            try:
-                os.close(self._job_w)
-            except OSError:
-                pass
+        self.ctrl.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_spares: dict[tuple[str, str, str, tuple[Path, ...]], _JailRun] = {}
+class _JailChild:
+    """One run in a jail: its result pipe, and the server's word on how it ended."""
+
+    def __init__(self, jail: _Jail, recv: Connection, log_start: int) -> None:
+        self.jail, self.recv, self.log_start = jail, recv, log_start
+        self.code: int | None = None
+        self.ended = False
+
+    def _wait_end(self, timeout: float) -> bool:
+        """Wait for the server's ``ended``; a silent server is replaced (the run is gone with it)."""
+        if self.ended:
+            return True
+        try:
+            if self.jail.alive() and self.jail.ctrl.poll(timeout):
+                self.code = json.loads(self.jail.ctrl.recv_bytes(256))["code"]
+                self.ended = True
+                return True
+        except (OSError, EOFError, ValueError, KeyError, TypeError):
+            pass
+        self.jail.discard()
+        self.ended = True
+        return False
+
+    def kill(self) -> None:
+        if not self.ended:
+            try:
+                self.jail.ctrl.send_bytes(b"kill")
+            except OSError:
+                pass
+            self._wait_end(10)
+
+    def close(self) -> None:
+        if not self._wait_end(5):
+            pass  # the jail was replaced
+        self.recv.close()
+
+    def exit_description(self) -> str:
+        self._wait_end(10)
+        return _describe_exit(self.code)
+
+    def log_tail(self) -> str:
+        """What this run printed (the jail's log since it started), last bytes only."""
+        return _tail(self.jail.log, C.CHECK_LOG_TAIL_BYTES, start=self.log_start)
 
 
-def _take_jail(key: tuple[str, str, str, tuple[Path, ...]]) -> _JailRun:
-    """A warm jail for ``key`` (or a new one), and a new spare started for the next run."""
-    jail = _spares.pop(key, None)
+_jails: dict[tuple[str, str, str, tuple[Path, ...]], _Jail] = {}
+
+
+def _take_jail(key: tuple[str, str, str, tuple[Path, ...]]) -> _Jail:
+    """The running jail for ``key``, or a new one."""
+    jail = _jails.get(key)
     if jail is None or not jail.alive():
         if jail is not None:
             jail.discard()
-        jail = _JailRun(key)
-    _spares[key] = _JailRun(key)
+        jail = _jails[key] = _Jail(key)
     return jail
 
 
 @atexit.register
-def _discard_spares() -> None:
-    while _spares:
-        _spares.popitem()[1].discard()
+def _discard_jails() -> None:
+    while _jails:
+        _jails.popitem()[1].discard()
 
 
 def run_submission(
@@ -259,13 +290,11 @@ def run_submission(
                 else:
                     search = (Path.cwd(),) if target.kind == "module" else ()  # where module names resolve
                     jail = _take_jail((str(weights), device, str(dtype).replace("torch.", ""), search))
-                    jail.submit(job, inputs.read_bytes())
-                    run = jail
+                    run = jail.run(job, inputs.read_bytes(), C.CHECK_STARTUP_TIMEOUT_S)
                 blame = _drive(run, pending, by_id, outcomes, timeout, result, torch.device(device), deadline)
-                if isinstance(run, _JailRun):
+                if isinstance(run, _JailChild):
                     with open(log, "ab") as sink:
-                        sink.write(_tail(run.log, C.CHECK_LOG_TAIL_BYTES).encode())
-                    run.discard()
+                        sink.write(run.log_tail().encode())
             if result.import_error is not None or blame is None:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -307,11 +336,11 @@ def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:
     return {"kind": target.kind, "value": target.value}
 
 
-def _tail(path: Path, size: int) -> str:
-    """The last ``size`` bytes of a child's output: a 1 GiB flood costs a seek, not a read."""
+def _tail(path: Path, size: int, start: int = 0) -> str:
+    """The last ``size`` bytes of a child's output (after ``start``): a 1 GiB flood costs a seek."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            f.seek(max(start, f.seek(0, os.SEEK_END) - size))
             return f.read().decode(errors="replace")
     except OSError:
         return ""
