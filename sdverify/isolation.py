@@ -126,6 +126,9 @@ class Confinement:
     writable: tuple[Path, ...] = ()  # e.g. a socket folder shared with the grader
     readable: tuple[Path, ...] = ()  # re-shown read-only after hiding (weights, caches)
     hidden: tuple[Path, ...] = field(default_factory=tuple)  # shown empty (submissions, grader output)
+    # A mount point made under /tmp, which is then read-only: for a process that gives each of
+    # its children a fresh tmpfs there (the checker's jail), so no writable place is shared.
+    private_work: Path | None = None
 
     def command(self, argv: Iterable[str]) -> list[str]:
         """``argv`` wrapped for this level (unchanged for ``process``)."""
@@ -151,6 +154,8 @@ class Confinement:
                 out += ["--tmpfs", str(path)]
         for path in (self.scratch, *self.writable):
             out += ["--bind", str(path), str(path)]
+        if self.private_work is not None:
+            out += ["--dir", str(self.private_work), "--remount-ro", "/tmp"]
         out += ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
         out += ["--uid", _UNPRIVILEGED, "--gid", _UNPRIVILEGED]
         out += ["--clearenv", "--chdir", str(self.scratch)]

@@ -35,11 +35,12 @@ from sdverify.checker.probes import Env
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWNET = 0x00020000, 0x08000000, 0x10000000, 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 _PR_SET_DUMPABLE = 4
-WORK = "/tmp/work"  # the child's scratch folder, on its own empty tmpfs
+WORK = "/tmp/sdverify-work"  # the child's scratch folder: its own empty tmpfs on a mount point bwrap made
 
 
 def _fresh_namespaces() -> None:
-    """Enter new user, mount, IPC and network namespaces with an empty /tmp and /dev/shm."""
+    """Enter new user, mount, IPC and network namespaces; an empty tmpfs on :data:`WORK`,
+    ``/dev/shm`` and the server's own folder (the only writable places of the sandbox)."""
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET) != 0:
@@ -49,10 +50,9 @@ def _fresh_namespaces() -> None:
             f.write(text)
     if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-    for target in (b"/tmp", b"/dev/shm"):
-        if os.path.isdir(target) and libc.mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=1777") != 0:
+    for target in (WORK.encode(), b"/dev/shm", os.getcwd().encode()):
+        if os.path.isdir(target) and libc.mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=0700") != 0:
             raise OSError(ctypes.get_errno(), f"mount tmpfs {target.decode()}")
-    os.mkdir(WORK)
 
 
 def _child(job: dict[str, Any], inputs: bytes, out_fd: int, env: Env) -> NoReturn:

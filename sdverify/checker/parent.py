@@ -36,6 +36,7 @@ from sdverify import contract as C
 from sdverify import isolation
 from sdverify.checker import protocol
 from sdverify.checker.child import child_main
+from sdverify.checker.jail import WORK as JAIL_WORK
 from sdverify.checker.probes import Plan, Probe
 from sdverify.checker.protocol import Outcome, SandboxResult
 from sdverify.checker.submission import Target
@@ -128,7 +129,9 @@ class _Jail:
         self.log = self.folder / "jail.log"
         env = isolation.sandbox_env(self.folder, _hub_env(Path(weights)))
         hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
-        confinement = isolation.Confinement("bwrap", self.folder, env, readable=(hub, Path(weights), *readable))
+        confinement = isolation.Confinement(
+            "bwrap", self.folder, env, readable=(hub, Path(weights), *readable), private_work=Path(JAIL_WORK)
+        )
         ours, theirs = socket.socketpair()
         argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
         with open(self.log, "ab") as sink:
