@@ -8,13 +8,21 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from sdverify import contract as C
 from sdverify.cli import main
 from sdverify.notebooks.batch import collect, unique_names
 from sdverify.notebooks.exercises import ddpm_posterior_mean_std, normal_statistics
-from sdverify.notebooks.runner import Snapshot, cap_notebook, escape_calls, neutralise_shell, plan_snapshots
+from sdverify.notebooks.runner import (
+    Snapshot,
+    cap_notebook,
+    escape_calls,
+    locate_exercises,
+    neutralise_shell,
+    plan_snapshots,
+)
 from sdverify.notebooks.spec import DEFAULT_SPEC, load_spec
 from sdverify.schedulers import make_scheduler
 
@@ -96,7 +104,8 @@ def test_snapshots_go_before_the_next_exercise_heading():
         new_code_cell("setup = 1"),
         new_markdown_cell("## Exercise 1: load"),
         new_code_cell("a = 1"),
-        new_code_cell("# Exercise 2 (a heading written as a comment)\nb = 2"),
+        new_markdown_cell("## Exercise 2: tokens"),
+        new_code_cell("b = 2"),
         new_code_cell("c = 3"),
     ]
     snaps = [
@@ -105,7 +114,45 @@ def test_snapshots_go_before_the_next_exercise_heading():
         Snapshot("lost", r"^#+.*Exercise\s*9\b", ("c",)),
     ]
     plan = plan_snapshots(cells, snaps)
-    assert {i: [s.id for s in v] for i, v in plan.items()} == {4: ["one"], 6: ["two", "lost"]}
+    assert {i: [s.id for s in v] for i, v in plan.items()} == {4: ["one"], 7: ["two", "lost"]}
+
+
+LESSON_HEADINGS = [Snapshot(f"ex{n}", rf"^#+.*Exercise\s*{n}\b", ()) for n in (1, 2, 3, 4)]
+
+
+def _lesson(*extra_before: NotebookNode) -> list[NotebookNode]:
+    cells = [new_markdown_cell("# The lesson"), *extra_before]
+    for n in (1, 2, 3, 4):
+        cells += [new_markdown_cell(f"## Exercise {n}: part {n}"), new_code_cell(f"x{n} = {n}")]
+    return cells
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        new_code_cell("# device and dtype are reused in Exercise 3 and Exercise 4\ndevice = 'cpu'"),
+        new_markdown_cell("Contents:\n# Exercise 1\n# Exercise 2\n# Exercise 3\n# Exercise 4"),
+        new_markdown_cell("- [Exercise 1](#e1)\n- [Exercise 2](#e2)"),
+        new_code_cell("print('Exercise 2 starts below')"),
+    ],
+    ids=["comment-mentions-exercises", "table-of-contents-of-headings", "linked-contents", "print"],
+)
+def test_comments_contents_and_prints_do_not_move_any_exercise(noise: NotebookNode):
+    clean, _ = locate_exercises(_lesson(), LESSON_HEADINGS)
+    noisy, notes = locate_exercises(_lesson(noise), LESSON_HEADINGS)
+    assert notes == [] and {k: v - 1 for k, v in noisy.items()} == clean  # shifted by the one extra cell
+
+
+def test_repeated_and_out_of_order_headings_are_located_in_document_order_with_a_warning():
+    cells = _lesson()
+    cells.append(new_markdown_cell("## Exercise 2: recap"))  # a repeated heading after Exercise 4
+    starts, notes = locate_exercises(cells, LESSON_HEADINGS)
+    assert starts == {"ex1": 1, "ex2": 3, "ex3": 5, "ex4": 7} and notes == []
+    swapped = [cells[0], *cells[5:7], *cells[1:5], *cells[7:9]]  # Exercise 3 moved before Exercise 1
+    starts, notes = locate_exercises(swapped, LESSON_HEADINGS)
+    assert starts["ex3"] == 1 and any("ex3" in n and "before the previous" in n for n in notes)
+    starts, notes = locate_exercises([c for c in cells if "Exercise 4" not in c.source], LESSON_HEADINGS)
+    assert "ex4" not in starts and any("ex4: no markdown heading" in n for n in notes)
 
 
 def test_shipped_spec_loads_and_names_the_lesson_variables():

@@ -220,8 +220,7 @@ def _grade_notebook(
         notes.append(
             f"executed.ipynb: outputs of cells {cleared} dropped to keep it under {C.GRADE_NOTEBOOK_BYTES >> 20} MiB"
         )
-    if not run.starts:
-        notes.append("no exercise headings found; all variables were read at the end of the notebook")
+    notes += [f"segmentation: {note}" for note in run.segmentation]
     grade = SubmissionGrade(name, str(path), "notebook", exercises, notes, seconds=run.seconds)
     for exercise in exercises:
         for check in exercise.checks:
@@ -247,7 +246,7 @@ def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec
     if exercise.id in run.snapshot_errors:
         notes.append(f"variables not read: {run.snapshot_errors[exercise.id]}")
     if exercise.id not in run.starts:
-        notes.append("heading not found; variables were read at the end of the notebook")
+        notes.append("heading not found (a markdown heading is needed); variables were read at the end of the notebook")
     checks = []
     for spec in exercise.checks:
         try:

@@ -173,6 +173,7 @@ class RunResult:
     source: str  # all code cells as run (after neutralising), for seed detection
     executed: NotebookNode
     starts: dict[str, int]  # exercise id -> first cell index (exercises whose heading was found)
+    segmentation: list[str]  # warnings of locate_exercises: headings out of order or missing
 
     def variable(self, exercise: str, name: str) -> Variable:
         return self.snapshots.get(exercise, {}).get(name) or Variable(name, {"kind": "missing"})
@@ -210,24 +211,32 @@ def escape_calls(source: str) -> list[str]:
     return [label for label, pattern in _ESCAPE_CALLS if pattern.search(source)]
 
 
-def _heading_text(cell: NotebookNode) -> str:
-    if cell.cell_type == "markdown":
-        return cell.source
-    if cell.cell_type == "code":
-        return "\n".join(line for line in cell.source.splitlines() if line.lstrip().startswith("#"))
-    return ""
+def locate_exercises(cells: list[NotebookNode], snapshots: list[Snapshot]) -> tuple[dict[str, int], list[str]]:
+    """Exercise id -> index of the markdown cell that opens it, and the segmentation warnings.
 
-
-def exercise_starts(cells: list[NotebookNode], snapshots: list[Snapshot]) -> dict[str, int]:
-    """Exercise id -> index of the first cell whose markdown (or code comment) matches its heading."""
+    Only markdown headings count (a code comment mentioning "Exercise 3" is not one), in
+    document order: each exercise opens at the first matching heading after the previous
+    exercise's, so a repeated heading (a recap) does not move it.  A markdown cell matching
+    several exercises is a table of contents, not a heading.  A heading found only out of
+    order, or not at all, is graded best-effort and said so.
+    """
+    patterns = [(snap.id, re.compile(snap.heading, re.IGNORECASE | re.MULTILINE)) for snap in snapshots]
+    markdown = [(i, c.source) for i, c in enumerate(cells) if c.cell_type == "markdown"]
+    contents = {i for i, text in markdown if sum(bool(p.search(text)) for _, p in patterns) > 1}
     starts: dict[str, int] = {}
-    for snap in snapshots:
-        pattern = re.compile(snap.heading, re.IGNORECASE | re.MULTILINE)
-        for index, cell in enumerate(cells):
-            if pattern.search(_heading_text(cell)):
-                starts[snap.id] = index
-                break
-    return starts
+    notes: list[str] = []
+    previous = -1
+    for id, pattern in patterns:
+        found = [i for i, text in markdown if i not in contents and pattern.search(text)]
+        after = [i for i in found if i > previous]
+        if after:
+            starts[id] = previous = after[0]
+        elif found:
+            starts[id] = found[0]
+            notes.append(f"{id}: its heading comes before the previous exercise's; graded from cell {found[0]}")
+        else:
+            notes.append(f"{id}: no markdown heading matches {pattern.pattern!r}; its variables are read at the end")
+    return starts, notes
 
 
 def plan_snapshots(cells: list[NotebookNode], snapshots: list[Snapshot]) -> dict[int, list[Snapshot]]:
@@ -237,7 +246,7 @@ def plan_snapshots(cells: list[NotebookNode], snapshots: list[Snapshot]) -> dict
     exercise whose heading is missing is snapshotted at the end, so renamed headings
     cost precision (later cells may overwrite names) but never the grade outright.
     """
-    starts = exercise_starts(cells, snapshots)
+    starts, _ = locate_exercises(cells, snapshots)
     plan: dict[int, list[Snapshot]] = {}
     for snap in snapshots:
         start = starts.get(snap.id)
@@ -584,6 +593,7 @@ def run_notebook(
             f"outputs cut: the grader keeps {C.GRADE_CELL_TEXT_BYTES >> 20} MiB of text and "
             f"{C.GRADE_CELL_IMAGE_BYTES >> 20} MiB of images per cell",
         )
+    starts, segmentation = locate_exercises(nb.cells, snapshots)
     return RunResult(
         snapshots=taken,
         snapshot_errors={k: v for k, v in errors.items() if k not in taken},
@@ -591,7 +601,8 @@ def run_notebook(
         seconds=time.monotonic() - start,
         source="\n".join(c.source for c in nb.cells if c.cell_type == "code"),
         executed=nb,
-        starts=exercise_starts(nb.cells, snapshots),
+        starts=starts,
+        segmentation=segmentation,
     )
 
 
