@@ -12,7 +12,6 @@ references recomputed on the notebook's *own* upstream values (its ``z_t``, its
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -24,7 +23,7 @@ import torch
 from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
-from sdverify.notebooks.runner import Variable
+from sdverify.notebooks.runner import KERNEL_SEED, Variable
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.schedulers import SCHEDULERS, make_scheduler
@@ -68,7 +67,6 @@ class ExerciseContext:
     lesson: Lesson
     folder: Path
     contract_params: bool  # True for the sd15 preset or real weights: counts must be SD1.5's
-    source: str = ""  # the notebook's code (seed detection); set per submission
     _cache: dict[Any, Any] = field(default_factory=dict)
 
     @cached_property
@@ -522,7 +520,6 @@ def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", 
     return result
 
 
-_SEED = re.compile(r"manual_seed\(\s*(\d+)\s*\)")
 _REPLAY_MISTAKES = (
     ({"reverse": True}, "the timesteps run backwards: loop over scheduler.timesteps as given (981 down to 1)"),
     ({"swap": True}, "the two predictions are swapped in the guidance formula"),
@@ -534,7 +531,8 @@ _REPLAY_MISTAKES = (
 def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
     """The image equals the lesson replayed from the notebook's seed (same global-RNG draws).
 
-    Seeds tried: the lesson's, then any literal ``torch.manual_seed(N)`` in the notebook.
+    Seeds tried: the lesson's, then the one the kernel last set (``torch.initial_seed()`` when
+    the exercise's variables were read), so a comment full of seeds costs nothing.
     On a mismatch, known mistakes are replayed to name the one made.
     """
     id = f"{value}_replay"
@@ -543,7 +541,9 @@ def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "ima
     if isinstance(got, CheckResult):
         return got
     (x,) = got
-    seeds = list(dict.fromkeys([ctx.lesson.seed, *map(int, _SEED.findall(ctx.source))]))
+    used = var(KERNEL_SEED).value
+    kernel = [used] if isinstance(used, int) and not isinstance(used, bool) else []
+    seeds = list(dict.fromkeys([ctx.lesson.seed, *kernel]))
     for seed in seeds:
         image = ctx.replay(seed)[1]
         if _close(x, image, C.GRADE_ATOL_REPLAY):

@@ -213,7 +213,6 @@ def _grade_notebook(
     )
     cleared = cap_notebook(run.executed)
     nbformat.write(run.executed, folder / "executed.ipynb")
-    ctx.source = run.source
     exercises = [_grade_exercise(ctx, run, e) for e in spec.exercises]
     notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
     if cleared:

@@ -51,6 +51,9 @@ from sdverify import contract as C
 from sdverify.isolation import Confinement, Level, sandbox_env
 
 _KERNEL_NAME = "sdverify-python"
+# Read with every snapshot: torch.initial_seed() in the kernel, the seed its last
+# torch.manual_seed(N) set (what a replay must use; never parsed from source text).
+KERNEL_SEED = "__torch_initial_seed__"
 _TIMEOUT_ENAME = "CellTimeoutError"
 # An extraction cell serialises a handful of tensors; a generous bound still catches a wedged kernel.
 EXTRACT_TIMEOUT_S = 60
@@ -170,7 +173,6 @@ class RunResult:
     snapshot_errors: dict[str, str]
     events: list[CellEvent]
     seconds: float
-    source: str  # all code cells as run (after neutralising), for seed detection
     executed: NotebookNode
     starts: dict[str, int]  # exercise id -> first cell index (exercises whose heading was found)
     segmentation: list[str]  # warnings of locate_exercises: headings out of order or missing
@@ -323,6 +325,7 @@ for name in NAMES:
         manifest[name] = describe(name, NS[name], tensors)
     except B.BaseException as exc:
         manifest[name] = {"kind": "error", "error": qualname(exc) + ": " + B.str(exc)[:300]}
+manifest[SEED] = {"kind": "value", "value": torch.initial_seed()}  # the seed the notebook last set
 save_file(tensors, os.path.join(FOLDER, "values.safetensors"))
 with B.open(os.path.join(FOLDER, "manifest.json"), "w") as f:
     json.dump(manifest, f, default=B.str)
@@ -335,7 +338,8 @@ def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
     return (
         "import builtins as _sdv_b\n"
         f"_sdv_b.exec(_sdv_b.compile({_EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
-        f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}}})\n"
+        f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}, "
+        f"'SEED': {KERNEL_SEED!r}}})\n"
         "del _sdv_b"
     )
 
@@ -599,7 +603,6 @@ def run_notebook(
         snapshot_errors={k: v for k, v in errors.items() if k not in taken},
         events=sorted(events.values(), key=lambda e: (e.index, e.kind)),
         seconds=time.monotonic() - start,
-        source="\n".join(c.source for c in nb.cells if c.cell_type == "code"),
         executed=nb,
         starts=starts,
         segmentation=segmentation,
