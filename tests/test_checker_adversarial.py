@@ -201,3 +201,34 @@ def test_total_timeout_bounds_a_submission_whose_functions_all_hang(tmp_path: Pa
     assert all(not c.passed for c in report.checks if c.function != "sandbox")
     messages = " ".join(c.message for c in report.checks)
     assert "used up its 10 s" in messages or "total time limit ran out" in messages
+
+
+@pytest.mark.slow
+def test_weights_edited_in_place_are_named_repaired_and_harm_no_later_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox_level: str
+):
+    # A zoo of its own: the attack must not reach the shared cache (process level: it lands).
+    monkeypatch.setenv("SDVERIFY_CACHE", str(tmp_path / "cache"))
+    weights = zoo.weights_dir("tiny", 0)
+    target = weights / "unet" / "diffusion_pytorch_model.safetensors"
+    body = f"""
+    p = {str(target)!r}
+    try:
+        st = os.stat(p)
+        with open(p, "r+b") as f:
+            f.seek(st.st_size // 2)
+            f.write(b"\\x7f" * 4096)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    except OSError:
+        pass
+    """
+    (files,) = _check(tmp_path, body, weights=str(weights), timeout=30)["sandbox"]
+    if sandbox_level == "bwrap":
+        assert files.passed, files.message
+    else:
+        assert not files.passed and "unet/diffusion_pytorch_model.safetensors" in files.message
+    assert zoo.verify(weights) == []
+    honest = check_submission(_write(tmp_path, "", name="honest.py"), weights=str(weights), timeout=30)
+    reference = check_submission(None, weights=str(weights), timeout=30)
+    assert all(c.passed for c in honest.checks if c.function in ("tokenize", "sandbox"))
+    assert reference.passed, [c.message for c in reference.failed()]

@@ -92,16 +92,23 @@ def graded(pytestconfig: pytest.Config) -> list[str]:
     return sorted(EXPECTED) if pytestconfig.getoption("--runslow") else sorted(FAST)
 
 
+@pytest.fixture(scope="module", params=["auto", pytest.param("process", marks=pytest.mark.slow)])
+def level(request: pytest.FixtureRequest) -> str:
+    """Every sample at the default level (bwrap where it runs) and, in the slow tier, at the
+    process level too: a grade must not depend on the level."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory, worker_id, graded):
+def batch(tmp_path_factory, worker_id, graded, level):
     # Under xdist each worker would grade the samples again: the first one grades into a
     # folder shared by all workers; the others, after the lock, resume from it (nothing
     # left to grade: the stored grades are reused), so the batch runs once per session.
     base = tmp_path_factory.getbasetemp()
-    shared = (base if worker_id == "master" else base.parent) / "grade_samples"
+    shared = (base if worker_id == "master" else base.parent) / f"grade_samples_{level}"
     folder, out = shared / "submissions", shared / "grades"
     spec = load_spec()
-    settings = Settings(cell_timeout=CELL_TIMEOUT_S, notebook_timeout=600)
+    settings = Settings(cell_timeout=CELL_TIMEOUT_S, notebook_timeout=600, sandbox=level)
     with FileLock(str(shared) + ".lock"):
         if not folder.is_dir():
             folder.mkdir(parents=True)
@@ -111,11 +118,11 @@ def batch(tmp_path_factory, worker_id, graded):
     return {g.name: g for g in grades}, out, folder, spec, settings
 
 
-def test_every_sample_was_graded(batch, graded):
+def test_every_sample_was_graded(batch, graded, level):
     grades, *_ = batch
     assert sorted(grades) == graded
     assert all(g.error is None for g in grades.values()), {n: g.error for n, g in grades.items() if g.error}
-    assert {g.isolation for g in grades.values()} == {isolation.resolve("auto")}  # Settings' default
+    assert {g.isolation for g in grades.values()} == {isolation.resolve(level)}
 
 
 @pytest.mark.parametrize("name", _samples(EXPECTED))
