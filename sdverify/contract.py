@@ -127,6 +127,10 @@ CHECK_MEMORY_LIMIT_MB = 4096
 # before it is read; only the last CHECK_LOG_TAIL_BYTES of a child's output are kept.
 CHECK_MAX_RESULT_BYTES = 16 * 2**20
 CHECK_LOG_TAIL_BYTES = 4000
+# A bwrap child's writable memory: its scratch folder and /dev/shm are tmpfs, which RLIMIT_AS
+# does not count; these bound them (the probes themselves write nothing).
+JAIL_WORK_BYTES = 256 << 20
+JAIL_SHM_BYTES = 64 << 20
 
 # --- Notebook grading (sdverify.notebooks) ----------------------------------------------
 # The grader recomputes references from the notebook's own upstream values, float32 on CPU,
@@ -155,3 +159,6 @@ GRADE_NOTEBOOK_BYTES = 20 << 20  # executed.ipynb on disk; the largest cells' ou
 # One message from a kernel: larger ones are refused by ZeroMQ before they are buffered (the
 # connection drops and that cell times out), so a 600 MB print cannot fill the grader's memory.
 GRADE_KERNEL_MESSAGE_BYTES = 64 << 20
+# What one exercise's extraction may hand back (an image is 3 MiB, the rest far less).
+GRADE_SNAPSHOT_BYTES = 64 << 20
+GRADE_SNAPSHOT_MANIFEST_BYTES = 1 << 20

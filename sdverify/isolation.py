@@ -138,7 +138,7 @@ class Confinement:
         exe = shutil.which("bwrap")
         if exe is None:
             raise RuntimeError(bwrap_problem() or "bwrap vanished")
-        out = [exe, "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        out = [exe, "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc", "--tmpfs", "/tmp"]
         # In order: the system folders and the runtime, the inputs, all read-only; then empty
         # what must stay unseen even inside those; last the writable folders.
         for name in _SYSTEM:
@@ -156,6 +156,8 @@ class Confinement:
             out += ["--bind", str(path), str(path)]
         if self.private_work is not None:
             out += ["--dir", str(self.private_work), "--remount-ro", "/tmp"]
+        # Nothing else is writable: bwrap's own root and /dev are tmpfs, read-only from here on.
+        out += ["--remount-ro", "/dev", "--remount-ro", "/"]
         out += ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
         out += ["--uid", _UNPRIVILEGED, "--gid", _UNPRIVILEGED]
         out += ["--clearenv", "--chdir", str(self.scratch)]

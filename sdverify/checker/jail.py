@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 import safetensors.torch
 
+from sdverify import contract as C
 from sdverify.checker import protocol
 from sdverify.checker.child import child_main, load_env, thread_lock_for_tqdm
 from sdverify.checker.probes import Env
@@ -38,21 +39,32 @@ _PR_SET_DUMPABLE = 4
 WORK = "/tmp/sdverify-work"  # the child's scratch folder: its own empty tmpfs on a mount point bwrap made
 
 
-def _fresh_namespaces() -> None:
-    """Enter new user, mount, IPC and network namespaces; an empty tmpfs on :data:`WORK`,
-    ``/dev/shm`` and the server's own folder (the only writable places of the sandbox)."""
-    libc = ctypes.CDLL(None, use_errno=True)
+def _enter(libc: ctypes.CDLL, flags: int) -> None:
+    """unshare(flags) with a new user namespace that maps only our own user."""
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET) != 0:
+    if libc.unshare(_CLONE_NEWUSER | flags) != 0:
         raise OSError(ctypes.get_errno(), "unshare")
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
+
+
+def _fresh_namespaces() -> None:
+    """Enter new user, mount, IPC and network namespaces with a size-limited empty tmpfs on
+    :data:`WORK` and ``/dev/shm`` (the only writable places: the sandbox's root, ``/dev`` and
+    ``/tmp`` are read-only) and over the server's folder; then lock those mounts."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _enter(libc, _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET)
     if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-    for target in (WORK.encode(), b"/dev/shm", os.getcwd().encode()):
-        if os.path.isdir(target) and libc.mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=0700") != 0:
-            raise OSError(ctypes.get_errno(), f"mount tmpfs {target.decode()}")
+    covers = ((WORK, C.JAIL_WORK_BYTES), ("/dev/shm", C.JAIL_SHM_BYTES), (os.getcwd(), 1 << 20))
+    for target, size in covers:
+        options = f"mode=0700,size={size}".encode()
+        if os.path.islink(target) or libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options):
+            raise OSError(ctypes.get_errno(), f"mount tmpfs {target}")
+    # One more user and mount namespace: the mounts above now belong to a more privileged one,
+    # so the kernel locks them (no unmount, no remount), whatever capabilities the child has here.
+    _enter(libc, _CLONE_NEWNS)
 
 
 def _child(job: dict[str, Any], inputs: bytes, out_fd: int, env: Env) -> NoReturn:

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -126,11 +127,13 @@ class _Jail:
     def __init__(self, key: tuple[str, str, str, tuple[Path, ...]]) -> None:
         weights, device, dtype, readable = key
         self.folder = Path(tempfile.mkdtemp(prefix="sdverify-jail-"))
-        self.log = self.folder / "jail.log"
-        env = isolation.sandbox_env(self.folder, _hub_env(Path(weights)))
+        self.log = self.folder / "jail.log"  # the grader's: outside anything the sandbox binds
+        scratch = self.folder / "scratch"  # the server's working folder (each child covers it)
+        scratch.mkdir()
+        env = isolation.sandbox_env(scratch, _hub_env(Path(weights)))
         hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
         confinement = isolation.Confinement(
-            "bwrap", self.folder, env, readable=(hub, Path(weights), *readable), private_work=Path(JAIL_WORK)
+            "bwrap", scratch, env, readable=(hub, Path(weights), *readable), private_work=Path(JAIL_WORK)
         )
         ours, theirs = socket.socketpair()
         argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
@@ -142,7 +145,7 @@ class _Jail:
                 stderr=subprocess.STDOUT,
                 pass_fds=(theirs.fileno(),),
                 env=env,
-                cwd=self.folder,
+                cwd=scratch,
                 start_new_session=True,
             )
         theirs.close()
@@ -340,13 +343,17 @@ def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:
 
 
 def _tail(path: Path, size: int, start: int = 0) -> str:
-    """The last ``size`` bytes of a child's output (after ``start``): a 1 GiB flood costs a seek."""
+    """The last ``size`` bytes of a child's output (after ``start``): a 1 GiB flood costs a seek;
+    anything but a regular file (a FIFO, a link to /dev/zero) is refused, never read."""
     try:
-        with open(path, "rb") as f:
-            f.seek(max(start, f.seek(0, os.SEEK_END) - size))
-            return f.read().decode(errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        f.seek(max(start, f.seek(0, os.SEEK_END) - size))
+        return f.read(size).decode(errors="replace")
 
 
 def _drive(

@@ -24,8 +24,10 @@ kernel without it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -45,7 +47,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
-from safetensors.torch import load_file
+from safetensors.torch import load
 
 from sdverify import contract as C
 from sdverify.isolation import Confinement, Level, sandbox_env
@@ -344,13 +346,33 @@ def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
     )
 
 
+def _read_regular(path: Path, limit: int) -> bytes:
+    """``path``'s bytes, only if it is a regular file of at most ``limit`` bytes: the kernel can
+    write where snapshots land, so a FIFO, a link or a flood is refused before it is read."""
+    if path.parent.is_symlink():
+        raise ValueError(f"{path.parent.name} is a symbolic link")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ValueError(f"{path.name}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{path.name} is {info.st_size >> 20} MiB, over the {limit >> 20} MiB limit")
+        return f.read(limit + 1)[:limit]
+
+
 def read_snapshot(folder: Path) -> dict[str, Variable]:
     """Load what an extraction cell wrote (JSON manifest + safetensors; never pickle)."""
-    for name in ("manifest.json", "values.safetensors"):
-        if (folder / name).is_symlink():  # the kernel can write here: never follow it elsewhere
-            raise ValueError(f"{name} is a symbolic link")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    tensors = load_file(str(folder / "values.safetensors"))
+    manifest = json.loads(_read_regular(folder / "manifest.json", C.GRADE_SNAPSHOT_MANIFEST_BYTES))
+    try:
+        tensors = load(_read_regular(folder / "values.safetensors", C.GRADE_SNAPSHOT_BYTES))
+    except ValueError:
+        raise
+    except Exception as exc:  # SafetensorError is no ValueError: garbage bytes are the notebook's fault
+        raise ValueError(f"values.safetensors is unreadable ({exc})") from None
     out = {}
     for name, meta in manifest.items():
         own = {k: v for k, v in tensors.items() if k == name or k.startswith(name + ".")}
