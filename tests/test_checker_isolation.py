@@ -140,15 +140,21 @@ def test_nothing_a_submission_starts_outlives_it(tmp_path: Path):
 
 @pytest.mark.slow
 @needs_bwrap
-def test_killing_its_parent_changes_nothing(tmp_path: Path):
-    # Its parent is the jail's server: killing it costs the grader a new jail, not a grade.
+def test_it_cannot_signal_its_parent_or_its_group(tmp_path: Path):
+    # It runs as PID 1 of its own PID namespace, in its own session: getppid() is 0 and
+    # kill(0) reaches only its own group, so the jail's server and the grader are unreachable.
     student = tmp_path / "student.py"
     student.write_text(
-        "import os, signal\n"
+        "import os, signal, torch\n"
         "def cfg_combine(u, c, w):\n    os.kill(os.getppid(), signal.SIGKILL)\n    return u + w * (c - u)\n"
+        "def decode_latents(vae, latents):\n"
+        "    with torch.no_grad():\n        return vae.decode(latents / vae.config.scaling_factor).sample\n"
     )
-    points, most = _cfg_points(check_submission(str(student), sandbox="bwrap", timeout=30))
-    assert points == most > 0
+    report = check_submission(str(student), sandbox="bwrap", timeout=30)
+    assert all(c.passed for c in report.checks if c.function in ("cfg_combine", "decode_latents", "sandbox")), [
+        c.message for c in report.failed() if c.function in ("cfg_combine", "decode_latents")
+    ]
+    assert check_submission(None, sandbox="bwrap").passed
 
 
 def test_an_unavailable_level_is_a_usage_error(monkeypatch: pytest.MonkeyPatch):

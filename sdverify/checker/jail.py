@@ -34,6 +34,7 @@ from sdverify.checker.child import child_main, load_env, thread_lock_for_tqdm
 from sdverify.checker.probes import Env
 
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWNET = 0x00020000, 0x08000000, 0x10000000, 0x40000000
+_CLONE_NEWPID = 0x20000000
 _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 _PR_SET_DUMPABLE = 4
 WORK = "/tmp/sdverify-work"  # the child's scratch folder: its own empty tmpfs on a mount point bwrap made
@@ -54,7 +55,7 @@ def _fresh_namespaces() -> None:
     :data:`WORK` and ``/dev/shm`` (the only writable places: the sandbox's root, ``/dev`` and
     ``/tmp`` are read-only) and over the server's folder; then lock those mounts."""
     libc = ctypes.CDLL(None, use_errno=True)
-    _enter(libc, _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET)
+    _enter(libc, _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET | _CLONE_NEWPID)
     if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
     covers = ((WORK, C.JAIL_WORK_BYTES), ("/dev/shm", C.JAIL_SHM_BYTES), (os.getcwd(), 1 << 20))
@@ -68,27 +69,42 @@ def _fresh_namespaces() -> None:
 
 
 def _child(job: dict[str, Any], inputs: bytes, out_fd: int, env: Env) -> NoReturn:
-    """In the fork: keep only the result pipe, isolate, run the submission, never return."""
-    code = 0
+    """In the fork: keep only the result pipe, isolate, run the submission, never return.
+
+    The submission runs as PID 1 of a PID namespace of its own, in a session of its own: it
+    can address (signal) neither the server nor anything else outside, and whatever it
+    starts dies with it.  This process only waits for it and passes its status on.
+    """
+    code = 70
     try:
         os.closerange(3, out_fd)
         os.closerange(out_fd + 1, 4096)
         _fresh_namespaces()
-        os.chdir(WORK)
-        os.environ.clear()
-        os.environ.update(job["env"], HOME=WORK, TMPDIR=WORK, PWD=WORK)
-        if job["target"]["kind"] == "path":
-            path = os.path.join(WORK, job["target"]["name"])
-            with open(path, "wb") as f:
-                f.write(bytes.fromhex(job["target"]["source"]))
-            job["target"] = {"kind": "path", "value": path}
-        env.inputs = safetensors.torch.load(inputs)
-        child_main({**job, "workdir": WORK, "log": None}, Connection(out_fd, readable=False), env)
-    except BaseException:  # whatever happens, this process must not return to the server loop
-        code = 70
+        pid = os.fork()
+        if pid:
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            code = 128 - code if code < 0 else code  # a signal, reported as bwrap reports one
+        else:
+            os.setsid()
+            _run(job, inputs, out_fd, env)
+            code = 0
     finally:
         sys.stdout.flush()
         os._exit(code)
+
+
+def _run(job: dict[str, Any], inputs: bytes, out_fd: int, env: Env) -> None:
+    """The submission's run, in its scratch folder with the allow-listed environment."""
+    os.chdir(WORK)
+    os.environ.clear()
+    os.environ.update(job["env"], HOME=WORK, TMPDIR=WORK, PWD=WORK)
+    if job["target"]["kind"] == "path":
+        path = os.path.join(WORK, job["target"]["name"])
+        with open(path, "wb") as f:
+            f.write(bytes.fromhex(job["target"]["source"]))
+        job["target"] = {"kind": "path", "value": path}
+    env.inputs = safetensors.torch.load(inputs)
+    child_main({**job, "workdir": WORK, "log": None}, Connection(out_fd, readable=False), env)
 
 
 def _sweep() -> None:
