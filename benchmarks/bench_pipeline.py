@@ -1,6 +1,6 @@
 """Benchmark the reference pipeline against diffusers' StableDiffusionPipeline, in one process.
 
-Prints end-to-end and per-component times for both, the U-Net's batched-CFG step, FLOPs
+Prints end-to-end and per-component times for both, their peak memory (CUDA), the U-Net's batched-CFG step, FLOPs
 counted with ``torch.utils.flop_counter`` (sdverify.flops), achieved TFLOP/s and their
 fraction of the card's datasheet peak, so the distance to the physical limit is visible.
 SDPA vs classic attention, channels_last and ``torch.compile`` are options, so their
@@ -23,7 +23,7 @@ import torch
 from sdverify.flops import count_stage_flops
 from sdverify.gpu import budgets, devices, suite
 from sdverify.gpu.report import TimingReport, environment, format_reports
-from sdverify.gpu.timing import Timing, component_clock, synchronize
+from sdverify.gpu.timing import Timing, component_clock, time_call
 from sdverify.schedulers import make_scheduler
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
@@ -65,19 +65,25 @@ def apply_options(c, args: argparse.Namespace) -> None:
 
 
 def per_component(c, config: suite.SuiteConfig, run, prefix: str) -> dict[str, Timing]:
-    """Per-component medians over ``config.repeats`` runs of ``run`` (forward hooks)."""
+    """Per-component medians over ``config.repeats`` runs of ``run`` (forward hooks).
+
+    Shares are of ``<prefix>.hooked_end_to_end``, the same runs' wall time: the hooks'
+    synchronisations slow a run down, so a share of the unhooked end-to-end time can
+    exceed 100%.
+    """
     modules = {"text_encoder": c.text_encoder, "unet": c.unet, "vae_decoder": c.vae.decoder}
     samples: dict[str, list[float]] = {name: [] for name in modules}
+    totals: list[float] = []
     for _ in range(config.repeats):
         with component_clock(modules, config.device) as seconds:
-            run()
-        synchronize(config.device)
+            totals.append(time_call(run, config.device))
         for name, value in seconds.items():
             samples[name].append(value)
-    return {
-        f"{prefix}.{name}": Timing(f"{prefix}.{name}", values, share_of=f"{prefix}.end_to_end")
-        for name, values in samples.items()
-    }
+    total = f"{prefix}.hooked_end_to_end"
+    timings = {total: Timing(total, totals)}
+    for name, values in samples.items():
+        timings[f"{prefix}.{name}"] = Timing(f"{prefix}.{name}", values, share_of=total)
+    return timings
 
 
 def flop_rows(timings: dict[str, Timing], flops, peak_tflops: float | None) -> list[dict]:
@@ -153,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     report = TimingReport(environment(device, config.preset, config.dtype))
     for timing in timings.values():
         report.add(timing)
+    if config.on_cuda:
+        peaks, _ = suite.generation_peaks(c, config)
+        for peak in peaks.values():
+            report.add_peak(peak)
     scheduler.set_timesteps(steps)  # PNDM runs one more U-Net call than steps (51 for 50)
     flops = count_stage_flops(config.preset, steps=len(scheduler.timesteps), cfg=True)
     spec = budgets.lookup(report.environment["gpu"]) if config.on_cuda else None

@@ -86,6 +86,27 @@ MIN_FP16_SPEEDUP = 1.5
 MAX_REFERENCE_OVER_PIPELINE_TIME = 1.10
 # One batched CFG U-Net call (batch 2) must be strictly faster than two batch-1 calls.
 MAX_BATCHED_OVER_TWO_CALLS_TIME = 1.0
+# --- GPU suite memory claims (sdverify.gpu.memory; torch.cuda.max_memory_allocated) ----
+# Ceiling for one float16 generation at 512x512, batch 1 with CFG, SDPA attention (no
+# slicing): the resident weights plus the largest live set of activations.
+#   weights: the loaded components' parameters x 2 bytes (SD1.5: PARAMS_TOTAL x 2 = 2.13 GB);
+#   activations: the VAE decoder's last up-blocks run at full resolution, and their
+#   largest feature map is 256 channels x 512 x 512 x 2 bytes = 128 MiB (the upsampled
+#   input of the last up-block).  A resnet block there holds its input, the group-norm
+#   and SiLU outputs, the conv output and the shortcut at once (~5 maps); 8 maps leave
+#   room for the upsampler's interpolate + conv.  The U-Net at batch 2 on 64x64 latents
+#   peaks far lower (largest map 2 x 320 x 64 x 64 x 2 bytes = 5 MiB; SDPA never holds
+#   the 4096 x 4096 attention matrix), and so does CLIP.
+#   slack: cuDNN convolution workspaces and the caching allocator's block rounding.
+# For SD1.5 this gives 2.13 GB + 1.0 GiB + 0.5 GiB = 3.74 GB: diffusers' own SD1.x fp16
+# test asserts < 3.75 GB with attention slicing (tests/pipelines/stable_diffusion).
+MEMORY_VAE_FEATURE_MAP_CHANNELS = 256
+MEMORY_LIVE_FEATURE_MAPS = 8
+MEMORY_SLACK_BYTES = 512 * 2**20
+# The reference allocates what StableDiffusionPipeline allocates (same modules, same
+# batch); 5% absorbs the pipeline-side tensors each keeps alive (peaks measured alike).
+MAX_REFERENCE_OVER_PIPELINE_MEMORY = 1.05
+
 # CFG algebra (sdverify.properties.cfg): eps_uncond + w*(eps_cond - eps_uncond) rounds
 # three times (difference, product, sum), at most ~1.5 eps * (1 + 2|w|) * max|operand|;
 # two correct formulations (lerp, (1-w)*u + w*c, a float64 upcast) differ by at most

@@ -163,3 +163,9 @@ def test_an_unavailable_level_is_a_usage_error(monkeypatch: pytest.MonkeyPatch):
         isolation.resolve("bwrap")
     assert isolation.resolve("auto") == "process"
     assert os.environ.get("SDVERIFY_TEST_CANARY") is None
+
+
+@needs_bwrap
+def test_bwrap_refuses_a_gpu_device_naming_the_way_out():
+    with pytest.raises(ValueError, match=r"passes no GPU.*--sandbox process"):
+        check_submission(None, device="cuda", sandbox="bwrap")

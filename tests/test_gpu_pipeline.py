@@ -81,6 +81,9 @@ def test_tiny_checker_run_passes_on_the_device(gpu_config):
         pytest.skip("on CPU the checker's own test suite covers this run")
     from sdverify.checker import check_submission
 
-    report = check_submission(None, preset="tiny", device=str(gpu_config.device))
+    # The kit's own reference, so the process level (bwrap passes no GPU into the sandbox).
+    report = check_submission(None, preset="tiny", device=str(gpu_config.device), sandbox="process")
     failed = [f"{check.id}: {check.message}" for check in report.failed()]
-    assert report.passed, f"score {report.score}/{report.max_score}, error {report.error}:\n" + "\n".join(failed)
+    assert report.passed, (
+        f"score {report.score}/{report.max_score}, error {report.error}:\n" + "\n".join(failed) + "\n" + report.output
+    )

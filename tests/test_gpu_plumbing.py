@@ -1,4 +1,4 @@
-"""The GPU suite's plumbing on CPU: timers, budgets, claims, report, devices, skips, xdist GPUs."""
+"""The GPU suite's plumbing on CPU: timers, budgets, claims, memory claims, report, devices, skips, xdist GPUs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sdverify import contract as C
-from sdverify.gpu import budgets, claims, devices, suite
+from sdverify.gpu import budgets, claims, devices, memory, suite
 from sdverify.gpu.report import TimingReport, format_reports, write_json
 from sdverify.gpu.timing import Timing, measure_interleaved, paired_ratio
 
@@ -150,6 +150,48 @@ def test_report_rows_table_and_json(tmp_path):
     path = write_json([_report()], tmp_path / "ci" / "timings.json")
     data = json.loads(path.read_text())
     assert data["schema"] == "sdverify-gpu-timings/1" and data["reports"][0]["rows"][1]["stage"] == "reference.denoise"
+
+
+def test_report_carries_peak_memory_through_json_and_table():
+    report = _report()
+    report.add_peak(memory.Peak("reference.generation", 3_000_000_000, 2_100_000_000))
+    again = TimingReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.peaks == report.peaks
+    assert "reference.generation  3.000    2.100        0.900" in format_reports([again])
+
+
+# --- memory claims --------------------------------------------------------------------
+def test_generation_ceiling_is_weights_plus_vae_feature_maps_plus_slack():
+    model = torch.nn.Linear(10, 10).half()  # 110 parameters, 2 bytes each
+    ceiling = memory.generation_ceiling([model], torch.float16)
+    feature_map = C.MEMORY_VAE_FEATURE_MAP_CHANNELS * C.IMAGE_SIZE**2 * 2
+    assert ceiling.weight_bytes == 220
+    assert ceiling.activation_bytes == C.MEMORY_LIVE_FEATURE_MAPS * feature_map
+    assert ceiling.total == 220 + ceiling.activation_bytes + C.MEMORY_SLACK_BYTES
+    # SD1.5 in float16: the derivation lands just under diffusers' 3.75 GB (contract.py).
+    sd15 = C.PARAMS_TOTAL * 2 + ceiling.activation_bytes + C.MEMORY_SLACK_BYTES
+    assert 3.6e9 < sd15 < 3.75e9
+
+
+def test_memory_claims_pass_and_fail_naming_the_figures():
+    ceiling = memory.Ceiling(2_000_000_000, 1_000_000_000, 500_000_000)
+    under = memory.Peak("reference.generation", 3_000_000_000, 2_000_000_000)
+    over = memory.Peak("reference.generation", 3_600_000_000, 2_000_000_000)
+    assert memory.check_ceiling(under, ceiling).passed
+    failed = memory.check_ceiling(over, ceiling)
+    assert not failed.passed and "needed 3.60 GB" in failed.message and "1.60 GB allocated" in failed.message
+    # What earlier runs left resident does not count against this generation.
+    assert memory.check_ceiling(memory.Peak("g", 9_000_000_000, 8_000_000_000), ceiling).passed
+    pipe = memory.Peak("pipeline.generation", 3_000_000_000, 2_000_000_000)
+    limit = C.MAX_REFERENCE_OVER_PIPELINE_MEMORY
+    assert memory.check_reference_vs_pipeline(memory.Peak("r", int(3e9 * limit), 0), pipe).passed
+    result = memory.check_reference_vs_pipeline(memory.Peak("r", int(3e9 * limit) + 10**6, 0), pipe)
+    assert not result.passed and f"limit {limit}" in result.message
+
+
+def test_measure_peak_refuses_a_device_without_an_allocator_counter():
+    with pytest.raises(ValueError, match="CUDA allocator"):
+        memory.measure_peak("x", lambda: None, torch.device("cpu"))
 
 
 # --- devices ------------------------------------------------------------------------

@@ -62,6 +62,12 @@ def check_submission(
 
     start = time.perf_counter()
     level = isolation.resolve(sandbox)
+    if level == "bwrap" and device.startswith("cuda"):
+        raise ValueError(
+            f"--device {device}: the bwrap sandbox passes no GPU into student code; check on --device cpu, "
+            "or choose --sandbox process on a runner you trust"
+        )
+    device = _canonical_device(device)
     isolation.warn_once(level)
     resolved = target if isinstance(target, Target) else resolve_target(target)
     ctx = checks.context(preset, device, weights)
@@ -83,8 +89,24 @@ def check_submission(
     ]
     entries.append(CheckEntry.from_result("sandbox", _weights_unchanged(ctx)))
     return SubmissionReport(
-        resolved.display, entries, result.import_error, time.perf_counter() - start, isolation=level
+        resolved.display,
+        entries,
+        result.import_error,
+        time.perf_counter() - start,
+        isolation=level,
+        output=result.log_tail,
     )
+
+
+def _canonical_device(device: str) -> str:
+    """``cuda`` as the ``cuda:N`` it means: tensors report their index, and the checks compare
+    devices (``torch.device("cuda") != torch.device("cuda:0")``)."""
+    import torch
+
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device())
+    return str(d)
 
 
 def _weights_unchanged(ctx: CheckContext) -> CheckResult:

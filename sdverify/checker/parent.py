@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.reduction import send_handle
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,8 +82,14 @@ class _ForkRun:
     """Process level: a fork of the preloaded forkserver."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
+        # CUDA cannot be used in a fork of a process that touched it, and importing the
+        # preloaded libraries may (a device count); a CUDA child starts afresh instead.
+        ctx: SpawnContext | ForkServerContext
+        if torch.device(job["device"]).type == "cuda":
+            ctx = multiprocessing.get_context("spawn")
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)
         self.recv, send = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=child_main, args=(job, send), daemon=True)
         # multiprocessing would re-run the grader's __main__ script in the child (and a

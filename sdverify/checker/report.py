@@ -52,6 +52,7 @@ class SubmissionReport:
     error: str | None
     seconds: float
     isolation: str = "process"  # the level student code ran under (sdverify.isolation)
+    output: str = ""  # the last bytes the submission's processes printed (a crash's traceback)
 
     @property
     def score(self) -> float:
@@ -79,6 +80,7 @@ class SubmissionReport:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "isolation": self.isolation,
+            "output": self.output,
             "checks": [
                 {
                     "id": c.id,

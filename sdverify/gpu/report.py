@@ -15,6 +15,7 @@ import diffusers
 import torch
 
 from sdverify.gpu.devices import device_name
+from sdverify.gpu.memory import Peak, format_peaks
 from sdverify.gpu.timing import Timing
 
 SCHEMA = "sdverify-gpu-timings/1"
@@ -37,10 +38,15 @@ def environment(device: torch.device, preset: str, dtype: torch.dtype) -> dict[s
 class TimingReport:
     environment: dict[str, str]
     timings: dict[str, Timing] = field(default_factory=dict)
+    peaks: dict[str, Peak] = field(default_factory=dict)  # peak memory per measured run (CUDA only)
 
     def add(self, timing: Timing) -> Timing:
         self.timings[timing.name] = timing
         return timing
+
+    def add_peak(self, peak: Peak) -> Peak:
+        self.peaks[peak.name] = peak
+        return peak
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per timing: stage, median ms, share of its parent timing, it/s, GPU."""
@@ -64,6 +70,7 @@ class TimingReport:
             "environment": dict(self.environment),
             "timings": [t.to_dict() for t in self.timings.values()],
             "rows": self.rows(),
+            "memory": [p.to_dict() for p in self.peaks.values()],
         }
 
     @classmethod
@@ -71,6 +78,8 @@ class TimingReport:
         report = cls(dict(data["environment"]))
         for t in data["timings"]:
             report.add(Timing.from_dict(t))
+        for p in data.get("memory", []):
+            report.add_peak(Peak(**p))
         return report
 
 
@@ -92,6 +101,8 @@ def format_reports(reports: list[TimingReport]) -> str:
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        if report.peaks:
+            lines += ["", "peak memory (torch.cuda.max_memory_allocated):", format_peaks(list(report.peaks.values()))]
         blocks.append("\n".join([head, *lines]))
     return "\n\n".join(blocks)
 

@@ -13,22 +13,26 @@ for SD1.5; the stage checks assert finiteness, so a regression there shows up.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from sdverify import contract as C
 from sdverify import reference, zoo
+from sdverify.gpu.memory import Peak, measure_peak
 from sdverify.gpu.timing import Timing, measure_interleaved
 from sdverify.results import CheckResult, fail, ok
 from sdverify.schedulers import Scheduler, make_scheduler
 from sdverify.stage_recorder import Trace
 
 if TYPE_CHECKING:
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -59,6 +63,12 @@ class SuiteConfig:
     @property
     def batched_cfg_atol(self) -> float:
         return C.ATOL_BATCHED_CFG_FP16 if self.on_cuda else C.ATOL_BATCHED_CFG_FP32
+
+    @property
+    def compile_backend(self) -> str:
+        """Inductor on CUDA (what users compile with); on CPU aot_eager traces the same graph
+        without a C++ toolchain and minutes of codegen, so CI exercises the logic."""
+        return "inductor" if self.on_cuda else "aot_eager"
 
 
 def suite_config(device: torch.device, seed: int = 0, weights: str | None = None, **overrides) -> SuiteConfig:
@@ -241,9 +251,11 @@ def to_unit_range(raw: torch.Tensor) -> torch.Tensor:
 def deterministic() -> Iterator[None]:
     """Deterministic kernels for a run-twice comparison; previous settings restored after.
 
-    cuDNN picks fixed algorithms (no autotuning), torch uses deterministic kernels where
-    it has them, and cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set before CUDA
-    starts (the plugin sets it when the gpu suite runs on CUDA).
+    cuDNN picks fixed algorithms (no autotuning) and torch uses deterministic kernels where
+    it has them.  cuBLAS GEMMs on one stream are bitwise reproducible by design (cuBLAS
+    docs, "Results reproducibility"; torch gives each stream its own workspace), so torch's
+    warning that ``CUBLAS_WORKSPACE_CONFIG`` is unset is silenced rather than obeyed: that
+    setting is process-wide and slows every fp16 GEMM after it (docs/gpu.md).
     """
     saved = (
         torch.backends.cudnn.deterministic,
@@ -253,7 +265,9 @@ def deterministic() -> Iterator[None]:
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*CUBLAS_WORKSPACE_CONFIG.*")
+            yield
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[0], saved[1]
         torch.use_deterministic_algorithms(saved[2])
@@ -329,3 +343,40 @@ def time_generations(c: zoo.Components, config: SuiteConfig) -> dict[str, Timing
             share_of="reference.end_to_end",
         )
     return timings
+
+
+def generation_peaks(c: zoo.Components, config: SuiteConfig) -> tuple[dict[str, Peak], dict[str, torch.Tensor]]:
+    """Image ([0, 1]) of one PNDM generation by the reference and by the pipeline, and on
+    CUDA the peak memory of each (the CPU has no allocator counter: no peaks there).
+
+    Each runs once unmeasured first, so lazy allocations (cuBLAS workspaces, cuDNN plans)
+    count in both peaks alike rather than in whichever ran first.
+    """
+    pipe = make_pipeline(c, make_scheduler("pndm", dict(c.scheduler.config)))
+    scheduler = make_scheduler("pndm", dict(c.scheduler.config))
+    runs = {
+        "reference": lambda: to_unit_range(reference_image(c, scheduler, config.steps, config.seed)),
+        "pipeline": lambda: pipeline_image(pipe, config.steps, config.seed),
+    }
+    images: dict[str, torch.Tensor] = {}
+    peaks: dict[str, Peak] = {}
+    with torch.inference_mode():
+        for name, run in runs.items():
+            run()
+
+            def keep(name: str = name, run=run) -> None:
+                images[name] = run()
+
+            if config.on_cuda:
+                peaks[name] = measure_peak(f"{name}.generation", keep, config.device)
+            else:
+                keep()
+    return peaks, images
+
+
+def compiled_unet_image(c: zoo.Components, config: SuiteConfig, mode: str | None = None) -> torch.Tensor:
+    """The reference's PNDM image ([-1, 1]) with ``torch.compile`` applied to the U-Net."""
+    unet = torch.compile(c.unet, mode=mode, backend=config.compile_backend)
+    compiled = dataclasses.replace(c, unet=cast("UNet2DConditionModel", unet))  # the wrapper forwards the module's API
+    scheduler = make_scheduler("pndm", dict(c.scheduler.config))
+    return reference_image(compiled, scheduler, config.steps, config.seed)
