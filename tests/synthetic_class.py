@@ -63,3 +63,39 @@ def write_outputs(grades: list[SubmissionGrade], out: Path, shard: tuple[int, in
             grade.image = "image.png"
         write_submission(grade, folder)
     write_class(grades, out, TITLE, shard)
+
+
+def fake_checker(monkeypatch, *, corrected: bool = False) -> list[str]:
+    """Replace the student-module checker by one that reads its verdicts from the module's text:
+    a line ``function = pass`` or ``function = fail mistake_id`` per function (``corrected``:
+    every function passes, as after a fix of the checker).  Returns the list of modules it was
+    asked to check (the batch must run with one worker: in this process)."""
+    from sdverify import checker, zoo
+    from sdverify.checker.report import SubmissionReport
+
+    checked: list[str] = []
+
+    def check_submission(target: str, **_options) -> SubmissionReport:
+        checked.append(Path(target).stem)
+        entries = []
+        for line in Path(target).read_text().splitlines():
+            function, verdict = (part.strip() for part in line.split("="))
+            mistake = verdict.split()[1] if verdict.startswith("fail") and not corrected else None
+            entries.append(_check(f"{function}.reference", function, 0 if mistake else 2, 2, mistake))
+        return SubmissionReport(target, entries, None, 0.25 * len(entries))
+
+    monkeypatch.setattr(checker, "check_submission", check_submission)
+    monkeypatch.setattr(zoo, "verify", lambda folder: [])  # it reads no weights: hashing them is time lost
+    return checked
+
+
+def module_class(folder: Path) -> Path:
+    """Seven .py submissions for ``fake_checker``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    verdicts = ["pass", "fail cfg_swapped", "fail scaling_factor_not_divided"]
+    for i, name in enumerate(["ann", "ben", "cat", "dan", "eva", "fay", "gus"]):
+        lines = [
+            f"{f} = {verdicts[(i + j) % 3 if i % 2 else 0]}" for j, f in enumerate(("cfg_combine", "decode_latents"))
+        ]
+        (folder / f"{name}.py").write_text("\n".join(lines) + "\n")
+    return folder
