@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 EXECUTABLE = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -156,3 +158,25 @@ class Chromium:
     def requested(self) -> list[str]:
         """Every URL the page opened last asked for."""
         return [e["params"]["request"]["url"] for e in self._events if e.get("method") == "Network.requestWillBeSent"]
+
+
+def launch() -> Chromium:
+    """A browser for a test: skipped with the reason where Chromium is missing, failed in CI (which installs it)."""
+    if EXECUTABLE is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return Chromium()
+
+
+IMAGES = "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+
+
+def check_page(browser: Chromium, page: Path) -> list[list[Any]]:
+    """Open ``page``: no error, every image loaded, only local files asked for; returns its images."""
+    browser.open(page)
+    assert browser.errors() == []
+    images = browser.evaluate(IMAGES)
+    assert images and all(loaded for _, loaded in images), images
+    assert all(url.startswith(("file:", "data:")) for url in browser.requested()), browser.requested()
+    return images
