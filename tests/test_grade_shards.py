@@ -7,12 +7,17 @@ the same with the real checker, where only the timings may differ.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import re
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from synthetic_class import fake_checker, module_class
 
 from sdverify.cli import main
@@ -132,3 +137,52 @@ def test_real_checker_shards_merged_equal_one_run_except_timings(tmp_path: Path)
     merge([tmp_path / "s1", tmp_path / "s2"], tmp_path / "merged")
     assert _without_timings(tmp_path / "merged") == _without_timings(tmp_path / "whole")
     assert (tmp_path / "merged" / PLOT).read_bytes() == (tmp_path / "whole" / PLOT).read_bytes()
+
+
+ENGINES = Path(__file__).resolve().parents[1] / "examples" / "grading"
+
+
+def _args(command: str):
+    """``command`` (a ``sdverify ...`` line) as the CLI parses it."""
+    from sdverify.cli import build_parser
+
+    argv = shlex.split(command)[1:]
+    if argv[:2] == ["grade", "merge"]:
+        argv[:2] = ["grade-merge"]
+    return build_parser().parse_args(argv)
+
+
+def test_github_actions_recipe_grades_every_shard_and_merges_their_artifacts():
+    workflow = yaml.safe_load((ENGINES / "github-actions-grade.yml").read_text())
+    shard_job, merge_job = workflow["jobs"]["shard"], workflow["jobs"]["merge"]
+    matrix = shard_job["strategy"]["matrix"]["shard"]
+    [grade] = [s["run"] for s in shard_job["steps"] if "sdverify grade" in s.get("run", "")]
+    shards = [parse_shard(_args(grade.replace("${{ matrix.shard }}", str(k))).shard) for k in matrix]
+    assert shards == [(k, len(matrix)) for k in range(1, len(matrix) + 1)]
+    [upload] = [s["with"] for s in shard_job["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert upload["path"] == _args(grade.replace("${{ matrix.shard }}", "1")).out
+    [download] = [s["with"] for s in merge_job["steps"] if s.get("uses", "").startswith("actions/download-artifact")]
+    [merge_run] = [s["run"] for s in merge_job["steps"] if "sdverify grade merge" in s.get("run", "")]
+    # download-artifact puts each artifact in <path>/<name>: the merge's glob must match every shard's name
+    names = [upload["name"].replace("${{ matrix.shard }}", str(k)) for k in matrix]
+    assert all(fnmatch.fnmatch(f"{download['path']}/{n}", _args(merge_run).outs[0]) for n in names)
+    assert fnmatch.fnmatch(names[0], download["pattern"]) and merge_job["needs"] == "shard"
+
+
+def test_slurm_recipe_gives_each_array_task_its_shard(tmp_path: Path):
+    stub = tmp_path / "bin" / "sdverify"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "sdverify $*" >> "$CALLS"\n')
+    stub.chmod(0o755)
+    calls = tmp_path / "calls"
+    for task in (1, 8):
+        env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "CALLS": str(calls)}
+        env |= {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_CPUS_PER_TASK": "4"}
+        subprocess.run(["bash", str(ENGINES / "slurm-grade.sbatch")], env=env, check=True, cwd=tmp_path)
+    parsed = [_args(line) for line in calls.read_text().splitlines()]
+    assert [(parse_shard(a.shard), a.out, a.workers) for a in parsed] == [
+        ((1, 8), "shards/1", 4),
+        ((8, 8), "shards/8", 4),
+    ]
+    array = re.search(r"#SBATCH --array=1-(\d+)", (ENGINES / "slurm-grade.sbatch").read_text())
+    assert array and int(array[1]) == 8
