@@ -148,11 +148,12 @@ def test_only_regrades_those_students_and_keeps_the_class(tmp_path, monkeypatch,
     assert checked == ["ben", "dan"] and sorted(again) == sorted(first)
     untouched = [n for n in first if n not in ("ben", "dan")]
     assert all((submission_dir(out, n) / "grade.json").stat().st_mtime_ns == stamps[n] for n in untouched)
-    assert "never graded, left out of the class files: hal" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "never graded, left out of the class files: hal" in err and "graded 2 submission(s), 5 up to date" in err
     assert "hal" not in (out / "grades.csv").read_text() and "gus" in (out / "grades.csv").read_text()
 
 
-def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, monkeypatch):
+def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, monkeypatch, capsys):
     fake_checker(monkeypatch)
     folder = module_class(tmp_path / "subs")
     out = tmp_path / "out"
@@ -163,6 +164,7 @@ def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, mo
     }
     fake_checker(monkeypatch, corrected=True)  # a fixed checker: every function passes now
     again = _batch(folder, out, exercises=["cfg_combine"])
+    assert "graded 7 submission(s) (7 in part: their other exercises kept), 0 up to date" in capsys.readouterr().err
     for name, grade in again.items():
         now, before = ({e.id: e for e in g.exercises} for g in (grade, first[name]))
         assert now["cfg_combine"].score == now["cfg_combine"].max_score

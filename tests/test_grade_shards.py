@@ -77,6 +77,18 @@ def test_two_shards_merged_equal_one_run_byte_for_byte(tmp_path: Path, monkeypat
     assert set(CLASS_FILES) <= set(_files(tmp_path / "merged"))
 
 
+def test_a_shard_that_draws_no_one_merges_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_checker(monkeypatch)
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    (folder / "solo.py").write_text("cfg_combine = pass\n")
+    _grade(folder, tmp_path / "whole")
+    shares = [_grade(folder, tmp_path / f"s{k}", shard=(k, 2)) for k in (1, 2)]
+    assert sorted(len(share) for share in shares) == [0, 1]
+    merge([tmp_path / "s1", tmp_path / "s2"], tmp_path / "merged")
+    assert _files(tmp_path / "merged") == _files(tmp_path / "whole")
+
+
 def test_merge_refuses_a_missing_shard_a_repeated_one_and_an_unfinished_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -90,7 +102,7 @@ def test_merge_refuses_a_missing_shard_a_repeated_one_and_an_unfinished_one(
         merge([tmp_path / "s1", tmp_path / "s1", tmp_path / "s2"], tmp_path / "m")
     shutil.copytree(tmp_path / "s2", tmp_path / "unfinished")
     (tmp_path / "unfinished" / SUMMARY).unlink()
-    with pytest.raises(ValueError, match="did that batch finish"):
+    with pytest.raises(ValueError, match="did its batch finish"):
         merge([tmp_path / "s1", tmp_path / "unfinished"], tmp_path / "m")
     assert not (tmp_path / "m").exists()
 

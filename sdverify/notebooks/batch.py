@@ -232,6 +232,13 @@ def grade_batch(
     for job in recheck:
         store(job.name, alone(job))
     bar.close()
+    partly = sum(bool(job.keep) for job in todo)
+    print(
+        f"sdverify: graded {len(todo)} submission(s)"
+        + (f" ({partly} in part: their other exercises kept)" if partly else "")
+        + f", {len(grades) - len(todo)} up to date",
+        file=sys.stderr,
+    )
     ordered = [grades[name] for _, name in chosen if name in grades]
     write_class(ordered, out, spec.title, shard)
     for name, expected in written.items():  # nothing may have rewritten a grade since

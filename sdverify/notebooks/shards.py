@@ -51,8 +51,8 @@ def merge(outs: list[Path], dest: Path) -> list[SubmissionGrade]:
     _check_shards({out: s.get("shard") for out, s in summaries.items()})
     found: dict[str, tuple[Path, SubmissionGrade]] = {}
     for out in outs:
-        folders = sorted(p for p in (out / "submissions").iterdir() if p.is_dir())
-        for folder in folders:
+        students = out / "submissions"  # absent in a shard that drew no one
+        for folder in sorted(p for p in students.iterdir() if p.is_dir()) if students.is_dir() else []:
             grade = load_grade(folder)
             if grade is None:
                 raise ValueError(f"merge: {folder} has no readable grade.json (rerun that shard: it resumes)")
@@ -72,13 +72,12 @@ def merge(outs: list[Path], dest: Path) -> list[SubmissionGrade]:
 
 def _summary(out: Path) -> dict:
     path = out / SUMMARY
-    if not (out / "submissions").is_dir():
-        raise ValueError(f"merge: {out} is not a grade output (no submissions/ folder)")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         raise ValueError(
-            f"merge: {path} is missing or unreadable: did that batch finish? (rerun it: it resumes)"
+            f"merge: {path} is missing or unreadable: is {out} a grade output, and did its batch finish? "
+            "(rerun it: it resumes)"
         ) from None
 
 
