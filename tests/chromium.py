@@ -39,7 +39,13 @@ class Chromium:
         ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
         for fd in (to_browser, from_browser):
             os.close(fd)
-        flags = ["--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check", "--mute-audio"]
+        flags = [
+            "--headless",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+        ]
         flags += [
             "--remote-debugging-pipe",
             f"--user-data-dir={self._profile}",

@@ -149,7 +149,7 @@ def grade_batch(
     hidden = tuple(dict.fromkeys([*(Path(p).resolve() for p in paths), *(p.parent for p in submissions)]))
     hidden = tuple(p for p in hidden if p.is_dir()) + (out.resolve(),)
     grades: dict[str, SubmissionGrade] = {}
-    updated: list[str] = []  # stored grades the spec trimmed or relabelled: rewritten, not regraded
+    updated: list[str] = []  # stored grades whose exercise titles the spec renamed: rewritten, not regraded
     todo: list[Job] = []
     never: list[str] = []
     for path, name in chosen:

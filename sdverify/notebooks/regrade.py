@@ -42,8 +42,8 @@ def plan(
     *,
     regrade: Collection[str] = (),
 ) -> SubmissionGrade | Job:
-    """The stored grade when it is up to date (a new object when only exercises the spec dropped
-    or renamed change it), else the job that brings it up to date.
+    """The stored grade when it is up to date (a new object when the spec only retitled an
+    exercise), else the job that brings it up to date.
 
     ``regrade``: exercise ids (or a module's API functions) checked again even when their
     stored result is valid.  ``settings`` must be resolved (``resolve_settings``).
