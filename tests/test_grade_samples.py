@@ -203,6 +203,27 @@ def test_junit_and_html_reports(batch, graded):
     assert all(f"submissions/{name}/report.html" in index for name in graded)
 
 
+def test_summary_counts_the_named_mistake_with_its_student(batch, graded):
+    _, out, *_ = batch
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["students"] == len(graded) and summary["score"]["full_marks"] >= 1
+    rand = next(m for m in summary["mistakes"] if m["id"] == "rand_not_randn")
+    assert "mistake_rand" in rand["students"] and "ex3/z_t" in rand["checks"]
+    assert "submissions/mistake_rand/report.html" in (out / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_class_and_student_pages_work_in_a_browser(batch):
+    from chromium import check_page, launch
+
+    _, out, *_ = batch
+    with launch() as browser:
+        images = check_page(browser, out / "index.html")
+        assert "submissions/correct/image.png" in {src for src, _ in images}
+        check_page(browser, out / "submissions" / "mistake_rand" / "report.html")
+        assert "rand_not_randn" in browser.evaluate("document.body.innerText")
+
+
 def test_resume_skips_graded_submissions(batch):
     grades, out, folder, spec, settings = batch
     stamp = (out / "submissions" / "correct" / "grade.json").stat().st_mtime_ns

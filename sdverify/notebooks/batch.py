@@ -3,8 +3,10 @@
 Each worker process grades one submission at a time (its notebook runs in yet another
 process, the kernel) and keeps its reference components between submissions.  The
 grader's own process writes each grade, atomically, as soon as it is known, so an
-interrupted batch resumes where it stopped; a stored grade is reused while the
-submission, spec, weights and isolation level are unchanged.  The isolation level is
+interrupted batch resumes where it stopped; a stored result is reused while the
+submission, weights and isolation level are unchanged, exercise by exercise while its
+spec definition is (``regrade``).  A batch may be one shard of the class (``shards``),
+or a few of its students or exercises (``only``, ``exercises``).  The isolation level is
 resolved once, here, and every report names it.
 
 A batch always finishes: a worker that dies (a submission that kills it) fails only the
@@ -21,14 +23,17 @@ import hashlib
 import multiprocessing
 import re
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm import tqdm
 
 from sdverify import isolation, zoo
-from sdverify.notebooks.grading import Settings, SubmissionGrade, digest, grade_submission, resolve_settings
+from sdverify.notebooks.grading import Settings, SubmissionGrade, grade_submission, resolve_settings
+from sdverify.notebooks.regrade import Job, check_exercises, check_students, plan
 from sdverify.notebooks.reports import GRADE_FILES, load_grade, submission_dir, write_class, write_submission
+from sdverify.notebooks.shards import Shard, in_shard
 from sdverify.notebooks.spec import Spec
 
 SUFFIXES = (".ipynb", ".py")
@@ -71,19 +76,17 @@ def unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _grade(
-    path: Path, name: str, spec: Spec, settings: Settings, out: Path, hidden: tuple[Path, ...]
-) -> SubmissionGrade:
+def _grade(job: Job, spec: Spec, settings: Settings, out: Path, hidden: tuple[Path, ...]) -> SubmissionGrade:
     """In a worker: grade one submission (its executed notebook and image land in its folder)."""
-    return grade_submission(path, name, spec, settings, submission_dir(out, name), hidden=hidden)
+    return grade_submission(
+        job.path, job.name, spec, settings, submission_dir(out, job.name), hidden=hidden, keep=job.keep
+    )
 
 
-def _in_fresh_worker(
-    path: Path, name: str, spec: Spec, settings: Settings, out: Path, hidden: tuple[Path, ...]
-) -> SubmissionGrade:
+def _in_fresh_worker(job: Job, spec: Spec, settings: Settings, out: Path, hidden: tuple[Path, ...]) -> SubmissionGrade:
     """Grade one submission alone in a new worker process (a retry after a worker died)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_grade, path, name, spec, settings, out, hidden).result()
+        return pool.submit(_grade, job, spec, settings, out, hidden).result()
 
 
 def _file_digests(folder: Path) -> dict[str, str]:
@@ -117,29 +120,55 @@ def grade_batch(
     workers: int,
     force: bool = False,
     progress: bool = True,
+    shard: Shard | None = None,
+    only: Sequence[str] = (),
+    exercises: Sequence[str] = (),
 ) -> list[SubmissionGrade]:
     """Grade every submission under ``paths`` into ``out``; return the grades in input order.
 
-    Raises ValueError for an unusable ``settings.sandbox`` (bwrap requested where it cannot run).
+    ``shard``: grade only that share of the submissions (the class files cover it alone).
+    ``only``: regrade these students (names as in grades.csv); the others keep their stored
+    grades (one never graded is left out of the class files, with a warning).
+    ``exercises``: regrade these exercises (or a module's API functions), keeping the other
+    stored results.  ``force`` regrades everything.
+
+    Raises ValueError for an unusable ``settings.sandbox`` (bwrap requested where it cannot
+    run) and for ``only``/``exercises`` naming no student or exercise of the batch.
     """
     submissions = collect(paths)
     if not submissions:
         raise ValueError(f"no .ipynb or .py submissions found in {[str(p) for p in paths]}")
+    names = unique_names(submissions)  # of the whole class: every shard names everyone alike
+    check_students(names, only)
+    check_exercises(spec, exercises)
+    chosen = [(path, name) for path, name in zip(submissions, names) if shard is None or in_shard(name, shard)]
     settings = resolve_settings(settings)
     level = isolation.resolve(settings.sandbox)
     isolation.warn_once(level)
     # Under bwrap no kernel sees the submissions (its own included: it runs a copy) or the reports.
     hidden = tuple(dict.fromkeys([*(Path(p).resolve() for p in paths), *(p.parent for p in submissions)]))
     hidden = tuple(p for p in hidden if p.is_dir()) + (out.resolve(),)
-    names = unique_names(submissions)
     grades: dict[str, SubmissionGrade] = {}
-    todo = []
-    for path, name in zip(submissions, names):
-        stored = None if force else load_grade(submission_dir(out, name))
-        if stored is not None and stored.digest == digest(path, spec, settings):
-            grades[name] = stored
+    updated: list[str] = []  # stored grades whose exercise titles the spec renamed: rewritten, not regraded
+    todo: list[Job] = []
+    never: list[str] = []
+    for path, name in chosen:
+        stored = load_grade(submission_dir(out, name))
+        if only and name not in only:
+            if stored is None:
+                never.append(name)
+            else:
+                grades[name] = stored
+            continue
+        whole = force or (only and not exercises)
+        outcome = plan(path, name, None if whole else stored, spec, settings, regrade=exercises)
+        if isinstance(outcome, Job):
+            todo.append(outcome)
         else:
-            todo.append((path, name))
+            grades[name] = outcome
+            updated += [] if outcome is stored else [name]
+    if never:
+        print(f"sdverify: never graded, left out of the class files: {', '.join(never)}", file=sys.stderr)
     bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress or not todo)
     weights = _Zoo(settings)
     written: dict[str, dict[str, str]] = {}
@@ -150,9 +179,12 @@ def grade_batch(
         written[name] = _file_digests(submission_dir(out, name))
         bar.set_postfix_str(name)
 
-    def alone(path: Path, name: str) -> SubmissionGrade:
+    for name in updated:
+        store(name, grades[name])
+
+    def alone(job: Job) -> SubmissionGrade:
         """Grade on intact weights and check them after: a change here is this submission's."""
-        grade = _grade(path, name, spec, settings, out, hidden)
+        grade = _grade(job, spec, settings, out, hidden)
         changed = weights.check()
         if changed:
             note = f"this submission changed the grader's weights ({', '.join(changed[:5])}); they were rebuilt"
@@ -160,47 +192,55 @@ def grade_batch(
             grade.error = grade.error or note
         return grade
 
-    recheck: list[tuple[Path, str]] = []  # graded while the weights changed: regraded alone at the end
+    recheck: list[Job] = []  # graded while the weights changed: regraded alone at the end
     if len(todo) == 1 or workers <= 1:
-        for path, name in todo:
-            store(name, alone(path, name))
+        for job in todo:
+            store(job.name, alone(job))
             bar.update()
     elif todo:
-        failed: list[tuple[Path, str]] = []
+        failed: list[Job] = []
         suspects: set[str] = set()
         # spawn: workers import torch themselves rather than inherit a forked OpenMP state.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-            futures = {pool.submit(_grade, p, n, spec, settings, out, hidden): (p, n) for p, n in todo}
+            futures = {pool.submit(_grade, job, spec, settings, out, hidden): job for job in todo}
             for future in as_completed(futures):
-                path, name = futures[future]
+                job = futures[future]
                 try:
-                    store(name, future.result())
+                    store(job.name, future.result())
                 except Exception:  # its worker died (perhaps at another submission's hand): retried below
-                    failed.append((path, name))
+                    failed.append(job)
                     continue
                 finally:
                     bar.update()
                 if weights.check():  # changed by this one or by one still running
-                    suspects |= {n for f, (_, n) in futures.items() if not f.done()}
-                    recheck.append((path, name))
-                elif name in suspects:
-                    recheck.append((path, name))
+                    suspects |= {j.name for f, j in futures.items() if not f.done()}
+                    recheck.append(job)
+                elif job.name in suspects:
+                    recheck.append(job)
         # Alone, in a fresh worker: a submission that kills its worker fails only itself.
-        for path, name in failed:
+        for job in failed:
             try:
-                store(name, _in_fresh_worker(path, name, spec, settings, out, hidden))
+                store(job.name, _in_fresh_worker(job, spec, settings, out, hidden))
             except Exception as exc:
-                kind = "module" if path.suffix == ".py" else "notebook"
+                kind = "module" if job.path.suffix == ".py" else "notebook"
                 error = f"worker failed twice (does the submission end the process grading it?): {exc!r}"
-                store(name, SubmissionGrade(name, str(path), kind, [], error=error, isolation=level))
+                kept = list(job.keep.values())  # this same file's stored results stay
+                store(job.name, SubmissionGrade(job.name, str(job.path), kind, kept, error=error, isolation=level))
             if weights.check():
-                recheck.append((path, name))
-    for path, name in recheck:
-        store(name, alone(path, name))
+                recheck.append(job)
+    for job in recheck:
+        store(job.name, alone(job))
     bar.close()
-    ordered = [grades[name] for name in names]
-    write_class(ordered, out, spec.title)
+    partly = sum(bool(job.keep) for job in todo)
+    print(
+        f"sdverify: graded {len(todo)} submission(s)"
+        + (f" ({partly} in part: their other exercises kept)" if partly else "")
+        + f", {len(grades) - len(todo)} up to date",
+        file=sys.stderr,
+    )
+    ordered = [grades[name] for _, name in chosen if name in grades]
+    write_class(ordered, out, spec.title, shard)
     for name, expected in written.items():  # nothing may have rewritten a grade since
         folder = submission_dir(out, name)
         if _file_digests(folder) != expected:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import tempfile
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +55,7 @@ class ExerciseGrade:
     title: str
     checks: list[CheckEntry]
     notes: list[str] = field(default_factory=list)
+    definition: str = ""  # the spec's hash of what this verdict depends on (Spec.definitions); "" for modules
 
     @property
     def score(self) -> float:
@@ -99,43 +101,52 @@ class SubmissionGrade:
         return cls(**{**data, "exercises": exercises})
 
 
-def digest(path: Path, spec: Spec, settings: Settings) -> str:
-    """What a stored grade depends on: submission bytes, spec, weights settings and isolation level."""
+def digest(path: Path, settings: Settings) -> str:
+    """What every stored exercise depends on: submission bytes, weights settings and isolation
+    level (the spec counts per exercise: ``ExerciseGrade.definition``)."""
     h = hashlib.sha256(path.read_bytes())
-    h.update(spec.text.encode())
     h.update(repr((settings.preset, settings.seed, settings.weights, settings.sandbox)).encode())
     return h.hexdigest()
 
 
 def grade_submission(
-    path: Path, name: str, spec: Spec, settings: Settings, folder: Path, *, hidden: tuple[Path, ...] = ()
+    path: Path,
+    name: str,
+    spec: Spec,
+    settings: Settings,
+    folder: Path,
+    *,
+    hidden: tuple[Path, ...] = (),
+    keep: Mapping[str, ExerciseGrade] | None = None,
 ) -> SubmissionGrade:
     """Grade ``path`` (``.ipynb`` or ``.py``); artefacts (image, executed notebook) go to ``folder``.
 
     Under bwrap the kernel sees neither ``hidden`` (the batch's submissions and report
-    folders) nor the folders of ``path`` and ``folder``.
+    folders) nor the folders of ``path`` and ``folder``.  Exercises in ``keep`` (stored
+    results still valid: a targeted regrade) are taken as they are, not checked again.
     """
+    keep = keep or {}
     folder.mkdir(parents=True, exist_ok=True)
     settings = resolve_settings(settings)
     kind = "module" if path.suffix == ".py" else "notebook"
     hidden = _outermost((*hidden, path.resolve().parent, folder.resolve()))
     try:
         grade = (
-            _grade_module(path, name, settings)
+            _grade_module(path, name, settings, keep)
             if kind == "module"
-            else _grade_notebook(path, name, spec, settings, folder, hidden)
+            else _grade_notebook(path, name, spec, settings, folder, hidden, keep)
         )
     except Exception as exc:
         grade = SubmissionGrade(
             name,
             str(path),
             kind,
-            _zero(spec) if kind == "notebook" else [],
+            [keep.get(e.id, e) for e in _zero(spec)] if kind == "notebook" else list(keep.values()),
             error=f"grading failed: {type(exc).__name__}: {exc}",
             notes=[traceback.format_exc(limit=5)],
         )
     grade.isolation = isolation.resolve(settings.sandbox)
-    grade.digest = digest(path, spec, settings)
+    grade.digest = digest(path, settings)
     return grade
 
 
@@ -194,7 +205,13 @@ def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
 
 
 def _grade_notebook(
-    path: Path, name: str, spec: Spec, settings: Settings, folder: Path, hidden: tuple[Path, ...]
+    path: Path,
+    name: str,
+    spec: Spec,
+    settings: Settings,
+    folder: Path,
+    hidden: tuple[Path, ...],
+    keep: Mapping[str, ExerciseGrade],
 ) -> SubmissionGrade:
     torch.set_num_threads(settings.threads)
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
@@ -213,7 +230,13 @@ def _grade_notebook(
     )
     cleared = cap_notebook(run.executed)
     nbformat.write(run.executed, folder / "executed.ipynb")
-    exercises = [_grade_exercise(ctx, run, e) for e in spec.exercises]
+    # Every section is still located and extracted (the sections bound each other); only the
+    # checks of exercises not kept run.
+    definitions = spec.definitions()
+    exercises = [
+        replace(keep[e.id], title=e.title) if e.id in keep else _grade_exercise(ctx, run, e, definitions[e.id])
+        for e in spec.exercises
+    ]
     notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
     if cleared:
         notes.append(
@@ -237,7 +260,7 @@ def _section(run: RunResult, index: int) -> str | None:
     return max(before)[1] if before else None
 
 
-def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec) -> ExerciseGrade:
+def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec, definition: str) -> ExerciseGrade:
     def var(name: str):
         return run.variable(exercise.id, name)
 
@@ -253,7 +276,7 @@ def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec
         except Exception as exc:
             result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
         checks.append(CheckEntry.from_result(exercise.id, result, spec.points))
-    return ExerciseGrade(exercise.id, exercise.title, checks, notes)
+    return ExerciseGrade(exercise.id, exercise.title, checks, notes, definition)
 
 
 def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:
@@ -269,7 +292,8 @@ def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:
 # --- .py modules (the checker) ---------------------------------------------------------
 
 
-def _grade_module(path: Path, name: str, settings: Settings) -> SubmissionGrade:
+def _grade_module(path: Path, name: str, settings: Settings, keep: Mapping[str, ExerciseGrade]) -> SubmissionGrade:
+    """The checker runs the whole module in one sandbox; stored results in ``keep`` replace its new ones."""
     from sdverify.checker import check_submission
 
     report = check_submission(
@@ -283,6 +307,9 @@ def _grade_module(path: Path, name: str, settings: Settings) -> SubmissionGrade:
     by_function: dict[str, list[CheckEntry]] = {}
     for entry in report.checks:
         by_function.setdefault(entry.function, []).append(entry)
-    exercises = [ExerciseGrade(function, f"{function}()", checks) for function, checks in by_function.items()]
+    exercises = [
+        keep.get(function) or ExerciseGrade(function, f"{function}()", checks)
+        for function, checks in by_function.items()
+    ]
     grade = SubmissionGrade(name, str(path), "module", exercises, error=report.error, seconds=report.seconds)
     return SubmissionGrade.from_dict(grade.to_dict())  # details made JSON-safe like a stored grade

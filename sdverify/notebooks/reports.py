@@ -2,13 +2,15 @@
 
 Layout under ``--out``::
 
-    grades.csv  junit.xml  index.html
+    grades.csv  junit.xml  index.html  summary.json  score_distribution.png
     submissions/<name>/grade.json     (ours: resume + every report is built from it)
     submissions/<name>/results.json   (Gradescope)
     submissions/<name>/report.html    (+ image.png, executed.ipynb for notebooks)
 
 Every string that came from a submission is escaped: a notebook's error message is
 data, never markup.  Every format names the isolation level student code ran under.
+The class files list students by name, so the same grades give the same bytes however
+they were batched (one run, or shards merged).  The pages load nothing from the network.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from sdverify.notebooks import analytics
 from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
 
 _CSS = """
@@ -26,7 +29,32 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
 .pass{color:#176f2c}.fail{color:#b00020}.note{color:#7a5b00}pre{white-space:pre-wrap;margin:0}
 img.thumb{width:96px;height:96px}img.full{width:384px;height:384px}
+th[data-type]{cursor:pointer}th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 """
+# Click a header of a sortable table to sort by that column (again: the other way).
+_SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    if (!th.dataset.type) return;
+    th.addEventListener("click", function () {
+      var numeric = th.dataset.type === "num", body = table.tBodies[0];
+      var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+      var key = function (row) {
+        var cell = row.cells[col], v = cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent.trim();
+        return numeric ? (v === "" || isNaN(+v) ? -Infinity : +v) : v.toLowerCase();
+      };
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) { var x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : 0) * dir; });
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+SUMMARY = "summary.json"
+PLOT = "score_distribution.png"
 
 
 def submission_dir(out: Path, name: str) -> Path:
@@ -111,9 +139,11 @@ def _columns(grades: list[SubmissionGrade]) -> list[str]:
     return list(columns)
 
 
-def write_class(grades: list[SubmissionGrade], out: Path, title: str) -> None:
-    """grades.csv, junit.xml and index.html over ``grades`` (one row/suite per submission)."""
+def write_class(grades: list[SubmissionGrade], out: Path, title: str, shard: tuple[int, int] | None = None) -> None:
+    """grades.csv, junit.xml, summary.json (+ its plot) and index.html over ``grades`` (one
+    row/suite per submission, by name); ``shard``: the ``(K, N)`` share these grades are."""
     out.mkdir(parents=True, exist_ok=True)
+    grades = sorted(grades, key=lambda g: g.name)
     columns = _columns(grades)
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -123,7 +153,10 @@ def write_class(grades: list[SubmissionGrade], out: Path, title: str) -> None:
             totals = [_fmt(g.score), _fmt(g.max_score), g.error or "", g.isolation]
             writer.writerow([g.name, *(scores.get(c, "") for c in columns), *totals])
     (out / "junit.xml").write_text(junit(grades))
-    (out / "index.html").write_text(_page(title, _class_body(grades, columns)))
+    summary = analytics.summary(grades, title, shard)
+    (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    analytics.plot_distribution(summary, out / PLOT)
+    (out / "index.html").write_text(_page(title, _class_body(grades, columns, summary), script=_SORT_JS))
 
 
 def junit(grades: list[SubmissionGrade]) -> str:
@@ -150,10 +183,11 @@ def junit(grades: list[SubmissionGrade]) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, script: str = "") -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}"
+        f"{f'<script>{script}</script>' if script else ''}</body></html>"
     )
 
 
@@ -162,19 +196,22 @@ def _exercise_html(e: ExerciseGrade) -> str:
         f"<tr><td class='{'pass' if c.passed else 'fail'}'>{'✔' if c.passed else '✘'}</td>"
         f"<td>{html.escape(c.id)}</td><td>{_fmt(c.points)}/{_fmt(c.max_points)}</td>"
         f"<td>{html.escape(c.clause)}"
-        f"{'' if c.passed else '<pre class=fail>' + html.escape(c.message) + '</pre>'}</td></tr>"
+        f"{'' if c.passed else '<pre class=fail>' + html.escape(c.message) + '</pre>'}</td>"
+        f"<td class='mistake'>{'' if c.passed else html.escape(str(c.details.get('mistake') or ''))}</td></tr>"
         for c in e.checks
     )
     notes = "".join(f"<li class='note'>{html.escape(n)}</li>" for n in e.notes)
     return (
         f"<h2>{html.escape(e.title)} — {_fmt(e.score)}/{_fmt(e.max_score)}</h2>"
         f"{'<ul>' + notes + '</ul>' if notes else ''}"
-        f"<table><tr><th></th><th>check</th><th>points</th><th>feedback</th></tr>{rows}</table>"
+        f"<table><tr><th></th><th>check</th><th>points</th><th>feedback</th><th>named mistake</th></tr>"
+        f"{rows}</table>"
     )
 
 
 def _submission_body(g: SubmissionGrade) -> str:
     parts = [
+        "<p><a href='../../index.html'>class overview</a></p>",
         f"<p>{html.escape(g.kind)} <code>{html.escape(g.path)}</code>, graded in {g.seconds:.1f} s</p>",
         f"<p class='isolation'>{html.escape(isolation_text(g.isolation))}</p>",
     ]
@@ -195,23 +232,121 @@ def _submission_body(g: SubmissionGrade) -> str:
     return "".join(parts)
 
 
-def _class_body(grades: list[SubmissionGrade], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+def _link(name: str) -> str:
+    return f"<a href='submissions/{html.escape(name)}/report.html'>{html.escape(name)}</a>"
+
+
+def _table(heads: list[tuple[str, str]], rows: list[str], sortable: bool = False) -> str:
+    """``heads``: (label, sort type: "num", "text" or "" for none)."""
+    head = "".join(f"<th{f' data-type={kind}' if kind and sortable else ''}>{html.escape(h)}</th>" for h, kind in heads)
+    return (
+        f"<table{' class=sortable' if sortable else ''}><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _rate(rate: float | None) -> str:
+    return "" if rate is None else f"{100 * rate:.0f}%"
+
+
+def _class_body(grades: list[SubmissionGrade], columns: list[str], summary: dict) -> str:
     rows = []
     for g in grades:
-        link = f"submissions/{html.escape(g.name)}/"
-        scores = {e.id: f"{_fmt(e.score)}/{_fmt(e.max_score)}" for e in g.exercises}
-        image = f"<img class='thumb' src='{link}{html.escape(g.image)}' alt=''>" if g.image else ""
-        cells = "".join(f"<td>{scores.get(c, '')}</td>" for c in columns)
+        folder = f"submissions/{html.escape(g.name)}/"
+        scores = {e.id: e for e in g.exercises}
+        image = f"<img class='thumb' src='{folder}{html.escape(g.image)}' alt=''>" if g.image else ""
+        cells = "".join(
+            f"<td data-v='{_fmt(scores[c].score)}'>{_fmt(scores[c].score)}/{_fmt(scores[c].max_score)}</td>"
+            if c in scores
+            else "<td data-v=''></td>"
+            for c in columns
+        )
         error = f"<br><span class='fail'>{html.escape(g.error)}</span>" if g.error else ""
         rows.append(
-            f"<tr><td><a href='{link}report.html'>{html.escape(g.name)}</a>{error}</td><td>{image}</td>{cells}"
-            f"<td><b>{_fmt(g.score)}/{_fmt(g.max_score)}</b></td>"
-            f"<td>{'<br>'.join(f'{html.escape(k)} {v:.2f} s' for k, v in g.timings.items())}</td></tr>"
+            f"<tr><td data-v='{html.escape(g.name)}'>{_link(g.name)}{error}</td><td>{image}</td>{cells}"
+            f"<td data-v='{_fmt(g.score)}'><b>{_fmt(g.score)}/{_fmt(g.max_score)}</b></td>"
+            f"<td class='t' data-v='{g.seconds:.2f}'>{g.seconds:.1f}</td>"
+            f"<td class='t'>{'<br>'.join(f'{html.escape(k)} {v:.2f} s' for k, v in g.timings.items())}</td></tr>"
         )
-    levels = "; ".join(isolation_text(level) for level in sorted({g.isolation for g in grades}))
-    return (
-        f"<p>{len(grades)} submission(s)</p><p class='isolation'>{html.escape(levels)}</p>"
-        f"<table><tr><th>student</th><th>image</th>{head}<th>total</th>"
-        f"<th>stage timings</th></tr>{''.join(rows)}</table>"
+    students = _table(
+        [
+            ("student", "text"),
+            ("image", ""),
+            *((c, "num") for c in columns),
+            ("total", "num"),
+            ("seconds", "num"),
+            ("stage timings", ""),
+        ],
+        rows,
+        sortable=True,
     )
+    levels = "; ".join(f"{isolation_text(level)}: {n}" for level, n in summary["isolation"].items())
+    return "".join(
+        [
+            f"<p>{len(grades)} submission(s)</p><p class='isolation'>{html.escape(levels)}</p>",
+            _distribution_html(summary),
+            f"<h2>Students</h2><p>Click a column header to sort.</p>{students}",
+            _rates_html(summary),
+            _mistakes_html(summary),
+            _slowest_html(summary),
+        ]
+    )
+
+
+def _distribution_html(summary: dict) -> str:
+    score = summary["score"]
+    maxima = "/".join(_fmt(m) for m in score["max_points"])
+    facts = (
+        f"mean {_fmt(score['mean'])}, median {_fmt(score['median'])}, min {_fmt(score['min'])}, "
+        f"max {_fmt(score['max'])} of {maxima}; full marks: {score['full_marks']}"
+        if summary["students"]
+        else "no submissions"
+    )
+    return f"<h2>Score distribution</h2><img src='{PLOT}' alt='histogram of the scores'><p>{html.escape(facts)}</p>"
+
+
+def _rates_html(summary: dict) -> str:
+    exercises = [
+        f"<tr><td>{html.escape(e['id'])}</td><td>{html.escape(e['title'])}</td><td>{_fmt(e['mean'])}/"
+        f"{_fmt(e['max_points'])}</td><td>{e['full_marks']}/{e['graded']}</td>"
+        f"<td data-v='{e['pass_rate']}'>{_rate(e['pass_rate'])}</td></tr>"
+        for e in summary["exercises"]
+    ]
+    checks = [
+        f"<tr><td>{html.escape(c['exercise'])}</td><td>{html.escape(c['check'])}</td><td>{_fmt(c['max_points'])}</td>"
+        f"<td>{c['passed']}/{c['graded']}</td><td data-v='{c['pass_rate']}'>{_rate(c['pass_rate'])}</td></tr>"
+        for c in summary["checks"]
+    ]
+    return (
+        "<h2>Exercises</h2>"
+        + _table([("exercise", ""), ("title", ""), ("mean", ""), ("full marks", ""), ("pass rate", "")], exercises)
+        + "<h2>Checks</h2>"
+        + _table(
+            [("exercise", "text"), ("check", "text"), ("points", "num"), ("passed", ""), ("pass rate", "num")],
+            checks,
+            sortable=True,
+        )
+    )
+
+
+def _mistakes_html(summary: dict) -> str:
+    if not summary["mistakes"]:
+        return "<h2>Named mistakes</h2><p>No failed check named a known mistake.</p>"
+    rows = [
+        f"<tr><td><code>{html.escape(m['id'])}</code></td><td>{m['count']}</td>"
+        f"<td>{', '.join(_link(n) for n in m['students'])}</td><td>{html.escape(', '.join(m['checks']))}</td>"
+        f"<td>{html.escape(m['example'])}</td></tr>"
+        for m in summary["mistakes"]
+    ]
+    heads = [("mistake", ""), ("students", ""), ("who", ""), ("where", ""), ("feedback (first student)", "")]
+    return "<h2>Named mistakes</h2>" + _table(heads, rows)
+
+
+def _slowest_html(summary: dict) -> str:
+    rows = [
+        f"<tr><td>{_link(s['student'])}</td><td>{s['seconds']:.1f}</td>"
+        f"<td>{'<br>'.join(f'{html.escape(k)} {v:.2f} s' for k, v in s['timings'].items())}</td></tr>"
+        for s in summary["slowest"]
+    ]
+    table = _table([("student", ""), ("seconds", ""), ("stage timings", "")], rows)
+    return f"<section id='slowest'><h2>Slowest submissions</h2>{table}</section>"

@@ -7,10 +7,12 @@ bad points — so an instructor's typo is reported before any notebook runs.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,23 @@ class Spec:
     @property
     def max_points(self) -> float:
         return sum(e.max_points for e in self.exercises)
+
+    def definitions(self) -> dict[str, str]:
+        """Each exercise's definition hash: what its verdict depends on, so a spec edit regrades
+        exactly the exercises it changes.
+
+        That is the lesson facts, the exercise's checks (points and parameters), and the headings
+        up to the next exercise's: the exercise's cells run from its heading to the next one
+        (headings are located in order), so a heading edited before it, or an exercise inserted
+        right after it, moves its section.  Titles are labels, not part of it.
+        """
+        headings = [e.heading for e in self.exercises]
+        found = {}
+        for index, exercise in enumerate(self.exercises):
+            checks = [(c.check, c.points, sorted(c.params.items())) for c in exercise.checks]
+            text = json.dumps([asdict(self.lesson), headings[: index + 2], checks], sort_keys=True, default=str)
+            found[exercise.id] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return found
 
 
 def load_spec(path: str | Path | None = None) -> Spec:

@@ -24,13 +24,15 @@ CfgCombine = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 HOMOGENEITY_FACTOR = -1.5  # exact in every float dtype; negative so a sign slip shows
 
-# Mistakes students make, as float64 functions of (u, c, w), with the words that name them.
-_KNOWN_MISTAKES: tuple[tuple[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]], ...] = (
+# Mistakes students make, as float64 functions of (u, c, w), with their ids and the words that name them.
+_KNOWN_MISTAKES: tuple[tuple[str, str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]], ...] = (
     (
+        "cfg_swapped",
         "your CFG equals eps_cond + w·(eps_uncond − eps_cond): the two predictions are swapped",
         lambda u, c, w: c + w * (u - c),
     ),
     (
+        "cfg_one_plus_w",
         (
             "your CFG equals eps_cond + w·(eps_cond − eps_uncond), the (1 + w) convention of the CFG paper; "
             "SD1.5's guidance_scale w means eps_uncond + w·(eps_cond − eps_uncond)"
@@ -38,17 +40,19 @@ _KNOWN_MISTAKES: tuple[tuple[str, Callable[[torch.Tensor, torch.Tensor, float], 
         lambda u, c, w: c + w * (c - u),
     ),
     (
+        "cfg_wrong_sign",
         "your CFG equals eps_uncond − w·(eps_cond − eps_uncond): the guidance direction has the wrong sign",
         lambda u, c, w: u - w * (c - u),
     ),
     (
+        "cfg_uncond_not_subtracted",
         "your CFG equals eps_uncond + w·eps_cond: the '− eps_uncond' inside the bracket is missing",
         lambda u, c, w: u + w * c,
     ),
-    ("your CFG returns eps_cond unchanged: the guidance scale is ignored", lambda u, c, w: c),
-    ("your CFG returns eps_uncond unchanged: the text condition is ignored", lambda u, c, w: u),
+    ("guidance_ignored", "your CFG returns eps_cond unchanged: the guidance scale is ignored", lambda u, c, w: c),
+    ("condition_ignored", "your CFG returns eps_uncond unchanged: the text condition is ignored", lambda u, c, w: u),
 )
-SWAPPED = _KNOWN_MISTAKES[0][0]
+SWAPPED = _KNOWN_MISTAKES[0][1]
 
 
 def cfg_tolerance(dtype: torch.dtype, *tensors: torch.Tensor, scale: float = 1.0) -> float:
@@ -132,9 +136,13 @@ def _matches(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, form
     return distinguishable and float((out.double() - candidate).abs().max()) <= atol
 
 
-def name_cfg_mistake(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float) -> str | None:
-    """The known CFG mistake whose formula reproduces ``out`` (e.g. swapped predictions), or None."""
-    return next((words for words, formula in _KNOWN_MISTAKES if _matches(out, u, c, w, formula, atol)), None)
+def name_cfg_mistake(
+    out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float
+) -> tuple[str, str] | None:
+    """``(id, words)`` of the known CFG mistake whose formula reproduces ``out`` (e.g. swapped
+    predictions), or None."""
+    found = ((mistake, words) for mistake, words, formula in _KNOWN_MISTAKES if _matches(out, u, c, w, formula, atol))
+    return next(found, None)
 
 
 def cfg_algebra(
@@ -263,14 +271,14 @@ def cfg_algebra(
         results.append(replace(f_plain, id="cfg.formula", clause=clause))
     else:
         result = _close("cfg.formula", clause, plain, _reference(u, c, w), tol, f"at w={w:g}")
-        mistake = None if result.passed else name_cfg_mistake(plain, u, c, w, tol)
-        results.append(replace(result, message=f"{mistake}\n{result.message}") if mistake else result)
+        named = None if result.passed else name_cfg_mistake(plain, u, c, w, tol)
+        results.append(replace(result, message=f"{named[1]}\n{result.message}") if named else result)
 
     # The swap detector: f equals eps_cond + w·(eps_uncond − eps_cond), i.e. f(1 − w).
     clause = "eps_uncond and eps_cond are not swapped"
     if f_plain is not None:
         results.append(replace(f_plain, id="cfg.swapped", clause=clause))
-    elif _matches(plain, u, c, w, _KNOWN_MISTAKES[0][1], tol):
+    elif _matches(plain, u, c, w, _KNOWN_MISTAKES[0][2], tol):
         results.append(fail("cfg.swapped", SWAPPED, clause, w=w))
     else:
         results.append(ok("cfg.swapped", clause))
