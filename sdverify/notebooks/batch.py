@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from sdverify import isolation, zoo
 from sdverify.notebooks.grading import Settings, SubmissionGrade, digest, grade_submission, resolve_settings
+from sdverify.notebooks.lms import LmsExport
 from sdverify.notebooks.reports import GRADE_FILES, load_grade, submission_dir, write_class, write_submission
 from sdverify.notebooks.spec import Spec
 
@@ -117,8 +118,10 @@ def grade_batch(
     workers: int,
     force: bool = False,
     progress: bool = True,
+    lms: LmsExport | None = None,
 ) -> list[SubmissionGrade]:
     """Grade every submission under ``paths`` into ``out``; return the grades in input order.
+    ``lms``: a roster's ids in grades.csv and the gradebook exports beside it.
 
     Raises ValueError for an unusable ``settings.sandbox`` (bwrap requested where it cannot run).
     """
@@ -200,7 +203,7 @@ def grade_batch(
         store(name, alone(path, name))
     bar.close()
     ordered = [grades[name] for name in names]
-    write_class(ordered, out, spec.title)
+    write_class(ordered, out, spec.title, lms)
     for name, expected in written.items():  # nothing may have rewritten a grade since
         folder = submission_dir(out, name)
         if _file_digests(folder) != expected:

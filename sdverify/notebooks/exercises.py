@@ -172,9 +172,19 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
     return actual.shape == expected.shape and bool(((actual.double() - expected.double()).abs() <= atol).all())
 
 
+def _named(result: CheckResult, mistake: str, message: str) -> CheckResult:
+    """``result`` explained by a recognised mistake: ``details['mistake']`` names it, as the
+    checker's checks do, and ``message`` (its first line) says it — what a student sees of a
+    hidden check (sdverify/autograder/gradescope.py)."""
+    return replace(result, message=message, details={**result.details, "mistake": mistake})
+
+
 def _labelled(result: CheckResult, clause: str, prefix: str = "") -> CheckResult:
     message = f"{prefix}: {result.message}" if prefix and not result.passed else result.message
     return replace(result, clause=clause, message=message)
+
+
+UNIFORM_DRAW = "all values lie in [0, 1) with mean ≈ 0.5: a uniform draw (torch.rand), not torch.randn"
 
 
 def normal_statistics(x: torch.Tensor) -> tuple[float, float, str | None]:
@@ -189,7 +199,7 @@ def normal_statistics(x: torch.Tensor) -> tuple[float, float, str | None]:
     if not math.isfinite(mean) or not math.isfinite(std):
         return mean, std, "contains NaN or inf"
     if float(x.min()) >= 0 and float(x.max()) <= 1 and abs(mean - 0.5) < 0.05:
-        return mean, std, "all values lie in [0, 1) with mean ≈ 0.5: a uniform draw (torch.rand), not torch.randn"
+        return mean, std, UNIFORM_DRAW
     if abs(mean) > C.GRADE_NORMAL_SIGMAS / math.sqrt(n) or abs(std - 1) > C.GRADE_NORMAL_SIGMAS / math.sqrt(2 * n):
         return mean, std, f"mean {mean:.4f} and std {std:.4f} are not those of a standard normal sample of {n} values"
     return mean, std, None
@@ -278,7 +288,7 @@ def prompt_embeddings(ctx: ExerciseContext, var: VarLookup, *, value: str, promp
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.embeddings(other), C.GRADE_ATOL_FP32):
-                result = replace(result, message=f"`{value}` encodes {other!r} instead of {prompt!r}")
+                result = _named(result, "wrong_prompt", f"`{value}` encodes {other!r} instead of {prompt!r}")
     return result
 
 
@@ -328,7 +338,8 @@ def latent_noise(
         return fail(id, f"`{value}` is on {meta['device']} but `{device}` is {want_device.value}", clause)
     mean, std, problem_text = normal_statistics(x)
     if problem_text:
-        return fail(id, f"`{value}`: {problem_text}", clause, mean=mean, std=std)
+        result = fail(id, f"`{value}`: {problem_text}", clause, mean=mean, std=std)
+        return _named(result, "latents_rand", result.message) if problem_text == UNIFORM_DRAW else result
     return ok(id, clause, mean=mean, std=std)
 
 
@@ -343,12 +354,11 @@ def timestep(ctx: ExerciseContext, var: VarLookup, *, value: str = "t", index: i
     expected = float(steps[index])
     if got == expected:
         return ok(id, clause, value=got)
-    hint = (
-        " — that is the last (least noisy) timestep; denoising starts at timesteps[0]"
-        if got == float(steps[-1])
-        else ""
-    )
-    return fail(id, f"`{value}` = {got:g}; expected {expected:g}{hint}", clause)
+    result = fail(id, f"`{value}` = {got:g}; expected {expected:g}", clause)
+    if got == float(steps[-1]):
+        hint = " — that is the last (least noisy) timestep; denoising starts at timesteps[0]"
+        return _named(result, "timestep_last", result.message + hint)
+    return result
 
 
 @register("value", "latents", "timestep")
@@ -381,8 +391,10 @@ def unet_prediction(
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.unet(z, t_tensor, other), C.GRADE_ATOL_FP32):
-                result = replace(
-                    result, message=f"`{value}` is the U-Net prediction conditioned on {other!r}, not {prompt!r}"
+                result = _named(
+                    result,
+                    "wrong_prompt",
+                    f"`{value}` is the U-Net prediction conditioned on {other!r}, not {prompt!r}",
                 )
     return result
 
@@ -403,7 +415,7 @@ def cfg_combination(
     if not result.passed:
         named = name_cfg_mistake(out, u, c, w, atol)
         if named:
-            result = replace(result, message=named)
+            result = _named(result, "cfg_formula", named)
     return result
 
 
@@ -444,7 +456,10 @@ def ddpm_step(
     if v.kind == "mapping" and "prev_sample" in v.meta.get("keys", []):
         type_name = v.meta["type"].rsplit(".", 1)[-1]
         return fail(
-            id, f"`{value}` is a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)", clause
+            id,
+            f"`{value}` is a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)",
+            clause,
+            mistake="prev_sample_missing",
         )
     got = _tensors(
         id,
@@ -470,6 +485,7 @@ def ddpm_step(
             id,
             f"`{value}` is the posterior mean without noise; DDPM's step adds σ·noise (σ = {std:.4g}) at t > 0",
             clause,
+            mistake="ddpm_noise_missing",
         )
     _, _, problem_text = normal_statistics(residual)
     if problem_text:
@@ -511,19 +527,27 @@ def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", 
     x, z = got
     result = compare_tensors(id, x.float(), ctx.decode(z / sf), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
-        for words, scaled in (("not divided by", z), ("multiplied by", z * sf)):
+        for mistake, words, scaled in (
+            ("decode_not_divided", "not divided by", z),
+            ("decode_multiplied", "multiplied by", z * sf),
+        ):
             if _close(x, ctx.decode(scaled), C.GRADE_ATOL_FP32):
-                result = replace(
+                result = _named(
                     result,
-                    message=f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it",
+                    mistake,
+                    f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it",
                 )
     return result
 
 
 _REPLAY_MISTAKES = (
-    ({"reverse": True}, "the timesteps run backwards: loop over scheduler.timesteps as given (981 down to 1)"),
-    ({"swap": True}, "the two predictions are swapped in the guidance formula"),
-    ({"init": "rand"}, "the initial latent is uniform (torch.rand): use torch.randn"),
+    (
+        "timesteps_increasing",
+        {"reverse": True},
+        "the timesteps run backwards: loop over scheduler.timesteps as given (981 down to 1)",
+    ),
+    ("cfg_swapped", {"swap": True}, "the two predictions are swapped in the guidance formula"),
+    ("latents_rand", {"init": "rand"}, "the initial latent is uniform (torch.rand): use torch.randn"),
 )
 
 
@@ -552,14 +576,14 @@ def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "ima
     z = var(latents).tensor if var(latents).kind == "tensor" else None
     if z is not None and z.shape == C.LATENT_SHAPE:
         if _close(z, ctx.replay(seeds[0])[0], C.GRADE_ATOL_REPLAY):
-            return replace(
+            return _named(
                 result,
-                message=f"the final latents `{latents}` match the replay but `{value}` does not: "
-                "the decode step differs",
+                "decode_differs",
+                f"the final latents `{latents}` match the replay but `{value}` does not: the decode step differs",
             )
-        for options, words in _REPLAY_MISTAKES:
+        for mistake, options, words in _REPLAY_MISTAKES:
             if _close(z, ctx.replay(seeds[0], **options)[0], C.GRADE_ATOL_REPLAY):
-                return replace(result, message=f"the final latents `{latents}` match a replay in which {words}")
+                return _named(result, mistake, f"the final latents `{latents}` match a replay in which {words}")
     return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
 
 

@@ -54,6 +54,7 @@ class ExerciseGrade:
     title: str
     checks: list[CheckEntry]
     notes: list[str] = field(default_factory=list)
+    visibility: str = "visible"  # the spec's (spec.VISIBILITIES); a module's functions are visible
 
     @property
     def score(self) -> float:
@@ -148,7 +149,12 @@ def _outermost(paths: tuple[Path, ...]) -> tuple[Path, ...]:
 
 def _zero(spec: Spec) -> list[ExerciseGrade]:
     return [
-        ExerciseGrade(e.id, e.title, [CheckEntry(c.check, e.id, False, 0.0, c.points, "not graded") for c in e.checks])
+        ExerciseGrade(
+            e.id,
+            e.title,
+            [CheckEntry(c.check, e.id, False, 0.0, c.points, "not graded") for c in e.checks],
+            visibility=e.visibility,
+        )
         for e in spec.exercises
     ]
 
@@ -253,7 +259,7 @@ def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec
         except Exception as exc:
             result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
         checks.append(CheckEntry.from_result(exercise.id, result, spec.points))
-    return ExerciseGrade(exercise.id, exercise.title, checks, notes)
+    return ExerciseGrade(exercise.id, exercise.title, checks, notes, exercise.visibility)
 
 
 def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:
