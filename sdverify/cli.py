@@ -206,9 +206,11 @@ def _cmd_autograder_run(args: argparse.Namespace) -> int:
 
     root = Path(args.root)
     results = run(root, load_spec(args.spec), _grading_settings(args))
-    print(f"score {results['score']:g}; {root / 'results' / 'results.json'}")
+    max_score = sum(t.get("max_score", 0) for t in results["tests"])
+    print(f"score {results['score']:g}/{max_score:g} written to {root / 'results' / 'results.json'}")
     for test in results["tests"]:
-        print(f"  [{test['status']}] {test['name']}")
+        shown = "" if test["visibility"] == "visible" else f"  ({test['visibility']})"
+        print(f"  [{test['status']}] {test['name']}{shown}")
     return 0
 
 

@@ -131,6 +131,25 @@ def test_an_all_passing_hidden_exercise_says_so():
     assert (summary["status"], summary["output"]) == ("passed", "1/1 hidden checks passed")
 
 
+def test_notebook_checks_record_the_mistake_they_recognise():
+    import torch
+
+    from sdverify.notebooks.exercises import latent_noise
+    from sdverify.notebooks.runner import Variable
+
+    def lookup(x: torch.Tensor):
+        meta = {"kind": "tensor", "dtype": str(x.dtype), "device": "cpu", "shape": list(x.shape)}
+        return lambda name: Variable(name, meta, {name: x}) if name == "z_t" else Variable(name, {})
+
+    gen = torch.Generator().manual_seed(0)
+    uniform = latent_noise(None, lookup(torch.rand(1, 4, 64, 64, generator=gen)))
+    entry = CheckEntry.from_result("ex3", uniform, 2.0)
+    assert entry.details["mistake"] == "latents_rand"
+    assert entry.named_mistake == entry.message.splitlines()[0] and "torch.rand" in entry.named_mistake
+    scaled = CheckEntry.from_result("ex3", latent_noise(None, lookup(3 * torch.randn(1, 4, 64, 64, generator=gen))))
+    assert not scaled.passed and scaled.named_mistake is None  # wrong, but no known mistake
+
+
 def _spec_with(tmp_path: Path, old: str, new: str) -> Path:
     text = DEFAULT_SPEC.read_text()
     assert old in text

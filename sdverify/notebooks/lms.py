@@ -124,12 +124,12 @@ class LmsExport:
         """Canvas' gradebook CSV of the matched grades, if asked for."""
         if self.canvas_csv is None:
             return
-        points = max((g.max_score for g in grades), default=0.0)
+        rows = [(g, s) for g, s in zip(grades, self.roster.match(grades)) if s is not None]
+        points = max((g.max_score for g, _ in rows), default=0.0)
         self.canvas_csv.parent.mkdir(parents=True, exist_ok=True)
         with open(self.canvas_csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow([*CANVAS_HEADER, self.canvas_assignment or title])
             writer.writerow([CANVAS_POINTS_ROW, "", "", "", "", f"{points:g}"])
-            for grade, s in zip(grades, self.roster.match(grades)):
-                if s is not None:
-                    writer.writerow([s.name or grade.name, "", s.student_id, s.email, s.section, f"{grade.score:g}"])
+            for g, s in rows:
+                writer.writerow([s.name or g.name, "", s.student_id, s.email, s.section, f"{g.score:g}"])
