@@ -102,28 +102,6 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_grade)
 
 
-def _add_lesson(p: argparse.ArgumentParser) -> None:
-    """What a grade is made with: the spec, the zoo preset, the limits."""
-    p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
-    p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
-    p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"], help="zoo preset the notebooks load")
-
-
-def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> Settings:
-    from sdverify.notebooks.grading import Settings
-
-    if args.timeout <= 0 or args.cell_timeout <= 0:
-        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
-    return Settings(
-        preset=args.preset,
-        weights=weights,
-        cell_timeout=min(args.cell_timeout, args.timeout),
-        notebook_timeout=args.timeout,
-        sandbox=args.sandbox,
-    )
-
-
 def _cmd_grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -239,6 +217,28 @@ def _add_sandbox(p: argparse.ArgumentParser) -> None:
         choices=["auto", "bwrap", "process"],
         help="isolation of student code: bwrap (OS namespaces), process, or auto: bwrap where it runs "
         "($SDVERIFY_SANDBOX, default auto; docs/checker.md says what each level protects against)",
+    )
+
+
+def _add_lesson(p: argparse.ArgumentParser) -> None:
+    """What a grade is made with: the spec, the zoo preset, the limits."""
+    p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
+    p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
+    p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"], help="zoo preset the notebooks load")
+
+
+def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> Settings:
+    from sdverify.notebooks.grading import Settings
+
+    if args.timeout <= 0 or args.cell_timeout <= 0:
+        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
+    return Settings(
+        preset=args.preset,
+        weights=weights,
+        cell_timeout=min(args.cell_timeout, args.timeout),
+        notebook_timeout=args.timeout,
+        sandbox=args.sandbox,
     )
 
 

@@ -27,7 +27,10 @@ from sdverify.cli import main
 from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade
 from sdverify.notebooks.spec import DEFAULT_SPEC, VISIBILITIES, load_spec
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# The bundle's wheel is built from this checkout, also where the sdverify under test is an installed
+# wheel (.ci/run's second environment), which knows no checkout of its own.
+CHECKOUT = Path(__file__).resolve().parents[1]
+EXAMPLES = CHECKOUT / "examples"
 # Gradescope's results.json: keys and values it accepts (gradescope-autograders.readthedocs.io, specs).
 TOP_KEYS = {"score", "execution_time", "output", "output_format", "visibility", "stdout_visibility", "tests"}
 STATUSES = {"passed", "failed"}
@@ -175,7 +178,7 @@ def test_spec_visibility_reaches_the_exercises_and_bad_values_are_named(tmp_path
 def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
     spec = _spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
     settings = BundleSettings(preset="tiny", notebook_timeout=600, cell_timeout=120)
-    target = build_gradescope_bundle(tmp_path / "out", spec_path=spec, settings=settings)
+    target = build_gradescope_bundle(tmp_path / "out", spec_path=spec, settings=settings, checkout=CHECKOUT)
     assert target == tmp_path / "out" / "autograder.zip"
     with zipfile.ZipFile(target) as archive:
         infos = {i.filename: i for i in archive.infolist()}
@@ -185,7 +188,7 @@ def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
             assert infos[name].external_attr >> 16 & 0o111, name
             archive.extract(name, tmp_path / "source")
         assert archive.read("spec.toml").decode() == spec.read_text()
-        assert archive.read("constraints.txt") == (Path(__file__).parents[1] / "constraints.txt").read_bytes()
+        assert archive.read("constraints.txt") == (CHECKOUT / "constraints.txt").read_bytes()
         env = dict(line.split("=", 1) for line in archive.read("autograder.env").decode().splitlines())
         archive.extract(wheel, tmp_path)
     assert env["SDVERIFY_PRESET"] == "tiny" and env["SDVERIFY_WHEEL"] == wheel
@@ -269,7 +272,8 @@ def gradescope_root(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("gradescope")
     spec = _spec_with(base, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
     # Cells as slow as on a loaded 2-core machine (test_grade_samples' figure), well under the default.
-    bundle = build_gradescope_bundle(base / "out", spec_path=spec, settings=BundleSettings(cell_timeout=100))
+    settings = BundleSettings(cell_timeout=100)
+    bundle = build_gradescope_bundle(base / "out", spec_path=spec, settings=settings, checkout=CHECKOUT)
     root = base / "autograder"
     with zipfile.ZipFile(bundle) as archive:
         archive.extractall(root / "source")

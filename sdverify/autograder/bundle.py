@@ -79,14 +79,21 @@ def build_wheel(root: Path, folder: Path) -> Path:
 
 
 def build_gradescope_bundle(
-    out: Path, *, spec_path: str | Path | None = None, settings: BundleSettings = BundleSettings()
+    out: Path,
+    *,
+    spec_path: str | Path | None = None,
+    settings: BundleSettings = BundleSettings(),
+    checkout: Path | None = None,
 ) -> Path:
-    """Write ``out/autograder.zip`` and return its path; the spec is validated first."""
+    """Write ``out/autograder.zip`` and return its path; the spec is validated first.
+
+    ``checkout``: the sdverify source tree the wheel is built from (default: :func:`project_root`).
+    """
     spec = load_spec(spec_path)
     get_preset(settings.preset)
     if settings.cell_timeout <= 0 or settings.notebook_timeout <= 0:
         raise ValueError(f"timeouts must be > 0, got {settings.cell_timeout} and {settings.notebook_timeout}")
-    root = project_root()
+    root = checkout or project_root()
     out.mkdir(parents=True, exist_ok=True)
     target = out / "autograder.zip"
     with tempfile.TemporaryDirectory(prefix="sdverify-bundle-") as tmp:
