@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sdverify import contract as C
 
 if TYPE_CHECKING:
-    from sdverify.notebooks.grading import SubmissionGrade
+    from sdverify.notebooks.grading import Settings, SubmissionGrade
 
 DEFAULT_PROMPT = "a cat sitting on a beach at sunset"
 
@@ -88,10 +88,7 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="a notebook, a .py module, or a folder of them")
     p.add_argument("--out", default="sdverify_grades", help="report folder (default: sdverify_grades)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel submissions (default: CPU count)")
-    p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
-    p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
-    p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"], help="zoo preset the notebooks load")
+    _add_lesson(p)
     p.add_argument(
         "--weights", default=os.environ.get("SDVERIFY_WEIGHTS"), help="local diffusers folder with real weights"
     )
@@ -118,6 +115,11 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
         help="regrade these exercises (spec ids, or a .py module's functions), keeping the other stored results",
     )
     _add_sandbox(p)
+    p.add_argument("--roster", default=None, metavar="CSV", help="file,student_id,email[,name,section] per submission")
+    p.add_argument(
+        "--canvas-csv", default=None, metavar="FILE", help="write Canvas' gradebook import CSV (needs --roster)"
+    )
+    p.add_argument("--canvas-assignment", default=None, help="its score column (default: the spec's title)")
     p.set_defaults(func=_cmd_grade)
 
 
@@ -140,27 +142,22 @@ def _cmd_grade_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sdverify.notebooks.batch import grade_batch
-    from sdverify.notebooks.grading import Settings
+    from sdverify.notebooks.lms import LmsExport, load_roster
+    from sdverify.notebooks.shards import parse_shard
     from sdverify.notebooks.spec import load_spec
 
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.timeout <= 0 or args.cell_timeout <= 0:
-        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
-    from sdverify.notebooks.shards import parse_shard
-
+    if (args.canvas_csv or args.canvas_assignment) and not args.roster:
+        raise UsageError("--canvas-csv needs --roster: Canvas matches students by id or login, not by file name")
+    settings = _grading_settings(args, args.weights)
     shard = parse_shard(args.shard) if args.shard else None
     spec = load_spec(args.spec)
-    settings = Settings(
-        preset=args.preset,
-        weights=args.weights,
-        cell_timeout=min(args.cell_timeout, args.timeout),
-        notebook_timeout=args.timeout,
-        sandbox=args.sandbox,
-    )
+    lms = None
+    if args.roster:
+        canvas = Path(args.canvas_csv) if args.canvas_csv else None
+        lms = LmsExport(load_roster(args.roster), canvas, args.canvas_assignment)
     out = Path(args.out)
     grades = grade_batch(
         args.paths,
@@ -173,8 +170,14 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         shard=shard,
         only=args.only,
         exercises=args.exercise,
+        lms=lms,
     )
     _print_grades(grades, out)
+    if lms:
+        for problem in lms.roster.problems(grades):
+            print(f"warning: roster: {problem}", file=sys.stderr)
+        if lms.canvas_csv:
+            print(f"Canvas gradebook import: {lms.canvas_csv}")
     return 0
 
 
@@ -186,6 +189,56 @@ def _print_grades(grades: Sequence[SubmissionGrade], out: Path) -> None:
         f"reports in {out}/: grades.csv, junit.xml, index.html, summary.json, "
         "submissions/<name>/{report.html,results.json}"
     )
+
+
+def _add_autograder(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("autograder", help="grade inside course platforms: a Gradescope autograder bundle")
+    asub = p.add_subparsers(dest="autograder_command", required=True)
+    gs = asub.add_parser("gradescope", help="write autograder.zip for a Gradescope programming assignment")
+    gs.add_argument("--out", default=".", help="folder for autograder.zip (default: the current folder)")
+    _add_lesson(gs)
+    gs.set_defaults(func=_cmd_autograder_gradescope)
+    run = asub.add_parser("run", help="grade one Gradescope submission folder (what the bundle's run_autograder runs)")
+    run.add_argument(
+        "--root",
+        default=os.environ.get("AUTOGRADER_ROOT", "/autograder"),
+        help="holds submission/ and gets results/results.json ($AUTOGRADER_ROOT, default /autograder)",
+    )
+    _add_lesson(run)
+    _add_sandbox(run)
+    run.set_defaults(func=_cmd_autograder_run)
+
+
+def _cmd_autograder_gradescope(args: argparse.Namespace) -> int:
+    import zipfile
+    from pathlib import Path
+
+    from sdverify.autograder.bundle import BundleSettings, build_gradescope_bundle
+
+    settings = BundleSettings(args.preset, args.timeout, args.cell_timeout)
+    target = build_gradescope_bundle(Path(args.out), spec_path=args.spec, settings=settings)
+    with zipfile.ZipFile(target) as archive:
+        for info in archive.infolist():
+            print(f"{info.file_size:>10,d}  {info.filename}")
+    print(f"wrote {target} ({target.stat().st_size:,d} bytes): upload it as a Gradescope programming assignment's")
+    print(f"autograder; set its timeout above {args.timeout:g} s. Try it locally: README, Instructors.")
+    return 0
+
+
+def _cmd_autograder_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sdverify.autograder.run import run
+    from sdverify.notebooks.spec import load_spec
+
+    root = Path(args.root)
+    results = run(root, load_spec(args.spec), _grading_settings(args))
+    max_score = sum(t.get("max_score", 0) for t in results["tests"])
+    print(f"score {results['score']:g}/{max_score:g} written to {root / 'results' / 'results.json'}")
+    for test in results["tests"]:
+        shown = "" if test["visibility"] == "visible" else f"  ({test['visibility']})"
+        print(f"  [{test['status']}] {test['name']}{shown}")
+    return 0
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -213,6 +266,28 @@ def _add_sandbox(p: argparse.ArgumentParser) -> None:
         choices=["auto", "bwrap", "process"],
         help="isolation of student code: bwrap (OS namespaces), process, or auto: bwrap where it runs "
         "($SDVERIFY_SANDBOX, default auto; docs/checker.md says what each level protects against)",
+    )
+
+
+def _add_lesson(p: argparse.ArgumentParser) -> None:
+    """What a grade is made with: the spec, the zoo preset, the limits."""
+    p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
+    p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
+    p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"], help="zoo preset the notebooks load")
+
+
+def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> Settings:
+    from sdverify.notebooks.grading import Settings
+
+    if args.timeout <= 0 or args.cell_timeout <= 0:
+        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
+    return Settings(
+        preset=args.preset,
+        weights=weights,
+        cell_timeout=min(args.cell_timeout, args.timeout),
+        notebook_timeout=args.timeout,
+        sandbox=args.sandbox,
     )
 
 
@@ -247,7 +322,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdverify", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_zoo, _add_trace, _add_grade, _add_grade_merge, _add_check):
+    for add in (_add_zoo, _add_trace, _add_grade, _add_grade_merge, _add_check, _add_autograder):
         add(sub)
     return parser
 

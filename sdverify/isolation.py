@@ -170,6 +170,16 @@ class Confinement:
         return {"env": dict(self.env), "cwd": str(self.scratch), "start_new_session": True}
 
 
+def describe(level: str) -> str:
+    """What a level means, for a reader of the reports (``checker``: a module graded by the checker)."""
+    meaning = {
+        "bwrap": "bubblewrap sandbox: no network, no access to other submissions or the grader's files",
+        "process": "child process only: the code could use the network and read the grader's files",
+        "checker": "the checker's sandbox",
+    }
+    return f"isolation: {level or 'unknown'}" + (f" ({meaning[level]})" if level in meaning else "")
+
+
 @functools.cache
 def warn_once(level: Level) -> None:
     """Print the process level's warning once per process (stderr), and nothing for bwrap."""

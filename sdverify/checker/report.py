@@ -31,6 +31,14 @@ class CheckEntry:
     clause: str = ""
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def named_mistake(self) -> str | None:
+        """The recognised mistake a failed check names, in words: checks that recognise one set
+        ``details['mistake']`` to its id and open the message with its words."""
+        if self.passed or not self.details.get("mistake"):
+            return None
+        return (self.message.splitlines() or [""])[0] or None
+
     @classmethod
     def from_result(cls, function: str, result: CheckResult, max_points: float = 1.0) -> CheckEntry:
         return cls(

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from sdverify import isolation, zoo
 from sdverify.notebooks.grading import Settings, SubmissionGrade, grade_submission, resolve_settings
+from sdverify.notebooks.lms import LmsExport
 from sdverify.notebooks.regrade import Job, check_exercises, check_students, plan
 from sdverify.notebooks.reports import GRADE_FILES, load_grade, submission_dir, write_class, write_submission
 from sdverify.notebooks.shards import Shard, in_shard
@@ -123,6 +124,7 @@ def grade_batch(
     shard: Shard | None = None,
     only: Sequence[str] = (),
     exercises: Sequence[str] = (),
+    lms: LmsExport | None = None,
 ) -> list[SubmissionGrade]:
     """Grade every submission under ``paths`` into ``out``; return the grades in input order.
 
@@ -130,7 +132,8 @@ def grade_batch(
     ``only``: regrade these students (names as in grades.csv); the others keep their stored
     grades (one never graded is left out of the class files, with a warning).
     ``exercises``: regrade these exercises (or a module's API functions), keeping the other
-    stored results.  ``force`` regrades everything.
+    stored results.  ``force`` regrades everything.  ``lms``: a roster's ids in grades.csv and
+    the gradebook exports beside it.
 
     Raises ValueError for an unusable ``settings.sandbox`` (bwrap requested where it cannot
     run) and for ``only``/``exercises`` naming no student or exercise of the batch.
@@ -240,7 +243,7 @@ def grade_batch(
         file=sys.stderr,
     )
     ordered = [grades[name] for _, name in chosen if name in grades]
-    write_class(ordered, out, spec.title, shard)
+    write_class(ordered, out, spec.title, shard, lms)
     for name, expected in written.items():  # nothing may have rewritten a grade since
         folder = submission_dir(out, name)
         if _file_digests(folder) != expected:

@@ -173,7 +173,8 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
 
 
 def _named(result: CheckResult, mistake: str, message: str) -> CheckResult:
-    """``result`` explained as the known mistake ``mistake`` (an id the class page counts)."""
+    """``result`` explained as the known mistake ``mistake``: an id the class page counts, and
+    with ``message`` what a student sees of a hidden check (sdverify/autograder/gradescope.py)."""
     return replace(result, message=message, details={**result.details, "mistake": mistake})
 
 

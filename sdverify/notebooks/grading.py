@@ -56,6 +56,7 @@ class ExerciseGrade:
     checks: list[CheckEntry]
     notes: list[str] = field(default_factory=list)
     definition: str = ""  # the spec's hash of what this verdict depends on (Spec.definitions); "" for modules
+    visibility: str = "visible"  # the spec's (spec.VISIBILITIES); a module's functions are visible
 
     @property
     def score(self) -> float:
@@ -159,7 +160,12 @@ def _outermost(paths: tuple[Path, ...]) -> tuple[Path, ...]:
 
 def _zero(spec: Spec) -> list[ExerciseGrade]:
     return [
-        ExerciseGrade(e.id, e.title, [CheckEntry(c.check, e.id, False, 0.0, c.points, "not graded") for c in e.checks])
+        ExerciseGrade(
+            e.id,
+            e.title,
+            [CheckEntry(c.check, e.id, False, 0.0, c.points, "not graded") for c in e.checks],
+            visibility=e.visibility,
+        )
         for e in spec.exercises
     ]
 
@@ -234,7 +240,9 @@ def _grade_notebook(
     # checks of exercises not kept run.
     definitions = spec.definitions()
     exercises = [
-        replace(keep[e.id], title=e.title) if e.id in keep else _grade_exercise(ctx, run, e, definitions[e.id])
+        replace(keep[e.id], title=e.title, visibility=e.visibility)
+        if e.id in keep
+        else _grade_exercise(ctx, run, e, definitions[e.id])
         for e in spec.exercises
     ]
     notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
@@ -276,7 +284,7 @@ def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec
         except Exception as exc:
             result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
         checks.append(CheckEntry.from_result(exercise.id, result, spec.points))
-    return ExerciseGrade(exercise.id, exercise.title, checks, notes, definition)
+    return ExerciseGrade(exercise.id, exercise.title, checks, notes, definition, exercise.visibility)
 
 
 def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:

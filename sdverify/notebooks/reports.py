@@ -21,8 +21,11 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from sdverify.autograder.gradescope import to_gradescope
+from sdverify.isolation import describe as isolation_text
 from sdverify.notebooks import analytics
 from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
+from sdverify.notebooks.lms import ROSTER_COLUMNS, LmsExport
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
@@ -73,16 +76,6 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def isolation_text(level: str) -> str:
-    """What a level means, for a reader of the reports."""
-    meaning = {
-        "bwrap": "bubblewrap sandbox: no network, no access to other submissions or the grader's files",
-        "process": "child process only: the code could use the network and read the grader's files",
-        "checker": "the checker's sandbox",
-    }
-    return f"isolation: {level or 'unknown'}" + (f" ({meaning[level]})" if level in meaning else "")
-
-
 GRADE_FILES = ("grade.json", "results.json", "report.html")
 
 
@@ -91,45 +84,11 @@ def write_submission(grade: SubmissionGrade, folder: Path) -> None:
     atomically (a reader, or a batch killed mid-write, never sees half a file)."""
     folder.mkdir(parents=True, exist_ok=True)
     page = _page(f"{grade.name}: {_fmt(grade.score)}/{_fmt(grade.max_score)}", _submission_body(grade))
-    texts = (json.dumps(grade.to_dict(), indent=1), json.dumps(gradescope(grade), indent=1), page)
+    texts = (json.dumps(grade.to_dict(), indent=1), json.dumps(to_gradescope(grade), indent=1), page)
     for name, text in zip(GRADE_FILES, texts, strict=True):
         tmp = folder / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(folder / name)
-
-
-def gradescope(grade: SubmissionGrade) -> dict:
-    """Gradescope autograder ``results.json``: one test per check."""
-    tests = []
-    for exercise in grade.exercises:
-        for check in exercise.checks:
-            output = (
-                check.clause
-                if check.passed
-                else f"{check.message}\n({check.clause})"
-                if check.clause
-                else check.message
-            )
-            tests.append(
-                {
-                    "name": f"{exercise.title}: {check.id}",
-                    "score": check.points,
-                    "max_score": check.max_points,
-                    "status": "passed" if check.passed else "failed",
-                    "output": output,
-                    "visibility": "visible",
-                }
-            )
-    notes = [isolation_text(grade.isolation)] + ([grade.error] if grade.error else []) + grade.notes
-    notes += [f"{e.title}: {n}" for e in grade.exercises for n in e.notes]
-    return {
-        "score": grade.score,
-        "execution_time": round(grade.seconds),
-        "output": "\n".join(notes),
-        "visibility": "visible",
-        "stdout_visibility": "hidden",
-        "tests": tests,
-    }
 
 
 def _columns(grades: list[SubmissionGrade]) -> list[str]:
@@ -139,24 +98,35 @@ def _columns(grades: list[SubmissionGrade]) -> list[str]:
     return list(columns)
 
 
-def write_class(grades: list[SubmissionGrade], out: Path, title: str, shard: tuple[int, int] | None = None) -> None:
+def write_class(
+    grades: list[SubmissionGrade],
+    out: Path,
+    title: str,
+    shard: tuple[int, int] | None = None,
+    lms: LmsExport | None = None,
+) -> None:
     """grades.csv, junit.xml, summary.json (+ its plot) and index.html over ``grades`` (one
-    row/suite per submission, by name); ``shard``: the ``(K, N)`` share these grades are."""
+    row/suite per submission, by name); ``shard``: the ``(K, N)`` share these grades are;
+    with ``lms``, the roster's columns in grades.csv and its exports (sdverify/notebooks/lms.py)."""
     out.mkdir(parents=True, exist_ok=True)
     grades = sorted(grades, key=lambda g: g.name)
     columns = _columns(grades)
+    roster = lms.columns(grades) if lms else [[] for _ in grades]
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", *columns, "total", "max_total", "error", "isolation"])
-        for g in grades:
+        extra = list(ROSTER_COLUMNS) if lms else []
+        writer.writerow(["student", *columns, "total", "max_total", "error", "isolation", *extra])
+        for g, ids in zip(grades, roster, strict=True):
             scores = {e.id: _fmt(e.score) for e in g.exercises}
             totals = [_fmt(g.score), _fmt(g.max_score), g.error or "", g.isolation]
-            writer.writerow([g.name, *(scores.get(c, "") for c in columns), *totals])
+            writer.writerow([g.name, *(scores.get(c, "") for c in columns), *totals, *ids])
     (out / "junit.xml").write_text(junit(grades))
     summary = analytics.summary(grades, title, shard)
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     analytics.plot_distribution(summary, out / PLOT)
     (out / "index.html").write_text(_page(title, _class_body(grades, columns, summary), script=_SORT_JS))
+    if lms:
+        lms.write(grades, title)
 
 
 def junit(grades: list[SubmissionGrade]) -> str:

@@ -25,6 +25,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15.toml"
+# Who sees an exercise's checks on Gradescope: always, after the due date, or instructors only
+# (students then see only the mistakes its failed checks name; sdverify/autograder/gradescope.py).
+VISIBILITIES = ("visible", "after_due_date", "hidden")
+_EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class ExerciseSpec:
     title: str
     heading: str
     checks: tuple[CheckSpec, ...]
+    visibility: str = "visible"  # one of VISIBILITIES
 
     @property
     def max_points(self) -> float:
@@ -118,12 +123,23 @@ def _exercise(where: str, index: int, raw: dict[str, Any]) -> ExerciseSpec:
     missing = {"id", "heading", "checks"} - set(raw)
     if missing:
         raise ValueError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
+    unknown = set(raw) - _EXERCISE_KEYS
+    if unknown:
+        raise ValueError(
+            f"{where}: exercise {raw['id']!r}: unknown keys {sorted(unknown)}; expected some of "
+            f"{sorted(_EXERCISE_KEYS)}"
+        )
+    visibility = raw.get("visibility", "visible")
+    if visibility not in VISIBILITIES:
+        raise ValueError(
+            f"{where}: exercise {raw['id']!r}: visibility {visibility!r}; expected one of {list(VISIBILITIES)}"
+        )
     try:
         re.compile(raw["heading"])
     except re.error as exc:
         raise ValueError(f"{where}: exercise {raw['id']!r}: heading is not a valid regex ({exc})") from None
     checks = tuple(_check(f"{where}: exercise {raw['id']!r} check #{i + 1}", c) for i, c in enumerate(raw["checks"]))
-    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks)
+    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks, visibility)
 
 
 def _check(where: str, raw: dict[str, Any]) -> CheckSpec:

@@ -1,0 +1,387 @@
+"""Gradescope: ``results.json`` from a grade, the ``autograder.zip`` bundle, and its run.
+
+The laptop tier checks the conversion (format, visibility, what a hidden exercise shows),
+the zip's contents and the run's handling of unusable submission folders.  The slow tier
+runs the bundle end to end as Gradescope would, in a temporary ``$AUTOGRADER_ROOT``:
+``setup.sh`` (installs skipped: ``$SDVERIFY_PYTHON`` is this interpreter; the zoo is built
+into the root) and ``run_autograder`` on sample notebooks and modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from sdverify.autograder.bundle import SCRIPTS, BundleSettings, build_gradescope_bundle
+from sdverify.autograder.gradescope import to_gradescope
+from sdverify.autograder.run import UNFINISHED, find_submission, run
+from sdverify.checker.report import CheckEntry
+from sdverify.cli import main
+from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade
+from sdverify.notebooks.spec import DEFAULT_SPEC, VISIBILITIES, load_spec
+
+# The bundle's wheel is built from this checkout, also where the sdverify under test is an installed
+# wheel (.ci/run's second environment), which knows no checkout of its own.
+CHECKOUT = Path(__file__).resolve().parents[1]
+EXAMPLES = CHECKOUT / "examples"
+# Gradescope's results.json: keys and values it accepts (gradescope-autograders.readthedocs.io, specs).
+TOP_KEYS = {"score", "execution_time", "output", "output_format", "visibility", "stdout_visibility", "tests"}
+STATUSES = {"passed", "failed"}
+SECRET = "got -2.71781, expected 3.3156"  # expected values of a hidden check: never shown to students
+
+
+def _grade() -> SubmissionGrade:
+    """One exercise per visibility; the hidden one fails a check naming its mistake and one naming none."""
+
+    def check(id: str, passed: bool, points: float, message: str = "", mistake: str | None = None) -> CheckEntry:
+        details = {"mistake": mistake} if mistake else {}
+        return CheckEntry(id, "ex", passed, points if passed else 0.0, points, message, f"clause of {id}", details)
+
+    swapped = "the two predictions are swapped in the guidance formula"
+    return SubmissionGrade(
+        "alice",
+        "/subs/alice.ipynb",
+        "notebook",
+        [
+            ExerciseGrade("ex1", "Exercise 1", [check("a", True, 1), check("b", False, 2, "b is wrong")]),
+            ExerciseGrade("ex2", "Exercise 2", [check("c", False, 3, "c is wrong")], visibility="after_due_date"),
+            ExerciseGrade(
+                "ex3",
+                "Exercise 3",
+                [
+                    check("eps_cfg", False, 2, f"{swapped}\n16384/16384 elements differ, {SECRET}", "cfg_swapped"),
+                    check("z_next", False, 2, f"16384 elements differ, {SECRET}"),
+                    check("t", True, 1),
+                ],
+                notes=["cell 7: NameError"],
+                visibility="hidden",
+            ),
+        ],
+        seconds=12.4,
+        isolation="bwrap",
+    )
+
+
+def test_results_json_has_gradescope_fields_and_the_grade_s_points():
+    grade = _grade()
+    results = to_gradescope(grade)
+    json.dumps(results)  # serialisable as is
+    assert set(results) == TOP_KEYS
+    assert results["score"] == grade.score == 2  # read from the grade, not recomputed
+    assert results["execution_time"] == 12 and results["output_format"] == "text"
+    assert "isolation: bwrap" in results["output"] and "Exercise 3: cell 7: NameError" in results["output"]
+    scored = [t for t in results["tests"] if "score" in t]
+    assert len(scored) == sum(len(e.checks) for e in grade.exercises)
+    assert sum(t["score"] for t in scored) == results["score"]
+    assert sum(t["max_score"] for t in scored) == grade.max_score
+    for test in results["tests"]:
+        assert test["status"] in STATUSES and test["visibility"] in VISIBILITIES
+        assert isinstance(test["name"], str) and isinstance(test["output"], str)
+    by_name = {t["name"]: t for t in results["tests"]}
+    assert by_name["Exercise 1: b"]["output"] == "contract: clause of b\nb is wrong"
+    assert by_name["Exercise 1: a"] == {
+        "name": "Exercise 1: a",
+        "score": 1.0,
+        "max_score": 1.0,
+        "status": "passed",
+        "output": "clause of a",
+        "visibility": "visible",
+    }
+
+
+def test_each_check_takes_its_exercise_s_visibility():
+    results = to_gradescope(_grade())
+    visibility = {t["name"]: t["visibility"] for t in results["tests"] if "score" in t}
+    assert visibility == {
+        "Exercise 1: a": "visible",
+        "Exercise 1: b": "visible",
+        "Exercise 2: c": "after_due_date",
+        "Exercise 3: eps_cfg": "hidden",
+        "Exercise 3: z_next": "hidden",
+        "Exercise 3: t": "hidden",
+    }
+
+
+def test_a_hidden_exercise_shows_students_the_named_mistake_and_nothing_of_its_checks():
+    results = to_gradescope(_grade())
+    [summary] = [t for t in results["tests"] if t["visibility"] == "visible" and t["name"].startswith("Exercise 3")]
+    assert summary["name"] == "Exercise 3 (hidden checks)" and summary["status"] == "failed"
+    assert "score" not in summary and "max_score" not in summary  # the points are the hidden tests'
+    assert summary["output"].splitlines() == [
+        "1/3 hidden checks passed",
+        "mistake found: the two predictions are swapped in the guidance formula",
+        "1 failed check(s) recognise no known mistake; their details are not shown",
+    ]
+    for leak in (SECRET, "clause of", "eps_cfg", "z_next", "contract:"):
+        assert leak not in summary["output"]
+    # Instructors still see everything in the hidden tests themselves.
+    hidden = {t["name"]: t["output"] for t in results["tests"] if t["visibility"] == "hidden"}
+    assert SECRET in hidden["Exercise 3: z_next"]
+
+
+def test_an_all_passing_hidden_exercise_says_so():
+    grade = _grade()
+    hidden = grade.exercises[2]
+    hidden.checks = [c for c in hidden.checks if c.passed]
+    [summary] = [t for t in to_gradescope(grade)["tests"] if t["name"].endswith("(hidden checks)")]
+    assert (summary["status"], summary["output"]) == ("passed", "1/1 hidden checks passed")
+
+
+def test_notebook_checks_record_the_mistake_they_recognise():
+    import torch
+
+    from sdverify.notebooks.exercises import latent_noise
+    from sdverify.notebooks.runner import Variable
+
+    def lookup(x: torch.Tensor):
+        meta = {"kind": "tensor", "dtype": str(x.dtype), "device": "cpu", "shape": list(x.shape)}
+        return lambda name: Variable(name, meta, {name: x}) if name == "z_t" else Variable(name, {})
+
+    gen = torch.Generator().manual_seed(0)
+    uniform = latent_noise(None, lookup(torch.rand(1, 4, 64, 64, generator=gen)))
+    entry = CheckEntry.from_result("ex3", uniform, 2.0)
+    assert entry.details["mistake"] == "rand_not_randn"
+    assert entry.named_mistake == entry.message.splitlines()[0] and "torch.rand" in entry.named_mistake
+    scaled = CheckEntry.from_result("ex3", latent_noise(None, lookup(3 * torch.randn(1, 4, 64, 64, generator=gen))))
+    assert not scaled.passed and scaled.named_mistake is None  # wrong, but no known mistake
+
+
+def _spec_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = DEFAULT_SPEC.read_text()
+    assert old in text
+    path = tmp_path / "spec.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_spec_visibility_reaches_the_exercises_and_bad_values_are_named(tmp_path):
+    spec = load_spec(_spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n'))
+    assert {e.id: e.visibility for e in spec.exercises} == {
+        "ex1": "visible",
+        "ex2": "visible",
+        "ex3": "hidden",
+        "ex4": "visible",
+    }
+    with pytest.raises(ValueError, match=r"visibility 'secret'; expected one of \['visible', 'after_due_date'"):
+        load_spec(_spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "secret"\n'))
+    with pytest.raises(ValueError, match=r"exercise 'ex3': unknown keys \['visiblity'\]"):
+        load_spec(_spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisiblity = "hidden"\n'))
+
+
+def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
+    spec = _spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
+    settings = BundleSettings(preset="tiny", notebook_timeout=600, cell_timeout=120)
+    target = build_gradescope_bundle(tmp_path / "out", spec_path=spec, settings=settings, checkout=CHECKOUT)
+    assert target == tmp_path / "out" / "autograder.zip"
+    with zipfile.ZipFile(target) as archive:
+        infos = {i.filename: i for i in archive.infolist()}
+        [wheel] = [n for n in infos if n.endswith(".whl")]
+        assert set(infos) == {*SCRIPTS, "autograder.env", "spec.toml", "constraints.txt", wheel}
+        for name in SCRIPTS:  # executable, at the zip's root, as Gradescope requires
+            assert infos[name].external_attr >> 16 & 0o111, name
+            archive.extract(name, tmp_path / "source")
+        assert archive.read("spec.toml").decode() == spec.read_text()
+        assert archive.read("constraints.txt") == (CHECKOUT / "constraints.txt").read_bytes()
+        env = dict(line.split("=", 1) for line in archive.read("autograder.env").decode().splitlines())
+        archive.extract(wheel, tmp_path)
+    assert env["SDVERIFY_PRESET"] == "tiny" and env["SDVERIFY_WHEEL"] == wheel
+    assert (env["SDVERIFY_TIMEOUT"], env["SDVERIFY_CELL_TIMEOUT"]) == ("600", "120")
+    assert env["SDVERIFY_TORCH"] and "+" not in env["SDVERIFY_TORCH"]
+    with zipfile.ZipFile(tmp_path / wheel) as built:
+        names = set(built.namelist())
+    for needed in ("sdverify/autograder/run.py", "sdverify/autograder/templates/run_autograder", "sdverify/cli.py"):
+        assert needed in names
+    assert any(n.startswith("sdverify/_data/tokenizer/") for n in names)
+    for name in SCRIPTS:
+        assert subprocess.run(["bash", "-n", str(tmp_path / "source" / name)]).returncode == 0
+
+
+def test_bundle_rejects_a_bad_spec_before_building(tmp_path, capsys):
+    bad = _spec_with(tmp_path, 'check = "token_ids"', 'check = "token_idz"')
+    assert main(["autograder", "gradescope", "--out", str(tmp_path / "out"), "--spec", str(bad)]) == 2
+    assert "unknown check 'token_idz'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_submission_is_the_one_notebook_else_the_one_module(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "helper.py").write_text("x = 1\n")
+    assert find_submission(tmp_path) == (tmp_path / "sub" / "helper.py").resolve()
+    (tmp_path / "lesson.ipynb").write_text("{}")
+    assert find_submission(tmp_path) == (tmp_path / "lesson.ipynb").resolve()  # a helper beside it is no rival
+    (tmp_path / "sub" / "copy.ipynb").write_text("{}")
+    with pytest.raises(ValueError, match=r"several notebooks in the submission: \['lesson.ipynb', 'sub/copy.ipynb'\]"):
+        find_submission(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ((), "no .ipynb notebook or .py module in the submission (found no files)"),
+        (("report.pdf",), "(found ['report.pdf'])"),
+        (("a.py", "b.py"), "several .py modules in the submission: ['a.py', 'b.py']; submit exactly one"),
+    ],
+)
+def test_an_unusable_submission_gets_a_result_that_says_why(tmp_path, files, words):
+    (tmp_path / "submission").mkdir()
+    for name in files:
+        (tmp_path / "submission" / name).write_text("")
+    results = run(tmp_path, load_spec(), Settings())
+    assert json.loads((tmp_path / "results" / "results.json").read_text()) == results
+    assert results["score"] == 0 and words in results["output"]
+    assert [t["status"] for t in results["tests"]] == ["failed"]
+    assert UNFINISHED not in results["output"]
+
+
+def test_run_grades_a_module_through_the_checker_and_writes_its_points(monkeypatch, tmp_path):
+    from sdverify import checker
+    from sdverify.checker.report import SubmissionReport
+
+    def fake_check_submission(target, **options):
+        checks = [
+            CheckEntry("cfg_combine.cfg.swapped", "cfg_combine", False, 0.0, 2.0, "swapped", "not swapped"),
+            CheckEntry("tokenize.reference", "tokenize", True, 1.0, 1.0, ""),
+        ]
+        return SubmissionReport(target, checks, None, 0.5)
+
+    monkeypatch.setattr(checker, "check_submission", fake_check_submission)
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "submission" / "student.py").write_text("def tokenize(tokenizer, prompt):\n    return None\n")
+    assert main(["autograder", "run", "--root", str(tmp_path), "--sandbox", "process"]) == 0
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert results["score"] == 1.0
+    assert [(t["name"], t["status"]) for t in results["tests"]] == [
+        ("cfg_combine(): cfg_combine.cfg.swapped", "failed"),
+        ("tokenize(): tokenize.reference", "passed"),
+    ]
+
+
+# --- the bundle end to end, as Gradescope runs it (slow tier) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def gradescope_root(tmp_path_factory) -> Path:
+    """A Gradescope root made from a fresh bundle (Exercise 3 hidden): source/ unzipped, setup.sh run."""
+    base = tmp_path_factory.mktemp("gradescope")
+    spec = _spec_with(base, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
+    # Cells as slow as on a loaded 2-core machine (test_grade_samples' figure), well under the default.
+    settings = BundleSettings(cell_timeout=100)
+    bundle = build_gradescope_bundle(base / "out", spec_path=spec, settings=settings, checkout=CHECKOUT)
+    root = base / "autograder"
+    with zipfile.ZipFile(bundle) as archive:
+        archive.extractall(root / "source")
+    done = subprocess.run(["bash", str(root / "source" / "setup.sh")], env=_env(root), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert list((root / "sdverify-cache").glob("tiny-seed0-*"))  # the zoo, prebuilt into the root
+    return root
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "AUTOGRADER_ROOT": str(root), "SDVERIFY_PYTHON": sys.executable}
+
+
+def _run_autograder(root: Path, *submissions: Path) -> dict:
+    shutil.rmtree(root / "submission", ignore_errors=True)
+    (root / "submission").mkdir()
+    for path in submissions:
+        shutil.copy(path, root / "submission")
+    done = subprocess.run(
+        ["bash", str(root / "source" / "run_autograder")], env=_env(root), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert set(results) == TOP_KEYS
+    scored = [t for t in results["tests"] if "score" in t]
+    assert results["score"] == sum(t["score"] for t in scored)
+    for test in results["tests"]:
+        assert test["status"] in STATUSES and test["visibility"] in VISIBILITIES
+    return results
+
+
+def _failed(results: dict) -> set[str]:
+    return {t["name"] for t in results["tests"] if t["status"] == "failed" and "score" in t}
+
+
+def _spec_test_names(spec_path: Path, failing: dict[str, dict[str, str]]) -> set[str]:
+    titles = {e.id: e.title for e in load_spec(spec_path).exercises}
+    return {f"{titles[exercise]}: {check}" for exercise, checks in failing.items() for check in checks}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("gradescope_bundle")
+def test_bundle_grades_the_correct_notebook_with_full_marks(gradescope_root):
+    results = _run_autograder(gradescope_root, EXAMPLES / "notebooks" / "correct.ipynb")
+    assert _failed(results) == set()
+    assert results["score"] == load_spec(gradescope_root / "source" / "spec.toml").max_points
+    [summary] = [t for t in results["tests"] if t["name"].endswith("(hidden checks)")]
+    assert (summary["status"], summary["output"]) == ("passed", "8/8 hidden checks passed")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("gradescope_bundle")
+def test_bundle_grades_a_mistaken_notebook_and_hides_exercise_3_s_checks(gradescope_root):
+    from test_grade_samples import EXPECTED
+
+    spec_path = gradescope_root / "source" / "spec.toml"
+    results = _run_autograder(gradescope_root, EXAMPLES / "notebooks" / "mistake_cfg_swapped.ipynb")
+    assert _failed(results) == _spec_test_names(spec_path, EXPECTED["mistake_cfg_swapped"])
+    assert results["score"] == sum(t["max_score"] for t in results["tests"] if t["status"] == "passed")
+    hidden = [t for t in results["tests"] if t["name"].startswith("Exercise 3") and "score" in t]
+    assert hidden and all(t["visibility"] == "hidden" for t in hidden)
+    [summary] = [t for t in results["tests"] if t["name"].endswith("(hidden checks)")]
+    assert summary["visibility"] == "visible" and summary["status"] == "failed"
+    assert "mistake found:" in summary["output"] and "swapped" in summary["output"]
+    assert "eps_cfg" not in summary["output"] and "contract:" not in summary["output"]
+
+
+def _by_function(results: dict) -> dict[str, set[str]]:
+    """Module tests by API function (their names start ``<function>(): ``): the statuses seen."""
+    found: dict[str, set[str]] = {}
+    for test in results["tests"]:
+        found.setdefault(test["name"].split("(): ")[0], set()).add(test["status"])
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("gradescope_bundle")
+def test_bundle_grades_a_sample_module(gradescope_root):
+    from test_checker_catalog import WRONG
+
+    check_id, words = WRONG["wrong_cfg_swapped"]
+    results = _run_autograder(gradescope_root, EXAMPLES / "submissions" / "wrong_cfg_swapped.py")
+    [mistaken] = [t for t in results["tests"] if t["name"] == f"cfg_combine(): {check_id}"]
+    assert mistaken["status"] == "failed" and words in mistaken["output"]
+    # The module defines cfg_combine only: every other function fails as not implemented.
+    missing = [t for t in results["tests"] if t["name"].split("(): ")[0] not in ("cfg_combine", "sandbox")]
+    assert missing and all(t["status"] == "failed" and "not implemented" in t["output"] for t in missing)
+    assert _by_function(results)["cfg_combine"] == {"passed", "failed"} and results["score"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("gradescope_bundle")
+def test_bundle_keeps_the_points_of_the_other_functions_when_one_hangs(gradescope_root, tmp_path):
+    module = tmp_path / "student.py"
+    module.write_text(
+        "from sdverify.reference import encode_prompt, tokenize  # noqa: F401\n\n\n"
+        "def cfg_combine(u, c, w):\n    while True:\n        pass\n"
+    )
+    settings = gradescope_root / "source" / "autograder.env"
+    original = settings.read_text()
+    settings.write_text(original.replace("SDVERIFY_CELL_TIMEOUT=100", "SDVERIFY_CELL_TIMEOUT=10"))
+    try:
+        results = _run_autograder(gradescope_root, module)
+    finally:
+        settings.write_text(original)
+    by_function = _by_function(results)
+    assert by_function["tokenize"] == by_function["encode_prompt"] == {"passed"}
+    assert by_function["cfg_combine"] == {"failed"}
+    assert any("timed out" in t["output"] for t in results["tests"] if t["name"].startswith("cfg_combine()"))
+    kept = [t for t in results["tests"] if t["name"].startswith(("tokenize()", "encode_prompt()"))]
+    assert results["score"] >= sum(t["max_score"] for t in kept) > 0
