@@ -93,12 +93,14 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="regrade submissions that already have a grade in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_sandbox(p)
+    _add_allow(p)
     p.set_defaults(func=_cmd_grade)
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from sdverify.delegation import validate_names
     from sdverify.notebooks.batch import grade_batch
     from sdverify.notebooks.grading import Settings
     from sdverify.notebooks.spec import load_spec
@@ -114,6 +116,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         cell_timeout=min(args.cell_timeout, args.timeout),
         notebook_timeout=args.timeout,
         sandbox=args.sandbox,
+        allow=validate_names(args.allow, "--allow"),
     )
     out = Path(args.out)
     grades = grade_batch(
@@ -141,6 +144,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--timeout", type=float, default=C.CHECK_TIMEOUT_S, help="seconds per call of a student function")
     _add_sandbox(p)
+    _add_allow(p)
     p.set_defaults(func=_cmd_check)
 
 
@@ -154,13 +158,26 @@ def _add_sandbox(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_allow(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="relax the delegation policy: a module or class a submission may use (repeatable; "
+        "e.g. sdverify.tokenizer, diffusers.StableDiffusionPipeline, or * for anything)",
+    )
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sdverify.checker import check_submission, resolve_target, summary_table, to_json, to_junit, to_text
+    from sdverify.delegation import validate_names
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    allow = validate_names(args.allow, "--allow")
     targets = [resolve_target(t) for t in args.targets or [None]]  # every usage error before any work
     reports = []
     for target in targets:
@@ -171,6 +188,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             weights=args.weights,
             sandbox=args.sandbox,
+            allow=allow,
         )
         print(to_text(report), end="\n\n" if len(targets) > 1 else "\n", flush=True)
         reports.append(report)

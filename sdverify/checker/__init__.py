@@ -7,7 +7,9 @@ raw outputs are judged here, against the reference and the property suite.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sdverify import contract as C
@@ -16,6 +18,8 @@ from sdverify.checker.submission import API_NAMES, Target, resolve_target
 
 if TYPE_CHECKING:
     from sdverify.checker.checks import CheckContext
+    from sdverify.checker.protocol import Outcome, SandboxResult
+    from sdverify.delegation import Policy, Use
     from sdverify.results import CheckResult
 
 __all__ = [
@@ -42,6 +46,7 @@ def check_submission(
     memory_limit_mb: int | None = C.CHECK_MEMORY_LIMIT_MB,
     sandbox: str | None = None,
     total_timeout: float | None = None,
+    allow: Sequence[str] = (),
 ) -> SubmissionReport:
     """Grade ``target`` (path, module name or resolved :class:`Target`; empty/None: the bundled reference).
 
@@ -55,16 +60,21 @@ def check_submission(
     child may allocate beyond the loaded components (CPU only).  ``sandbox`` is the
     isolation level (:mod:`sdverify.isolation`: auto, bwrap or process; None: ``$SDVERIFY_SANDBOX``
     or auto); a bwrap child sees
-    the submission's source, not its folder (nor siblings, nor any user data).
+    the submission's source, not its folder (nor siblings, nor any user data).  ``allow``
+    adds names to every function's delegation policy (``--allow``; :mod:`sdverify.delegation`).
     """
     from sdverify import isolation
-    from sdverify.checker import checks, parent
+    from sdverify.checker import checks, parent, points
+    from sdverify.checker.submission import is_kit
+    from sdverify.delegation import CHECK_POLICY, watch_lists
 
     start = time.perf_counter()
     level = isolation.resolve(sandbox)
     isolation.warn_once(level)
     resolved = target if isinstance(target, Target) else resolve_target(target)
     ctx = checks.context(preset, device, weights)
+    policies = {f: CHECK_POLICY[f].relaxed(allow) for f in API_NAMES}
+    watch = None if is_kit(resolved) else watch_lists(policies.values())
     result = parent.run_submission(
         resolved,
         ctx.plan,
@@ -75,16 +85,73 @@ def check_submission(
         memory_limit_mb=memory_limit_mb,
         level=level,
         total_timeout=total_timeout,
+        watch=watch,
     )
-    entries = [
-        CheckEntry.from_result(function, r)
-        for function in API_NAMES
-        for r in checks.function_checks(ctx, function, result.outcomes)
-    ]
-    entries.append(CheckEntry.from_result("sandbox", _weights_unchanged(ctx)))
+    uses, notes = _uses(resolved, result, watch.names) if watch else ([], [])
+    entries = []
+    for function in API_NAMES:
+        own = _own_work(function, uses, policies[function], result.outcomes, ctx) if watch else None
+        graded = ([points.Graded(own, "gate")] if own is not None else []) + checks.function_checks(
+            ctx, function, result.outcomes
+        )
+        entries += [g.entry(function) for g in graded]
+    entries.append(points.Graded(_weights_unchanged(ctx), "gate").entry(points.EVERYWHERE))
+    notes += _unused_imports(uses, policies)
     return SubmissionReport(
-        resolved.display, entries, result.import_error, time.perf_counter() - start, isolation=level
+        resolved.display,
+        points.withhold(entries),
+        result.import_error,
+        time.perf_counter() - start,
+        isolation=level,
+        notes=notes,
     )
+
+
+def _uses(target: Target, result: SandboxResult, watched: tuple[str, ...]) -> tuple[list[Use], list[str]]:
+    """What the submission used of the watched names: read from its source, seen by the tripwire."""
+    from sdverify.checker.submission import source_of
+    from sdverify.delegation.static import scan_module
+
+    notes = []
+    found: list[Use] = []
+    source = source_of(target, os.getcwd())
+    if source is None:
+        notes.append("delegation: the source could not be read, only the run-time tripwire applied")
+    else:
+        try:
+            found = scan_module(source, watched, API_NAMES)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            pass  # a module Python cannot compile ran nothing: its import error says so
+    return list(dict.fromkeys(found + result.uses)), notes
+
+
+def _own_work(
+    function: str, uses: list[Use], policy: Policy, outcomes: Mapping[str, Outcome], ctx: CheckContext
+) -> CheckResult:
+    """The delegation gate of one function (a function the submission lacks fails as missing)."""
+    from sdverify.delegation.policy import own_work
+    from sdverify.results import fail
+
+    id = f"{function}.own_work"
+    probes = ctx.plan.of(function)
+    if probes and all(p.id in outcomes and outcomes[p.id].status == "missing" for p in probes):
+        return fail(id, f"not implemented: the submission defines no {function}()", status="missing")
+    mine = [u for u in uses if u.where == function]
+    return own_work(id, function, mine, policy, relax="an instructor can allow a name: sdverify check --allow NAME")
+
+
+def _unused_imports(uses: list[Use], policies: Mapping[str, Policy]) -> list[str]:
+    """Notes for forbidden names the module's top level used that no API function was charged with."""
+    from sdverify.delegation.policy import covers
+
+    charged = [n for u in uses if u.where for n in u.names]
+    notes = []
+    for use in (u for u in uses if not u.where):
+        if any(p.broken_by(use) for p in policies.values()) and not any(
+            covers(a, b) or covers(b, a) for a in use.names for b in charged
+        ):
+            notes.append(f"delegation: the module {use.describe()}; no API function was seen using it (no points lost)")
+    return list(dict.fromkeys(notes))
 
 
 def _weights_unchanged(ctx: CheckContext) -> CheckResult:

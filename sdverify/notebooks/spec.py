@@ -10,10 +10,11 @@ from __future__ import annotations
 import inspect
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
 from sdverify.notebooks.exercises import CHECKS, Lesson
 from sdverify.notebooks.runner import Snapshot
 
@@ -48,6 +49,7 @@ class ExerciseSpec:
     title: str
     heading: str
     checks: tuple[CheckSpec, ...]
+    policy: Policy = field(default_factory=Policy)  # what its cells may not delegate to (forbid/allow)
 
     @property
     def max_points(self) -> float:
@@ -104,7 +106,11 @@ def _exercise(where: str, index: int, raw: dict[str, Any]) -> ExerciseSpec:
     except re.error as exc:
         raise ValueError(f"{where}: exercise {raw['id']!r}: heading is not a valid regex ({exc})") from None
     checks = tuple(_check(f"{where}: exercise {raw['id']!r} check #{i + 1}", c) for i, c in enumerate(raw["checks"]))
-    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks)
+    policy = Policy(
+        validate_names(raw.get("forbid", list(DEFAULT_FORBID)), f"{where}: exercise {raw['id']!r} forbid"),
+        validate_names(raw.get("allow", list(DEFAULT_ALLOW)), f"{where}: exercise {raw['id']!r} allow"),
+    )
+    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks, policy)
 
 
 def _check(where: str, raw: dict[str, Any]) -> CheckSpec:
