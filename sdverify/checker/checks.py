@@ -185,6 +185,9 @@ def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> tuple[
         target = _simulated(ctx, mistake, probe)
         if target is not None and _matches(probe.function, values, target):
             return mistake.id, mistake.message
+    if probe.function == "cfg_combine":
+        a = probe.args
+        return mistakes.from_cfg(values, ctx.plan.inputs[a["u"]], ctx.plan.inputs[a["c"]], a["w"])
     return None
 
 

@@ -240,7 +240,7 @@ def own_work(id: str, subject: str, uses: Iterable[Use], policy: Policy, relax: 
     found = "; ".join(use.describe() for use in list(broken)[:6])
     more = f" and {len(broken) - 6} more" if len(broken) > 6 else ""
     message = (
-        f"delegation: {found}{more}. {subject} must implement the stage itself, not hand it to "
+        f"delegation: {found}{more}. The work must be the submission's own, not handed to "
         f"{' / '.join(dict.fromkeys(broken.values()))}: no points for {subject} ({relax})"
     )
     return fail(
