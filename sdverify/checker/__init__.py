@@ -18,7 +18,7 @@ from sdverify.checker.submission import API_NAMES, Target, resolve_target
 
 if TYPE_CHECKING:
     from sdverify.checker.checks import CheckContext
-    from sdverify.checker.protocol import Outcome, SandboxResult
+    from sdverify.checker.protocol import SandboxResult
     from sdverify.delegation import Policy, Use
     from sdverify.results import CheckResult
 
@@ -90,7 +90,7 @@ def check_submission(
     uses, notes = _uses(resolved, result, watch.names) if watch else ([], [])
     entries = []
     for function in API_NAMES:
-        own = _own_work(function, uses, policies[function], result.outcomes, ctx) if watch else None
+        own = _own_work(function, uses, policies[function], result, ctx) if watch else None
         graded = ([points.Graded(own, "gate")] if own is not None else []) + checks.function_checks(
             ctx, function, result.outcomes
         )
@@ -125,15 +125,16 @@ def _uses(target: Target, result: SandboxResult, watched: tuple[str, ...]) -> tu
     return list(dict.fromkeys(found + result.uses)), notes
 
 
-def _own_work(
-    function: str, uses: list[Use], policy: Policy, outcomes: Mapping[str, Outcome], ctx: CheckContext
-) -> CheckResult:
-    """The delegation gate of one function (a function the submission lacks fails as missing)."""
+def _own_work(function: str, uses: list[Use], policy: Policy, result: SandboxResult, ctx: CheckContext) -> CheckResult:
+    """The delegation gate of one function (failed, like every check, when the function is
+    missing or the submission could not be imported)."""
     from sdverify.delegation.policy import own_work
     from sdverify.results import fail
 
     id = f"{function}.own_work"
-    probes = ctx.plan.of(function)
+    probes, outcomes = ctx.plan.of(function), result.outcomes
+    if result.import_error is not None:
+        return fail(id, f"not checked: the submission could not be imported ({result.import_error})", status="error")
     if probes and all(p.id in outcomes and outcomes[p.id].status == "missing" for p in probes):
         return fail(id, f"not implemented: the submission defines no {function}()", status="missing")
     mine = [u for u in uses if u.where == function]

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from sdverify.checker.submission import API_NAMES
 from sdverify.results import CheckResult, fail, ok
 
 How = Literal["import", "reference", "call", "is"]
@@ -155,19 +156,7 @@ class Policy:
 
 
 # Per API function of ``sdverify check``: every stage under the same default policy.
-CHECK_POLICY: Mapping[str, Policy] = {
-    name: Policy()
-    for name in (
-        "tokenize",
-        "encode_prompt",
-        "initial_latents",
-        "cfg_combine",
-        "denoise_step",
-        "decode_latents",
-        "to_pil",
-        "generate",
-    )
-}
+CHECK_POLICY: Mapping[str, Policy] = {name: Policy() for name in API_NAMES}
 
 
 @dataclass(frozen=True)
