@@ -7,9 +7,8 @@ raw outputs are judged here, against the reference and the property suite.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sdverify import contract as C
@@ -18,8 +17,6 @@ from sdverify.checker.submission import API_NAMES, Target, resolve_target
 
 if TYPE_CHECKING:
     from sdverify.checker.checks import CheckContext
-    from sdverify.checker.protocol import SandboxResult
-    from sdverify.delegation import Policy, Use
     from sdverify.results import CheckResult
 
 __all__ = [
@@ -64,7 +61,7 @@ def check_submission(
     adds names to every function's delegation policy (``--allow``; :mod:`sdverify.delegation`).
     """
     from sdverify import isolation
-    from sdverify.checker import checks, parent, points
+    from sdverify.checker import checks, own_work, parent, points
     from sdverify.checker.submission import is_kit
     from sdverify.delegation import CHECK_POLICY, watch_lists
 
@@ -87,16 +84,16 @@ def check_submission(
         total_timeout=total_timeout,
         watch=watch,
     )
-    uses, notes = _uses(resolved, result, watch.names) if watch else ([], [])
+    uses, notes = own_work.uses(resolved, result, watch.names) if watch else ([], [])
     entries = []
     for function in API_NAMES:
-        own = _own_work(function, uses, policies[function], result, ctx) if watch else None
-        graded = ([points.Graded(own, "gate")] if own is not None else []) + checks.function_checks(
-            ctx, function, result.outcomes
-        )
+        graded = checks.function_checks(ctx, function, result.outcomes)
+        if watch:
+            gate = own_work.gate(function, uses, policies[function], result, ctx.plan.of(function))
+            graded.insert(0, points.Graded(gate, "gate"))
         entries += [g.entry(function) for g in graded]
     entries.append(points.Graded(_weights_unchanged(ctx), "gate").entry(points.EVERYWHERE))
-    notes += _unused_imports(uses, policies)
+    notes += own_work.unused(uses, policies)
     return SubmissionReport(
         resolved.display,
         points.withhold(entries),
@@ -105,54 +102,6 @@ def check_submission(
         isolation=level,
         notes=notes,
     )
-
-
-def _uses(target: Target, result: SandboxResult, watched: tuple[str, ...]) -> tuple[list[Use], list[str]]:
-    """What the submission used of the watched names: read from its source, seen by the tripwire."""
-    from sdverify.checker.submission import source_of
-    from sdverify.delegation.static import scan_module
-
-    notes = []
-    found: list[Use] = []
-    source = source_of(target, os.getcwd())
-    if source is None:
-        notes.append("delegation: the source could not be read, only the run-time tripwire applied")
-    else:
-        try:
-            found = scan_module(source, watched, API_NAMES)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            pass  # a module Python cannot compile ran nothing: its import error says so
-    return list(dict.fromkeys(found + result.uses)), notes
-
-
-def _own_work(function: str, uses: list[Use], policy: Policy, result: SandboxResult, ctx: CheckContext) -> CheckResult:
-    """The delegation gate of one function (failed, like every check, when the function is
-    missing or the submission could not be imported)."""
-    from sdverify.delegation.policy import own_work
-    from sdverify.results import fail
-
-    id = f"{function}.own_work"
-    probes, outcomes = ctx.plan.of(function), result.outcomes
-    if result.import_error is not None:
-        return fail(id, f"not checked: the submission could not be imported ({result.import_error})", status="error")
-    if probes and all(p.id in outcomes and outcomes[p.id].status == "missing" for p in probes):
-        return fail(id, f"not implemented: the submission defines no {function}()", status="missing")
-    mine = [u for u in uses if u.where == function]
-    return own_work(id, function, mine, policy, relax="an instructor can allow a name: sdverify check --allow NAME")
-
-
-def _unused_imports(uses: list[Use], policies: Mapping[str, Policy]) -> list[str]:
-    """Notes for forbidden names the module's top level used that no API function was charged with."""
-    from sdverify.delegation.policy import covers
-
-    charged = [n for u in uses if u.where for n in u.names]
-    notes = []
-    for use in (u for u in uses if not u.where):
-        if any(p.broken_by(use) for p in policies.values()) and not any(
-            covers(a, b) or covers(b, a) for a in use.names for b in charged
-        ):
-            notes.append(f"delegation: the module {use.describe()}; no API function was seen using it (no points lost)")
-    return list(dict.fromkeys(notes))
 
 
 def _weights_unchanged(ctx: CheckContext) -> CheckResult:
