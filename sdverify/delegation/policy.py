@@ -75,25 +75,30 @@ def kind(entry: str) -> Kind:
     return "module" if _resolve(entry) is None else "class"
 
 
-def known_names(name: str) -> tuple[str, ...]:
-    """``name`` and, for a class of a package the grader has loaded, its bases in that package
-    (``diffusers.StableDiffusionXLPipeline`` is also a ``diffusers.DiffusionPipeline``).
+def _loaded(name: str) -> Any:
+    """What ``name`` denotes among the modules already imported here, or None.
 
-    ``name`` comes from a submission's source: it is resolved by attribute access on modules
-    already imported here, never by importing anything the submission names.
+    Used on names from a submission (its source, its tripwire records): attribute access on
+    loaded modules only, never an import of anything the submission names.
     """
     top, _, rest = name.partition(".")
     obj: Any = sys.modules.get(top)
-    if obj is None or not rest:
-        return (name,)
     try:
-        for part in rest.split("."):
+        for part in rest.split(".") if rest else ():
             obj = getattr(obj, part)
     except Exception:
+        return None
+    return obj
+
+
+def known_names(name: str) -> tuple[str, ...]:
+    """``name`` and, for a class of a package the grader has loaded, its bases in that package
+    (``diffusers.StableDiffusionXLPipeline`` is also a ``diffusers.DiffusionPipeline``)."""
+    cls = _loaded(name)
+    if not isinstance(cls, type):
         return (name,)
-    if not isinstance(obj, type):
-        return (name,)
-    bases = (f"{top}.{base.__name__}" for base in obj.__mro__[1:] if base.__module__.split(".")[0] == top)
+    top = name.partition(".")[0]
+    bases = (f"{top}.{base.__name__}" for base in cls.__mro__[1:] if base.__module__.split(".")[0] == top)
     return tuple(dict.fromkeys((name, *bases)))
 
 
@@ -109,7 +114,7 @@ class Use:
 
     def describe(self) -> str:
         text = f"{_HOW_WORDS[self.how]} {self.names[0]}"
-        if self.how == "call" and kind(self.names[-1]) == "class":
+        if self.how == "call" and isinstance(_loaded(self.names[0]), type):
             text = f"calls an instance of {self.names[0]}"
         if self.how == "is":
             text += " itself instead of its own code"
