@@ -26,7 +26,6 @@ from sdverify.checker.report import CheckEntry
 from sdverify.results import CheckResult
 
 Role = Literal["points", "gate", "diagnostic"]
-ROLES: tuple[Role, ...] = ("points", "gate", "diagnostic")
 EVERYWHERE = "sandbox"  # gates of this group withhold the points of every group
 
 
