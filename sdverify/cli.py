@@ -120,6 +120,7 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
         "--canvas-csv", default=None, metavar="FILE", help="write Canvas' gradebook import CSV (needs --roster)"
     )
     p.add_argument("--canvas-assignment", default=None, help="its score column (default: the spec's title)")
+    _add_allow(p)
     p.set_defaults(func=_cmd_grade)
 
 
@@ -206,6 +207,7 @@ def _add_autograder(sub: argparse._SubParsersAction) -> None:
     )
     _add_lesson(run)
     _add_sandbox(run)
+    _add_allow(run)
     run.set_defaults(func=_cmd_autograder_run)
 
 
@@ -256,6 +258,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--timeout", type=float, default=C.CHECK_TIMEOUT_S, help="seconds per call of a student function")
     _add_sandbox(p)
+    _add_allow(p)
     p.set_defaults(func=_cmd_check)
 
 
@@ -278,6 +281,7 @@ def _add_lesson(p: argparse.ArgumentParser) -> None:
 
 
 def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> Settings:
+    from sdverify.delegation import validate_names
     from sdverify.notebooks.grading import Settings
 
     if args.timeout <= 0 or args.cell_timeout <= 0:
@@ -288,6 +292,18 @@ def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> S
         cell_timeout=min(args.cell_timeout, args.timeout),
         notebook_timeout=args.timeout,
         sandbox=args.sandbox,
+        allow=validate_names(args.allow, "--allow"),
+    )
+
+
+def _add_allow(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="relax the delegation policy: a module or class a submission may use (repeatable; "
+        "e.g. sdverify.tokenizer, diffusers.StableDiffusionPipeline, or * for anything)",
     )
 
 
@@ -295,9 +311,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sdverify.checker import check_submission, resolve_target, summary_table, to_json, to_junit, to_text
+    from sdverify.delegation import validate_names
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    allow = validate_names(args.allow, "--allow")
     targets = [resolve_target(t) for t in args.targets or [None]]  # every usage error before any work
     reports = []
     for target in targets:
@@ -308,6 +326,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             weights=args.weights,
             sandbox=args.sandbox,
+            allow=allow,
         )
         print(to_text(report), end="\n\n" if len(targets) > 1 else "\n", flush=True)
         reports.append(report)

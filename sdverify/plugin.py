@@ -44,6 +44,7 @@ class Settings:
     budget_gpu: str | None
     impl: str | None
     sandbox: str | None
+    allow: tuple[str, ...] = ()
 
     @property
     def device_text(self) -> str:
@@ -109,6 +110,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["auto", "bwrap", "process"],
         help="isolation of the contract items' student code: bwrap, process, or auto ($SDVERIFY_SANDBOX)",
     )
+    group.addoption(
+        "--sdverify-allow",
+        dest="sdverify_allow",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="relax the contract items' delegation policy: a module or class the student may use (repeatable)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -127,6 +136,7 @@ def pytest_configure(config: pytest.Config) -> None:
         budget_gpu=config.getoption("sdverify_budget_gpu"),
         impl=config.getoption("sdverify_impl"),
         sandbox=config.getoption("sdverify_sandbox"),
+        allow=_allowed(config.getoption("sdverify_allow")),
     )
     _share_cpu_threads()
     from sdverify.gpu import session as gpu_session  # light: no torch until a gpu test needs it
@@ -149,7 +159,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     s = settings_of(config)
     if s.impl:
-        report = pytest_contract.run_once(config, s.impl, preset=s.preset, weights=s.weights, sandbox=s.sandbox)
+        report = pytest_contract.run_once(
+            config, s.impl, preset=s.preset, weights=s.weights, sandbox=s.sandbox, allow=s.allow
+        )
         items.extend(pytest_contract.contract_items(session, report))
     if any(item.get_closest_marker("gpu") for item in items):
         from sdverify.gpu import session as gpu_session
@@ -186,6 +198,17 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     points = pytest_contract.points_summary(terminalreporter) if settings_of(config).impl else None
     if points:
         terminalreporter.write_line(points, bold=True)
+
+
+def _allowed(names: list[str]) -> tuple[str, ...]:
+    if not names:
+        return ()
+    from sdverify.delegation import validate_names  # imports torch: only when the option is given
+
+    try:
+        return validate_names(names, "--sdverify-allow")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _share_cpu_threads() -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sdverify.checker.report import SubmissionReport
 
 MARKER = "sdverify"
-_POINTS, _MAX_POINTS = "points", "max_points"
+_POINTS, _MAX_POINTS, _ROLE = "points", "max_points", "role"
 
 
 class ContractFailure(Exception):
@@ -53,6 +53,7 @@ class ContractItem(pytest.Item):
     def runtest(self) -> None:
         self.user_properties.append((_POINTS, self.entry["points"]))
         self.user_properties.append((_MAX_POINTS, self.entry["max_points"]))
+        self.user_properties.append((_ROLE, self.entry.get("role", "points")))  # gates and diagnostics: 0/0
         if not self.entry["passed"]:
             from sdverify.checker.report import failure_text
 
@@ -92,7 +93,13 @@ def contract_items(session: pytest.Session, report: dict[str, Any]) -> list[pyte
 
 
 def run_once(
-    config: pytest.Config, target: str, *, preset: str, weights: str | None, sandbox: str | None
+    config: pytest.Config,
+    target: str,
+    *,
+    preset: str,
+    weights: str | None,
+    sandbox: str | None,
+    allow: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The checker's report of ``target`` as a dict, computed once per test run.
 
@@ -103,30 +110,33 @@ def run_once(
     """
     basetemp = getattr(config.option, "basetemp", None)
     if not hasattr(config, "workerinput") or not basetemp:
-        return _check(target, preset=preset, weights=weights, sandbox=sandbox).to_dict()
+        return _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow).to_dict()
     from filelock import FileLock
 
     path = Path(basetemp).parent / "sdverify-contract-report.json"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(_check(target, preset=preset, weights=weights, sandbox=sandbox).to_dict()))
+            report = _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow)
+            tmp.write_text(json.dumps(report.to_dict()))
             tmp.replace(path)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def _check(target: str, *, preset: str, weights: str | None, sandbox: str | None) -> SubmissionReport:
+def _check(
+    target: str, *, preset: str, weights: str | None, sandbox: str | None, allow: tuple[str, ...]
+) -> SubmissionReport:
     from sdverify.checker import check_submission
 
     try:
-        return check_submission(target, preset=preset, weights=weights, sandbox=sandbox)
+        return check_submission(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow)
     except (FileNotFoundError, ValueError) as exc:
         raise pytest.UsageError(f"--sdverify-impl: {exc}") from None
 
 
 def points_summary(terminalreporter: Any) -> str | None:
-    """``sdverify: 31/37 points`` over the contract items that ran (None when none did)."""
+    """``sdverify: 92/100 points`` over the contract items that ran (None when none did)."""
     points = max_points = 0.0
     seen = False
     for reports in terminalreporter.stats.values():

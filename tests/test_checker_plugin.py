@@ -45,10 +45,19 @@ def test_without_the_option_only_the_folders_tests_run_against_the_reference(pyt
     pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=2)
 
 
-def test_reference_copied_out_passes_every_contract_item(pytester: pytest.Pytester):
+def test_reference_copied_out_passes_every_contract_item_once_the_kit_is_allowed(pytester: pytest.Pytester):
+    # The copy still imports the kit's helpers (sdverify.tokenizer, sdverify.stage_recorder):
+    # delegation under the default policy, full marks once the instructor allows the kit.
     shutil.copy(reference.__file__, pytester.path / "student.py")
-    expected = check_submission(str(pytester.path / "student.py"))
-    result = pytester.runpytest_inprocess("--sdverify-impl=student.py", "-p", "no:randomly")
+    strict = check_submission(str(pytester.path / "student.py"))
+    own = {c.function: c for c in strict.checks if c.id.endswith(".own_work")}
+    assert not own["tokenize"].passed and "sdverify.tokenizer" in own["tokenize"].message
+    assert own["cfg_combine"].passed  # it uses nothing of the kit
+    expected = check_submission(str(pytester.path / "student.py"), allow=("sdverify",))
+    assert expected.passed
+    result = pytester.runpytest_inprocess(
+        "--sdverify-impl=student.py", "--sdverify-allow=sdverify", "-p", "no:randomly"
+    )
     result.assert_outcomes(passed=len(expected.checks))
     result.stdout.fnmatch_lines([f"sdverify: {expected.max_score:g}/{expected.max_score:g} points"])
 
@@ -66,8 +75,9 @@ def test_a_mistake_fails_exactly_the_checks_sdverify_check_fails(pytester: pytes
     cases = _junit_cases(junit)
     for entry in report.checks:
         case = cases[f"sdverify.{entry.function}.{entry.id.removeprefix(entry.function + '.')}"]
-        points = {p.get("name"): float(p.get("value")) for p in case.iter("property")}
-        assert points == {"points": entry.points, "max_points": entry.max_points}
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert properties.pop("role") == entry.role
+        assert {k: float(v) for k, v in properties.items()} == {"points": entry.points, "max_points": entry.max_points}
         failure = case.find("failure")
         if entry.passed:
             assert failure is None, entry.id

@@ -60,6 +60,8 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
         "ex1": {"vae_params": "not defined", "unet_params": "not defined", "total_params": "not defined"}
     },
     "hostile_builtins": {},
+    # Exercise 4 handed to StableDiffusionPipeline: right values, no points (delegation policy).
+    "delegating_pipeline": {"ex4": {"own_work": "StableDiffusionPipeline (cell 10, at run time)"}},
     "hostile_kill_kernel": {},
     "hostile_delete_files": {},
     "hostile_forged_grade": {

@@ -13,6 +13,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from sdverify import contract as C
 from sdverify.cli import main
+from sdverify.delegation import Policy
 from sdverify.notebooks.batch import collect, unique_names
 from sdverify.notebooks.exercises import ddpm_posterior_mean_std, normal_statistics
 from sdverify.notebooks.runner import (
@@ -157,6 +158,7 @@ def test_repeated_and_out_of_order_headings_are_located_in_document_order_with_a
 
 def test_shipped_spec_loads_and_names_the_lesson_variables():
     spec = load_spec()
+    assert all(e.policy == Policy() for e in spec.exercises)  # the defaults, written out
     assert spec.lesson.prompt == "a cat sitting on a beach at sunset" and spec.lesson.seed == 42
     names = {e.id: set(e.snapshot().names) for e in spec.exercises}
     assert {"eps_uncond", "eps_cond", "eps_cfg", "z_t", "t", "z_t_minus_1", "dtype", "device"} <= names["ex3"]
@@ -171,6 +173,8 @@ def test_shipped_spec_loads_and_names_the_lesson_variables():
         (('points = 2, value = "token_ids"', 'points = -1, value = "token_ids"'), "points must be a number >= 0"),
         (("seed = 42", "seed = 42\nsteps_per_second = 3"), "unknown [lesson] keys ['steps_per_second']"),
         (("heading = '^#+.*Exercise\\s*1\\b'", "heading = '(unclosed'"), "heading is not a valid regex"),
+        (('allow = ["sdverify.contract"]', 'allow = "sdverify.contract"'), "exercise 'ex1' allow: expected a list"),
+        (('forbid = ["sdverify", ', 'forbid = ["sdverify reference", '), "'sdverify reference' is not a dotted name"),
     ],
 )
 def test_bad_specs_are_rejected_with_the_reason(tmp_path, edit, words):
@@ -222,6 +226,7 @@ def test_collect_and_unique_names(tmp_path):
         (["grade", "missing_folder"], "no such file or folder"),
         (["grade", ".", "--workers", "0"], "--workers must be >= 1"),
         (["grade", ".", "--spec", "nope.toml"], "spec file nope.toml not found"),
+        (["grade", ".", "--allow", "*", "--allow", "1x"], "--allow: '1x' is not a dotted name"),
     ],
 )
 def test_cli_usage_errors(argv, words, capsys, tmp_path, monkeypatch):
@@ -273,7 +278,14 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
         workers=1,
         progress=False,
     )
-    expected = {"preset": "tiny", "weights": None, "timeout": 30, "total_timeout": 90, "sandbox": "process"}
+    expected = {
+        "preset": "tiny",
+        "weights": None,
+        "timeout": 30,
+        "total_timeout": 90,
+        "sandbox": "process",
+        "allow": (),
+    }
     assert calls == [(str(module.resolve()), expected)]
     assert (grade.kind, [e.id for e in grade.exercises], grade.score, grade.max_score) == (
         "module",
@@ -285,3 +297,37 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
     assert (out / "grades.csv").read_text().splitlines()[0] == (
         "student,cfg_combine,tokenize,total,max_total,error,isolation"
     )
+
+
+def test_a_notebook_pipeline_call_is_charged_to_its_exercise_from_source_and_tripwire():
+    from sdverify.delegation import watch_lists
+    from sdverify.notebooks.grading import _section
+    from sdverify.notebooks.runner import RunResult
+    from sdverify.notebooks.uses import notebook_uses, outside_exercises
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "examples" / "notebooks" / "delegating_pipeline.ipynb", 4)
+    nb.cells.insert(1, new_code_cell("import sdverify.reference as R"))  # before the first exercise
+    spec = load_spec()
+    starts, _ = locate_exercises(nb.cells, [e.snapshot() for e in spec.exercises])
+    pipeline = ["diffusers.StableDiffusionPipeline", "diffusers.DiffusionPipeline"]
+    records = [
+        {"how": "call", "names": pipeline, "where": 7, "cell": 11},
+        {"how": "import", "names": ["sdverify.reference"], "where": 1, "cell": 1},
+        {"how": "bogus", "names": [], "cell": 11},  # forged: named in a note, never trusted
+    ]
+    run = RunResult({}, {}, [], 0.0, nb, starts, [], tripwire=records)
+    watch = watch_lists(e.policy for e in spec.exercises)
+    uses, notes = notebook_uses(run, watch, lambda index: _section(run, index))
+    forbidden = {(u.where, u.names[0], u.at) for u in uses if Policy().broken_by(u)}
+    assert forbidden == {
+        ("ex4", "diffusers.StableDiffusionPipeline", "cell 11, line 11"),
+        ("ex4", "diffusers.StableDiffusionPipeline", "cell 11, at run time"),
+        ("", "sdverify.reference", "cell 1, line 1"),
+        ("", "sdverify.reference", "cell 1, at run time"),
+    }
+    assert any("malformed" in n for n in notes)
+    notes = outside_exercises(uses, lambda u: Policy().broken_by(u) is not None)
+    assert notes == [
+        f"delegation: imports sdverify.reference ({at}) before the first exercise (charged to no exercise)"
+        for at in ("cell 1, line 1", "cell 1, at run time")
+    ]

@@ -8,6 +8,7 @@ raw outputs are judged here, against the reference and the property suite.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sdverify import contract as C
@@ -42,6 +43,7 @@ def check_submission(
     memory_limit_mb: int | None = C.CHECK_MEMORY_LIMIT_MB,
     sandbox: str | None = None,
     total_timeout: float | None = None,
+    allow: Sequence[str] = (),
 ) -> SubmissionReport:
     """Grade ``target`` (path, module name or resolved :class:`Target`; empty/None: the bundled reference).
 
@@ -55,10 +57,13 @@ def check_submission(
     child may allocate beyond the loaded components (CPU only).  ``sandbox`` is the
     isolation level (:mod:`sdverify.isolation`: auto, bwrap or process; None: ``$SDVERIFY_SANDBOX``
     or auto); a bwrap child sees
-    the submission's source, not its folder (nor siblings, nor any user data).
+    the submission's source, not its folder (nor siblings, nor any user data).  ``allow``
+    adds names to every function's delegation policy (``--allow``; :mod:`sdverify.delegation`).
     """
     from sdverify import isolation
-    from sdverify.checker import checks, parent
+    from sdverify.checker import checks, own_work, parent, points
+    from sdverify.checker.submission import is_kit
+    from sdverify.delegation import CHECK_POLICY, watch_lists
 
     start = time.perf_counter()
     level = isolation.resolve(sandbox)
@@ -71,6 +76,8 @@ def check_submission(
     isolation.warn_once(level)
     resolved = target if isinstance(target, Target) else resolve_target(target)
     ctx = checks.context(preset, device, weights)
+    policies = {f: CHECK_POLICY[f].relaxed(allow) for f in API_NAMES}
+    watch = None if is_kit(resolved) else watch_lists(policies.values())
     result = parent.run_submission(
         resolved,
         ctx.plan,
@@ -81,19 +88,25 @@ def check_submission(
         memory_limit_mb=memory_limit_mb,
         level=level,
         total_timeout=total_timeout,
+        watch=watch,
     )
-    entries = [
-        CheckEntry.from_result(function, r)
-        for function in API_NAMES
-        for r in checks.function_checks(ctx, function, result.outcomes)
-    ]
-    entries.append(CheckEntry.from_result("sandbox", _weights_unchanged(ctx)))
+    uses, notes = own_work.uses(resolved, result, watch.names) if watch else ([], [])
+    entries = []
+    for function in API_NAMES:
+        graded = checks.function_checks(ctx, function, result.outcomes)
+        if watch:
+            gate = own_work.gate(function, uses, policies[function], result, ctx.plan.of(function))
+            graded.insert(0, points.Graded(gate, "gate"))
+        entries += [g.entry(function) for g in graded]
+    entries.append(points.Graded(_weights_unchanged(ctx), "gate").entry(points.EVERYWHERE))
+    notes += own_work.unused(uses, policies)
     return SubmissionReport(
         resolved.display,
-        entries,
+        points.withhold(entries),
         result.import_error,
         time.perf_counter() - start,
         isolation=level,
+        notes=notes,
         output=result.log_tail,
     )
 

@@ -21,7 +21,8 @@ from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
 from sdverify.checker import mistakes
-from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, run_probe, with_function
+from sdverify.checker.points import Graded, Role
+from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, is_case, run_probe, with_function
 from sdverify.checker.protocol import Outcome, Value
 from sdverify.properties.cfg import cfg_algebra
 from sdverify.properties.embeddings import embedding_properties
@@ -31,12 +32,23 @@ from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.tokenizer import text_token_count
 
 CFG_SCALES = (7.5, 3.0)  # the two weights of the CFG algebra properties
-_PER_PROBE = {"denoise_step", "generate"}  # one reference check per scheduler case
+# Properties that are interface clauses (what the next stage needs): gates; the others are diagnostics.
+_INTERFACE = frozenset(
+    {
+        "tokens.shape_dtype",
+        "embeddings.shape",
+        "embeddings.dtype",
+        "embeddings.device",
+        "embeddings.finite",
+        "cfg.shape_dtype_device",
+    }
+)
 # (atol, rtol) of each differential check; justified in sdverify.contract.
 _TOLERANCES: dict[str, tuple[float, float]] = {
     "tokenize": (C.CHECK_ATOL_TOKENS, 0.0),
     "encode_prompt": (C.CHECK_ATOL_EMBEDDINGS, 0.0),
     "initial_latents": (C.CHECK_ATOL_LATENTS, C.CHECK_RTOL_LATENTS),
+    "cfg_combine": (C.CHECK_ATOL_CFG, C.CHECK_RTOL_CFG),
     "denoise_step": (C.CHECK_ATOL_DENOISE, C.CHECK_RTOL_DENOISE),
     "decode_latents": (C.CHECK_ATOL_DECODE, 0.0),
     "to_pil": (C.CHECK_PIL_LEVELS, 0.0),
@@ -46,11 +58,14 @@ _CLAUSES = {
     "tokenize": "ids equal the SD1.5 CLIP tokenizer's (padding='max_length', max_length=77, truncation)",
     "encode_prompt": "embeddings equal CLIP's last_hidden_state of the padded ids, no attention mask",
     "initial_latents": "latents are randn(generator) × scheduler.init_noise_sigma",
+    "cfg_combine": "returns eps_uncond + w·(eps_cond − eps_uncond) and leaves both inputs unchanged",
     "denoise_step": "each step equals scale_model_input → U-Net on [uncond, cond] → CFG → scheduler.step().prev_sample",
     "decode_latents": "image equals vae.decode(latents / scaling_factor).sample",
     "to_pil": "pixels equal round(255 · clamp(x/2 + 0.5, 0, 1)), RGB, HWC",
     "generate": "the image equals the reference pipeline's for the same components, scheduler and seed",
 }
+# What each returned value of a probe is, where a probe returns several different things.
+_VALUE_NAMES = {"cfg_combine": ("the result", "eps_uncond after the call", "eps_cond after the call")}
 
 
 @dataclass
@@ -170,6 +185,9 @@ def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> tuple[
         target = _simulated(ctx, mistake, probe)
         if target is not None and _matches(probe.function, values, target):
             return mistake.id, mistake.message
+    if probe.function == "cfg_combine":
+        a = probe.args
+        return mistakes.from_cfg(values, ctx.plan.inputs[a["u"]], ctx.plan.inputs[a["c"]], a["w"])
     return None
 
 
@@ -186,7 +204,7 @@ def reference_check(ctx: CheckContext, id: str, probes: list[Probe], outcomes: d
             return outcome
         expected = ctx.expected[probe.id]
         for step, (value, want) in enumerate(zip(outcome.values, expected)):
-            where = f"{probe.id}" + (f" after step {step + 1}" if len(expected) > 1 else "")
+            where = _where(probe, step, len(expected))
             if value.tensor is None or (function == "to_pil") != (value.kind == "image"):
                 what = "a PIL.Image" if function == "to_pil" else expectation(want.shape)
                 result = fail(id, f"{where}: returned {value.describe()}, expected {what}", clause)
@@ -203,15 +221,30 @@ def reference_check(ctx: CheckContext, id: str, probes: list[Probe], outcomes: d
     return ok(id, clause, max_abs_diff=worst, probes=[p.id for p in probes])
 
 
+def _where(probe: Probe, index: int, count: int) -> str:
+    """Which returned value a message is about: ``denoise_step[pndm] after step 2``."""
+    names = _VALUE_NAMES.get(probe.function)
+    if names:
+        return f"{probe.id}, {names[index]}"
+    return probe.id + (f" after step {index + 1}" if count > 1 else "")
+
+
 def contract_check(
     id: str, probes: list[Probe], outcomes: dict[str, Outcome], *, shape: tuple[int, ...], ctx: CheckContext
 ) -> CheckResult:
-    """Every returned value is a finite tensor of ``shape`` in the run's dtype, on its device."""
+    """Every returned value is a finite tensor of ``shape`` in the run's dtype, on its device.
+
+    A failure names the first failing probe and lists all of them (``failed_cases``): the
+    gate withholds only their points."""
     clause = f"returns a finite {dims(shape)} {ctx.env.dtype} tensor on {ctx.env.device}"
+    failures: list[CheckResult] = []
+    failed: list[str] = []
     for probe in probes:
         outcome = _returned(id, probe, outcomes.get(probe.id), clause)
         if isinstance(outcome, CheckResult):
-            return outcome
+            failures.append(outcome)
+            failed.append(probe.id)
+            continue
         for value in outcome.values:
             failure = tensor_result(
                 id,
@@ -224,8 +257,13 @@ def contract_check(
             )
             if isinstance(failure, CheckResult):
                 failure = replace(failure, message=f"{probe.id}: {failure.message}")
-                return _with_mistake(failure, mistakes.from_value(probe.function, value))
-    return ok(id, clause)
+                failures.append(_with_mistake(failure, mistakes.from_value(probe.function, value)))
+                failed.append(probe.id)
+                break
+    if not failures:
+        return ok(id, clause)
+    first = failures[0]
+    return replace(first, details={**first.details, "failed_cases": failed})
 
 
 def reproducible_check(id: str, first: Probe, again: Probe, outcomes: dict[str, Outcome]) -> CheckResult:
@@ -251,14 +289,20 @@ def reproducible_check(id: str, first: Probe, again: Probe, outcomes: dict[str, 
 
 
 def _merged(function: str, per_probe: list[tuple[Probe, list[CheckResult]]]) -> list[CheckResult]:
-    """One result per property id across probes: failed with the first failing probe named."""
+    """One result per property id across probes: failed with the first failing probe named and
+    every failing probe listed (``failed_cases``)."""
     merged: dict[str, CheckResult] = {}
+    failed: dict[str, list[str]] = {}
     for probe, results in per_probe:
         for r in results:
             key = f"{function}.{r.id}"
+            if not r.passed:
+                failed.setdefault(key, []).append(probe.id)
             if key not in merged or (merged[key].passed and not r.passed):
                 merged[key] = replace(r, id=key, message=f"{probe.id}: {r.message}" if not r.passed else r.message)
-    return list(merged.values())
+    return [
+        replace(r, details={**r.details, "failed_cases": failed[k]}) if k in failed else r for k, r in merged.items()
+    ]
 
 
 def _value_properties(
@@ -309,30 +353,28 @@ def _replayed_error(message: str) -> Exception:
     return SubmissionError(message)
 
 
-def function_checks(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
-    """Every check of one API function, from the probes' outcomes."""
+def _properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
+    """The contract and property checks of one function: gates and diagnostics, no points."""
     probes = ctx.plan.of(function)
-    first = [p for p in probes if not p.id.endswith(",again]")]
     if function == "tokenize":
         tok = ctx.env.components.tokenizer
-        results = _value_properties(
+        return _value_properties(
             ctx,
             function,
             outcomes,
             lambda p, v: token_id_properties(v, text_token_count(tok, PROMPTS[p.args["prompt"]])),
         )
-        return results + [reference_check(ctx, "tokenize.reference", first, outcomes)]
     if function == "encode_prompt":
-        results = _value_properties(
+        return _value_properties(
             ctx, function, outcomes, lambda p, v: embedding_properties(v, dtype=ctx.env.dtype, device=ctx.env.device)
         )
-        return results + [reference_check(ctx, "encode_prompt.reference", first, outcomes)]
     if function == "cfg_combine":
+        calls = [p for p in probes if not is_case(p)]
         missing = _returned("x", probes[0], outcomes.get(probes[0].id), "")
         if isinstance(missing, CheckResult) and missing.details.get("status") == "missing":
             ids = [r.id for r in cfg_algebra(R.cfg_combine, *_cfg_inputs(), *CFG_SCALES)]
             return [replace(missing, id=f"cfg_combine.{id}") for id in ids]
-        results = cfg_algebra(_replayer([outcomes[p.id] for p in probes]), *_cfg_inputs(), *CFG_SCALES)
+        results = cfg_algebra(_replayer([outcomes[p.id] for p in calls]), *_cfg_inputs(), *CFG_SCALES)
         return [replace(r, id=f"cfg_combine.{r.id}") for r in results]
     shapes = {
         "initial_latents": C.LATENT_SHAPE,
@@ -340,14 +382,28 @@ def function_checks(ctx: CheckContext, function: str, outcomes: dict[str, Outcom
         "decode_latents": C.IMAGE_SHAPE,
         "generate": C.IMAGE_SHAPE,
     }
-    results = []
     if function in shapes:
-        results.append(contract_check(f"{function}.contract", probes, outcomes, shape=shapes[function], ctx=ctx))
-    if function in _PER_PROBE:
-        results += [reference_check(ctx, f"{function}.reference[{p.args['scheduler']}]", [p], outcomes) for p in first]
-    else:
-        results.append(reference_check(ctx, f"{function}.reference", first, outcomes))
+        return [contract_check(f"{function}.contract", probes, outcomes, shape=shapes[function], ctx=ctx)]
+    return []
+
+
+def _role(function: str, result: CheckResult) -> Role:
+    property_id = result.id.removeprefix(f"{function}.")
+    return "gate" if property_id in _INTERFACE or property_id == "contract" else "diagnostic"
+
+
+def function_checks(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[Graded]:
+    """Every check of one API function, from the probes' outcomes, with its role
+    (:mod:`.points`): contract and properties, then one reference check per probe case."""
+    probes = ctx.plan.of(function)
+    cases = [p for p in probes if is_case(p)]
+    graded = [Graded(r, _role(function, r)) for r in _properties(ctx, function, outcomes)]
+    worth = C.CHECK_POINTS_PER_CASE[function]
+    for probe in cases:
+        case = probe.id[probe.id.index("[") + 1 : -1]
+        result = reference_check(ctx, f"{function}.reference[{case}]", [probe], outcomes)
+        graded.append(Graded(replace(result, details={**result.details, "case": probe.id}), "points", worth))
     for again in [p for p in probes if p.id.endswith(",again]")]:
-        original = next(p for p in first if p.args == again.args)
-        results.append(reproducible_check(f"{function}.reproducible", original, again, outcomes))
-    return results
+        original = next(p for p in cases if p.args == again.args)
+        graded.append(Graded(reproducible_check(f"{function}.reproducible", original, again, outcomes), "diagnostic"))
+    return graded

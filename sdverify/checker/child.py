@@ -19,7 +19,8 @@ from PIL import Image
 
 from sdverify.checker import protocol
 from sdverify.checker.probes import Env, Probe, run_probe
-from sdverify.checker.submission import Target, load_module
+from sdverify.checker.submission import API_NAMES, Target, load_module
+from sdverify.delegation.tripwire import PSEUDO_FILES, Tripwire
 from sdverify.properties.untrusted import plain_tensor
 
 _PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # sdverify/
@@ -109,18 +110,25 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
     env = preloaded
     protocol.send(conn, {"event": "loaded"})
     _limit_memory(job["memory_limit_mb"], job["device"])
+    running = [""]  # the API function whose probe runs: what a tripwire record is charged to
+    watch = job.get("watch")
+    tripwire = Tripwire(**watch, kit=(_PACKAGE, PSEUDO_FILES), where=lambda: running[0]).install() if watch else None
     try:
         module = load_module(Target(**job["target"]), job["search_dir"])
     except BaseException as exc:
         protocol.send(conn, {"event": "import_error", "message": _describe_exception(exc)})
         return
-    protocol.send(conn, {"event": "ready"})
+    if tripwire is not None:
+        tripwire.check_identity(module, API_NAMES)
+    protocol.send(conn, {"event": "ready", "uses": tripwire.take() if tripwire else []})
     for raw in job["probes"]:
         probe = Probe(**raw)
+        running[0] = probe.function
         if not callable(getattr(module, probe.function, None)):
             protocol.send(conn, {"event": "done", "probe": probe.id, "status": "missing"})
             continue
         protocol.send(conn, {"event": "start", "probe": probe.id})
+        uses = tripwire.take if tripwire else list
         try:
             values = run_probe(module, env, probe)
             descs, tensors = [], {}
@@ -129,11 +137,11 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
                 descs.append(desc)
                 tensors.update(data)
         except BaseException as exc:
-            protocol.send(
-                conn, {"event": "done", "probe": probe.id, "status": "error", "message": _describe_exception(exc)}
-            )
+            failed = {"status": "error", "message": _describe_exception(exc)}
+            protocol.send(conn, {"event": "done", "probe": probe.id, **failed, "uses": uses()})
             continue
-        protocol.send(conn, {"event": "done", "probe": probe.id, "status": "ok", "values": descs}, tensors)
+        done = {"event": "done", "probe": probe.id, "status": "ok", "values": descs, "uses": uses()}
+        protocol.send(conn, done, tensors)
     protocol.send(conn, {"event": "finished"})
 
 

@@ -258,6 +258,30 @@ def simulated(function: str) -> list[Mistake]:
     return [m for m in MISTAKES if m.function == function]
 
 
+CFG_INPLACE = (
+    "cfg_combine changed {names} in place (e.g. `eps_cond -= eps_uncond`): the U-Net predictions "
+    "must stay intact; compute into a new tensor"
+)
+
+
+def from_cfg(values: list[Value], u: torch.Tensor, c: torch.Tensor, w: float) -> tuple[str, str] | None:
+    """A ``cfg_combine`` case's mistake: a known wrong formula (:mod:`sdverify.properties.cfg`'s
+    catalog) or inputs changed in place (the probe hands back the inputs after the call)."""
+    from sdverify.properties.cfg import cfg_tolerance, name_cfg_mistake
+
+    changed = [
+        name
+        for name, given, value in zip(("eps_uncond", "eps_cond"), (u, c), values[1:])
+        if value.tensor is not None and not torch.equal(value.tensor.to(given.device, given.dtype), given)
+    ]
+    if changed:
+        return "cfg_inplace", CFG_INPLACE.format(names=" and ".join(changed))
+    out = values[0].tensor if values else None
+    if out is None or out.shape != u.shape:
+        return None
+    return name_cfg_mistake(out, u, c, w, cfg_tolerance(u.dtype, u, c, scale=1 + 2 * abs(w)))
+
+
 # ------------------------------------------------------------------ type/shape/statistics
 _TYPE_HINTS: dict[tuple[str, str], str] = {
     ("denoise_step", "SchedulerOutput"): "the return value is a SchedulerOutput, not a tensor: use .prev_sample",

@@ -41,7 +41,8 @@ from sdverify.checker.child import child_main
 from sdverify.checker.jail import WORK as JAIL_WORK
 from sdverify.checker.probes import Plan, Probe
 from sdverify.checker.protocol import Outcome, SandboxResult
-from sdverify.checker.submission import Target
+from sdverify.checker.submission import API_NAMES, Target
+from sdverify.delegation.policy import Watch
 from sdverify.results import OutcomeStatus
 
 _PRELOAD = [
@@ -266,11 +267,13 @@ def run_submission(
     memory_limit_mb: int | None,
     level: isolation.Level = "process",
     total_timeout: float | None = None,
+    watch: Watch | None = None,
 ) -> SandboxResult:
     """Run every probe of ``plan`` on ``target`` in sandboxed children; gather the outcomes.
 
     ``timeout`` bounds each call; ``total_timeout`` the whole submission (the sandbox's own
-    start aside): what is left when it runs out is not run, and says so.
+    start aside): what is left when it runs out is not run, and says so.  ``watch``: what the
+    child's delegation tripwire records (None: no tripwire).
     """
     deadline = time.monotonic() + total_timeout if total_timeout else None
     outcomes: dict[str, Outcome] = {}
@@ -294,6 +297,7 @@ def run_submission(
                     "workdir": work,
                     "env": isolation.sandbox_env(Path(work), _hub_env(weights)),
                     "memory_limit_mb": memory_limit_mb,
+                    "watch": watch.to_json() if watch else None,
                     "probes": [{"id": p.id, "function": p.function, "args": p.args} for p in pending],
                 }
                 run: Run
@@ -412,6 +416,7 @@ def _drive(
                 return None
             elif event == "ready":
                 stage = "running"
+                result.uses += [u for u in protocol.uses(header, None) if u.where in ("", *API_NAMES)]
             elif event == "start":
                 current = by_id.get(str(header.get("probe")))
             elif event == "done":
@@ -419,6 +424,7 @@ def _drive(
                 if probe is None or probe not in pending:
                     raise ValueError(f"result for an unknown probe {header.get('probe')!r}")
                 status = header.get("status")
+                result.uses += protocol.uses(header, probe.function)
                 if status == "missing":
                     outcomes[probe.id] = Outcome("missing", message=f"{probe.function} is not implemented")
                 elif status == "ok":

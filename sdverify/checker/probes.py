@@ -31,6 +31,7 @@ PROMPTS = {
 # own prompt and guidance scale.
 DENOISE_CASES = (("pndm", "astronaut", 7.5), ("ddpm", "unicode", 3.0), ("euler", "astronaut", 7.5))
 GENERATE_CASES = (("pndm", "astronaut", 7.5), ("ddpm", "unicode", 4.0), ("euler", "long", 7.5))
+CFG_CASES = (7.5, 3.0)  # guidance scales of cfg_combine's correctness cases
 DENOISE_SCHEDULE = 10  # set_timesteps(10); the first DENOISE_STEPS are checked
 DENOISE_STEPS = 2
 GENERATE_STEPS = 3
@@ -43,6 +44,11 @@ class Probe:
     id: str
     function: str
     args: dict[str, Any] = field(default_factory=dict)
+
+
+def is_case(probe: Probe) -> bool:
+    """A correctness case (points): a first run, not a repeat (``,again``) nor a property-suite call."""
+    return not probe.id.endswith(",again]") and not probe.id.startswith("cfg_combine[call ")
 
 
 @dataclass
@@ -99,6 +105,9 @@ def build_plan(env: Env, cfg_calls: list[tuple[torch.Tensor, torch.Tensor, float
         probes.append(Probe(f"initial_latents[{name}]", "initial_latents", {"scheduler": name, "seed": seed}))
     probes.append(Probe("initial_latents[euler,again]", "initial_latents", {"scheduler": "euler", "seed": 2}))
 
+    inputs["cfg_u"], inputs["cfg_c"] = _noise(70), _noise(71)
+    for w in CFG_CASES:
+        probes.append(Probe(f"cfg_combine[w={w:g}]", "cfg_combine", {"u": "cfg_u", "c": "cfg_c", "w": w}))
     for i, (u, cnd, w) in enumerate(cfg_calls):
         inputs[f"cfg_u{i}"], inputs[f"cfg_c{i}"] = u.detach().cpu().contiguous(), cnd.detach().cpu().contiguous()
         probes.append(Probe(f"cfg_combine[call {i}]", "cfg_combine", {"u": f"cfg_u{i}", "c": f"cfg_c{i}", "w": w}))

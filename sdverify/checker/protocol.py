@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 
 from sdverify import contract as C
+from sdverify.delegation.policy import Use, from_records
 from sdverify.results import OutcomeStatus
 
 _HEADER_BYTES = 2**20  # a header is a few hundred bytes of JSON; a MiB is anything but honest
@@ -80,6 +81,7 @@ class SandboxResult:
     outcomes: dict[str, Outcome]
     import_error: str | None = None
     log_tail: str = ""
+    uses: list[Use] = field(default_factory=list)  # what the tripwire saw (sdverify.delegation)
 
 
 def send(conn: Connection, header: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None) -> None:
@@ -149,3 +151,13 @@ def values(header: dict[str, Any], payload: bytes, device: torch.device) -> list
             raise ChannelFault(f"a tensor on device {str(desc.get('device'))[:40]!r}, not {sorted(allowed_devices)}")
         out.append(Value(desc, data))
     return out
+
+
+def uses(header: dict[str, Any], function: str | None) -> list[Use]:
+    """The tripwire records a header carries, charged to ``function`` (the probe the grader knows
+    was running; None at import time: the records' own, "" or an API function)."""
+    at = "at run time" if function else "at import"
+    try:
+        return from_records(header.get("uses", []), function, at)
+    except ValueError as exc:
+        raise ChannelFault(str(exc)) from None

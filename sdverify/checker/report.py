@@ -20,7 +20,8 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class CheckEntry:
-    """One graded check: ``function`` is the API name it grades (or ``sandbox``)."""
+    """One graded check: ``function`` is the API name (or exercise) it grades, or ``sandbox``;
+    ``role`` is ``points``, ``gate`` or ``diagnostic`` (:mod:`sdverify.checker.points`)."""
 
     id: str
     function: str
@@ -30,6 +31,7 @@ class CheckEntry:
     message: str
     clause: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    role: str = "points"
 
     @property
     def named_mistake(self) -> str | None:
@@ -40,17 +42,29 @@ class CheckEntry:
         return (self.message.splitlines() or [""])[0] or None
 
     @classmethod
-    def from_result(cls, function: str, result: CheckResult, max_points: float = 1.0) -> CheckEntry:
+    def from_result(
+        cls, function: str, result: CheckResult, max_points: float = 1.0, role: str = "points"
+    ) -> CheckEntry:
+        worth = max_points if role == "points" else 0.0
         return cls(
             result.id,
             function,
             result.passed,
-            max_points if result.passed else 0.0,
-            max_points,
+            worth if result.passed else 0.0,
+            worth,
             result.message,
             result.clause,
             _jsonable(result.details),
+            role,
         )
+
+    def label(self) -> str:
+        """What the check is worth, for a report line: ``2/2``, ``0/2 (withheld: ...)``, ``gate``."""
+        if self.role != "points":
+            return self.role
+        text = f"{self.points:g}/{self.max_points:g}"
+        withheld = self.details.get("withheld_by")
+        return f"{text} (withheld: {', '.join(withheld)} failed)" if withheld else text
 
 
 @dataclass
@@ -60,6 +74,7 @@ class SubmissionReport:
     error: str | None
     seconds: float
     isolation: str = "process"  # the level student code ran under (sdverify.isolation)
+    notes: list[str] = field(default_factory=list)  # what the teacher should know that costs no points
     output: str = ""  # the last bytes the submission's processes printed (a crash's traceback)
 
     @property
@@ -77,6 +92,14 @@ class SubmissionReport:
     def failed(self) -> list[CheckEntry]:
         return [c for c in self.checks if not c.passed]
 
+    def points_by_function(self) -> dict[str, tuple[float, float]]:
+        """``function -> (points, max_points)``, in report order."""
+        out: dict[str, tuple[float, float]] = {}
+        for c in self.checks:
+            points, most = out.get(c.function, (0.0, 0.0))
+            out[c.function] = (points + c.points, most + c.max_points)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (schema in docs/checker.md)."""
         return {
@@ -88,12 +111,14 @@ class SubmissionReport:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "isolation": self.isolation,
+            "notes": self.notes,
             "output": self.output,
             "checks": [
                 {
                     "id": c.id,
                     "function": c.function,
                     "passed": c.passed,
+                    "role": c.role,
                     "points": c.points,
                     "max_points": c.max_points,
                     "message": c.message,
@@ -130,13 +155,14 @@ def to_text(report: SubmissionReport) -> str:
     lines = [f"sdverify check: {report.submission}  (isolation: {report.isolation})"]
     if report.error:
         lines.append(f"  SUBMISSION ERROR: {report.error}")
+    lines.extend(f"  note: {note}" for note in report.notes)
     function = None
+    totals = report.points_by_function()
     for c in report.checks:
         if c.function != function:
             function = c.function
-            mine = [x for x in report.checks if x.function == function]
-            lines.append(f"\n{function}  ({sum(x.points for x in mine):g}/{sum(x.max_points for x in mine):g})")
-        lines.append(f"  [{'PASS' if c.passed else 'FAIL'}] {c.id}")
+            lines.append(f"\n{function}  ({totals[function][0]:g}/{totals[function][1]:g})")
+        lines.append(f"  [{'PASS' if c.passed else 'FAIL'}] {c.id}  {c.label()}")
         if not c.passed:
             lines.extend(f"         {text}" for text in failure_text(c.clause, c.message).splitlines())
     verdict = "PASSED" if report.passed else "FAILED"
@@ -189,4 +215,6 @@ def _suite(report: SubmissionReport) -> ET.Element:
         if not c.passed:
             failure = ET.SubElement(case, "failure", message=(c.message.splitlines() or [""])[0])
             failure.text = failure_text(c.clause, c.message)
+    if report.notes:
+        ET.SubElement(suite, "system-out").text = "\n".join(report.notes)
     return suite

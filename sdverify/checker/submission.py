@@ -77,6 +77,35 @@ def resolve_target(target: str | os.PathLike[str] | None) -> Target:
     return Target("module", text)
 
 
+def is_kit(target: Target) -> bool:
+    """Whether the target is the kit's own code (the bundled reference checking itself)."""
+    kit = Path(__file__).resolve().parents[1]
+    if target.kind == "module":
+        return target.value.split(".")[0] == kit.name
+    return kit in Path(target.value).resolve().parents
+
+
+def source_of(target: Target, search_dir: str, limit: int = 4 << 20) -> str | None:
+    """The submission's source text, found without running any of it (None: not found,
+    not text, or over ``limit`` bytes).  A module name is looked up part by part on the path."""
+    if target.kind == "path":
+        path: Path | None = Path(target.value)
+    else:
+        path, places = None, [search_dir, *sys.path]
+        for part in target.value.split("."):
+            spec = importlib.machinery.PathFinder.find_spec(part, places)
+            if spec is None or spec.origin is None:
+                return None
+            path = Path(spec.origin)
+            places = list(spec.submodule_search_locations or [])
+    try:
+        if path is None or path.suffix != ".py" or path.stat().st_size > limit:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def load_module(target: Target, search_dir: str) -> ModuleType:
     """Import the submission (child process only).  ``search_dir`` is where module names resolve."""
     if target.kind == "path":

@@ -23,10 +23,13 @@ import torch
 from sdverify import contract as C
 from sdverify import isolation, zoo
 from sdverify import reference as R
+from sdverify.checker import points
 from sdverify.checker.report import CheckEntry
+from sdverify.delegation.policy import Policy, Use, own_work, watch_lists
 from sdverify.notebooks.exercises import CHECKS, ExerciseContext
 from sdverify.notebooks.runner import RunResult, cap_notebook, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
+from sdverify.notebooks.uses import notebook_uses, outside_exercises
 from sdverify.presets import get_preset
 from sdverify.results import fail
 
@@ -42,6 +45,7 @@ class Settings:
     notebook_timeout: float = C.GRADE_NOTEBOOK_TIMEOUT_S
     threads: int = 1  # torch threads in the kernel and the grader (same count: same rounding)
     sandbox: str | None = None  # one of isolation.CHOICES (None: $SDVERIFY_SANDBOX, else auto)
+    allow: tuple[str, ...] = ()  # names every exercise (or function) may use after all (--allow)
 
 
 def resolve_settings(settings: Settings) -> Settings:
@@ -106,7 +110,7 @@ def digest(path: Path, settings: Settings) -> str:
     """What every stored exercise depends on: submission bytes, weights settings and isolation
     level (the spec counts per exercise: ``ExerciseGrade.definition``)."""
     h = hashlib.sha256(path.read_bytes())
-    h.update(repr((settings.preset, settings.seed, settings.weights, settings.sandbox)).encode())
+    h.update(repr((settings.preset, settings.seed, settings.weights, settings.sandbox, settings.allow)).encode())
     return h.hexdigest()
 
 
@@ -224,6 +228,8 @@ def _grade_notebook(
     contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
     ctx = _context(str(weights), contract_params, spec.lesson)
     hub_cache = _hub_cache(weights)
+    policies = {e.id: e.policy.relaxed(settings.allow) for e in spec.exercises}
+    watch = watch_lists(policies.values())
     run = run_notebook(
         path,
         [e.snapshot() for e in spec.exercises],
@@ -233,7 +239,10 @@ def _grade_notebook(
         level=isolation.resolve(settings.sandbox),
         readable=(hub_cache, weights.resolve()),
         hidden=hidden,
+        watch=watch.to_json(),
     )
+    uses, notes = notebook_uses(run, watch, lambda index: _section(run, index))
+    notes += outside_exercises(uses, lambda u: any(p.broken_by(u) for p in policies.values()))
     cleared = cap_notebook(run.executed)
     nbformat.write(run.executed, folder / "executed.ipynb")
     # Every section is still located and extracted (the sections bound each other); only the
@@ -242,10 +251,10 @@ def _grade_notebook(
     exercises = [
         replace(keep[e.id], title=e.title, visibility=e.visibility)
         if e.id in keep
-        else _grade_exercise(ctx, run, e, definitions[e.id])
+        else _grade_exercise(ctx, run, e, uses, policies[e.id], definitions[e.id])
         for e in spec.exercises
     ]
-    notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
+    notes += [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
     if cleared:
         notes.append(
             f"executed.ipynb: outputs of cells {cleared} dropped to keep it under {C.GRADE_NOTEBOOK_BYTES >> 20} MiB"
@@ -268,7 +277,9 @@ def _section(run: RunResult, index: int) -> str | None:
     return max(before)[1] if before else None
 
 
-def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec, definition: str) -> ExerciseGrade:
+def _grade_exercise(
+    ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec, uses: list[Use], policy: Policy, definition: str
+) -> ExerciseGrade:
     def var(name: str):
         return run.variable(exercise.id, name)
 
@@ -277,13 +288,17 @@ def _grade_exercise(ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec
         notes.append(f"variables not read: {run.snapshot_errors[exercise.id]}")
     if exercise.id not in run.starts:
         notes.append("heading not found (a markdown heading is needed); variables were read at the end of the notebook")
-    checks = []
+    mine = [u for u in uses if u.where == exercise.id]
+    relax = "an instructor can allow a name: sdverify grade --allow NAME, or allow = [...] in the spec"
+    gate = own_work("own_work", exercise.title, mine, policy, relax)
+    checks = [CheckEntry.from_result(exercise.id, gate, 0, role="gate")]
     for spec in exercise.checks:
         try:
             result = CHECKS[spec.check].fn(ctx, var, **spec.params)
         except Exception as exc:
             result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
         checks.append(CheckEntry.from_result(exercise.id, result, spec.points))
+    checks = points.withhold(checks, everywhere=None)
     return ExerciseGrade(exercise.id, exercise.title, checks, notes, definition, exercise.visibility)
 
 
@@ -311,6 +326,7 @@ def _grade_module(path: Path, name: str, settings: Settings, keep: Mapping[str, 
         timeout=settings.cell_timeout,
         total_timeout=settings.notebook_timeout,
         sandbox=settings.sandbox,
+        allow=settings.allow,
     )
     by_function: dict[str, list[CheckEntry]] = {}
     for entry in report.checks:
@@ -319,5 +335,7 @@ def _grade_module(path: Path, name: str, settings: Settings, keep: Mapping[str, 
         keep.get(function) or ExerciseGrade(function, f"{function}()", checks)
         for function, checks in by_function.items()
     ]
-    grade = SubmissionGrade(name, str(path), "module", exercises, error=report.error, seconds=report.seconds)
+    grade = SubmissionGrade(
+        name, str(path), "module", exercises, notes=report.notes, error=report.error, seconds=report.seconds
+    )
     return SubmissionGrade.from_dict(grade.to_dict())  # details made JSON-safe like a stored grade

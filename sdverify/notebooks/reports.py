@@ -164,7 +164,7 @@ def _page(title: str, body: str, script: str = "") -> str:
 def _exercise_html(e: ExerciseGrade) -> str:
     rows = "".join(
         f"<tr><td class='{'pass' if c.passed else 'fail'}'>{'✔' if c.passed else '✘'}</td>"
-        f"<td>{html.escape(c.id)}</td><td>{_fmt(c.points)}/{_fmt(c.max_points)}</td>"
+        f"<td>{html.escape(c.id)}</td><td>{html.escape(c.label())}</td>"
         f"<td>{html.escape(c.clause)}"
         f"{'' if c.passed else '<pre class=fail>' + html.escape(c.message) + '</pre>'}</td>"
         f"<td class='mistake'>{'' if c.passed else html.escape(str(c.details.get('mistake') or ''))}</td></tr>"

@@ -50,12 +50,16 @@ from nbformat import NotebookNode
 from safetensors.torch import load
 
 from sdverify import contract as C
+from sdverify.delegation import tripwire
 from sdverify.isolation import Confinement, Level, sandbox_env
 
 _KERNEL_NAME = "sdverify-python"
 # Read with every snapshot: torch.initial_seed() in the kernel, the seed its last
 # torch.manual_seed(N) set (what a replay must use; never parsed from source text).
 KERNEL_SEED = "__torch_initial_seed__"
+# Read with every snapshot too: the delegation tripwire's records so far (sdverify.delegation).
+KERNEL_USES = "__sdverify_tripwire__"
+_KIT = str(Path(__file__).resolve().parents[1]) + os.sep  # frames of the grader's own package
 _TIMEOUT_ENAME = "CellTimeoutError"
 # An extraction cell serialises a handful of tensors; a generous bound still catches a wedged kernel.
 EXTRACT_TIMEOUT_S = 60
@@ -178,6 +182,9 @@ class RunResult:
     executed: NotebookNode
     starts: dict[str, int]  # exercise id -> first cell index (exercises whose heading was found)
     segmentation: list[str]  # warnings of locate_exercises: headings out of order or missing
+    # The tripwire's records (untrusted), each with "cell": the index of the cell that made it
+    # (None: not a notebook cell); None when no tripwire ran or its records could not be read.
+    tripwire: list[dict[str, Any]] | None = None
 
     def variable(self, exercise: str, name: str) -> Variable:
         return self.snapshots.get(exercise, {}).get(name) or Variable(name, {"kind": "missing"})
@@ -328,6 +335,11 @@ for name in NAMES:
     except B.BaseException as exc:
         manifest[name] = {"kind": "error", "error": qualname(exc) + ": " + B.str(exc)[:300]}
 manifest[SEED] = {"kind": "value", "value": torch.initial_seed()}  # the seed the notebook last set
+try:
+    wire = B.list(sys.modules[TRIPWIRE].TRIPWIRE.records)
+except B.BaseException:
+    wire = None
+manifest[USES] = {"kind": "value", "value": wire}
 save_file(tensors, os.path.join(FOLDER, "values.safetensors"))
 with B.open(os.path.join(FOLDER, "manifest.json"), "w") as f:
     json.dump(manifest, f, default=B.str)
@@ -341,7 +353,7 @@ def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
         "import builtins as _sdv_b\n"
         f"_sdv_b.exec(_sdv_b.compile({_EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
         f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}, "
-        f"'SEED': {KERNEL_SEED!r}}})\n"
+        f"'SEED': {KERNEL_SEED!r}, 'USES': {KERNEL_USES!r}, 'TRIPWIRE': {tripwire.KERNEL_MODULE!r}}})\n"
         "del _sdv_b"
     )
 
@@ -528,12 +540,14 @@ def run_notebook(
     level: Level = "process",
     readable: tuple[Path, ...] = (),
     hidden: tuple[Path, ...] = (),
+    watch: dict[str, list[Any]] | None = None,
 ) -> RunResult:
     """Execute ``path`` (never modified) and return the snapshots and cell events.
 
     ``env`` is what the lesson needs on top of the allow-listed environment (never the
     grader's own); ``readable`` (weights) and ``hidden`` (submissions, grader output)
-    matter at level ``bwrap``.
+    matter at level ``bwrap``.  ``watch`` (:meth:`sdverify.delegation.Watch.to_json`) installs
+    a delegation tripwire in the kernel before any student cell runs.
     """
     start = time.monotonic()
     deadline = start + notebook_timeout
@@ -555,6 +569,8 @@ def run_notebook(
             steps.append(_Step("cell", index))
 
     taken: dict[str, dict[str, Variable]] = {}
+    records: dict[str, Any] = {}  # the latest snapshot's tripwire records (cumulative in a kernel)
+    setup = _SETUP_CODE + ("\n" + tripwire.kernel_setup(watch, _KIT) if watch else "")
     errors: dict[str, str] = {}
     skip: set[int] = set()
     capped: set[int] = set()
@@ -589,10 +605,12 @@ def run_notebook(
                 # The kernel's own output (startup banners, warnings) is noise to the grader's user.
                 popen = {**confinement.popen_kwargs(), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
                 with client.setup_kernel(**popen):
-                    client.run(nbformat.v4.new_code_cell(_SETUP_CODE), None, EXTRACT_TIMEOUT_S)
+                    client.run(nbformat.v4.new_code_cell(setup), None, EXTRACT_TIMEOUT_S)
                     for step in steps:
                         if step.kind == "snapshot":
                             _take_snapshot(client, step, extract, taken, errors)
+                            if step.snapshot is not None and step.snapshot.id in taken:
+                                records["latest"] = taken[step.snapshot.id].pop(KERNEL_USES, None)
                         elif step.index in skip:
                             continue
                         elif time.monotonic() >= deadline:
@@ -628,7 +646,18 @@ def run_notebook(
         executed=nb,
         starts=starts,
         segmentation=segmentation,
+        tripwire=_by_cell(records.get("latest"), nb) if watch else None,
     )
+
+
+def _by_cell(latest: Variable | None, nb: NotebookNode) -> list[dict[str, Any]] | None:
+    """The tripwire's records, each given the index of the cell whose execution count it carries."""
+    value = latest.value if latest is not None else None
+    if not isinstance(value, list):
+        return None
+    cells = {c.get("execution_count"): i for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    cells.pop(None, None)
+    return [{**r, "cell": cells.get(r.get("where"))} for r in value if isinstance(r, dict)]
 
 
 def cap_notebook(nb: NotebookNode, limit: int = C.GRADE_NOTEBOOK_BYTES) -> list[int]:

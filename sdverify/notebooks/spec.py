@@ -12,10 +12,11 @@ import inspect
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
 from sdverify.notebooks.exercises import CHECKS, Lesson
 from sdverify.notebooks.runner import Snapshot
 
@@ -28,7 +29,7 @@ DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15
 # Who sees an exercise's checks on Gradescope: always, after the due date, or instructors only
 # (students then see only the mistakes its failed checks name; sdverify/autograder/gradescope.py).
 VISIBILITIES = ("visible", "after_due_date", "hidden")
-_EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility"}
+_EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility", "forbid", "allow"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ExerciseSpec:
     heading: str
     checks: tuple[CheckSpec, ...]
     visibility: str = "visible"  # one of VISIBILITIES
+    policy: Policy = field(default_factory=Policy)  # what its cells may not delegate to (forbid/allow)
 
     @property
     def max_points(self) -> float:
@@ -80,7 +82,8 @@ class Spec:
         """Each exercise's definition hash: what its verdict depends on, so a spec edit regrades
         exactly the exercises it changes.
 
-        That is the lesson facts, the exercise's checks (points and parameters), and the headings
+        That is the lesson facts, the exercise's checks (points and parameters), its delegation
+        policy (forbid/allow), and the headings
         up to the next exercise's: the exercise's cells run from its heading to the next one
         (headings are located in order), so a heading edited before it, or an exercise inserted
         right after it, moves its section.  Titles are labels, not part of it.
@@ -89,7 +92,8 @@ class Spec:
         found = {}
         for index, exercise in enumerate(self.exercises):
             checks = [(c.check, c.points, sorted(c.params.items())) for c in exercise.checks]
-            text = json.dumps([asdict(self.lesson), headings[: index + 2], checks], sort_keys=True, default=str)
+            policy = asdict(exercise.policy)
+            text = json.dumps([asdict(self.lesson), headings[: index + 2], checks, policy], sort_keys=True, default=str)
             found[exercise.id] = hashlib.sha256(text.encode()).hexdigest()[:16]
         return found
 
@@ -139,7 +143,11 @@ def _exercise(where: str, index: int, raw: dict[str, Any]) -> ExerciseSpec:
     except re.error as exc:
         raise ValueError(f"{where}: exercise {raw['id']!r}: heading is not a valid regex ({exc})") from None
     checks = tuple(_check(f"{where}: exercise {raw['id']!r} check #{i + 1}", c) for i, c in enumerate(raw["checks"]))
-    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks, visibility)
+    policy = Policy(
+        validate_names(raw.get("forbid", list(DEFAULT_FORBID)), f"{where}: exercise {raw['id']!r} forbid"),
+        validate_names(raw.get("allow", list(DEFAULT_ALLOW)), f"{where}: exercise {raw['id']!r} allow"),
+    )
+    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks, visibility, policy)
 
 
 def _check(where: str, raw: dict[str, Any]) -> CheckSpec:

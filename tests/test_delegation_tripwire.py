@@ -1,0 +1,130 @@
+"""The run-time tripwire, in a process of its own (it hooks the import machinery): what it
+records of plain and obfuscated delegation, and what it leaves alone (the kit's own calls,
+a student's own pipeline subclass, the behaviour of the code it watches)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import sdverify
+from sdverify.delegation.tripwire import kernel_setup
+
+KIT = str(Path(sdverify.__file__).parent) + os.sep
+
+FAKE_LIBRARY = """
+class Pipeline:
+    pass
+
+class Text2Image(Pipeline):
+    def __call__(self, prompt):
+        return "image of " + prompt
+"""
+
+STUDENT = """
+import importlib, sys
+from sdverify import contract
+from sdverify.reference import decode_latents      # handed in as the student's own
+from fakepipes import Text2Image
+
+kit = importlib.import_module("sdv" + "erify.refer" + "ence")
+
+class MyPipeline(Text2Image):                       # the student's own loop: their code
+    def __call__(self, prompt):
+        return "mine"
+
+def cfg_combine(u, c, w):
+    return getattr(sys.modules["sdverify.reference"], "cfg_" + "combine")(u, c, w)
+
+def generate(prompt):
+    return Text2Image()(prompt), MyPipeline()(prompt)
+
+def to_pil(image):
+    return getattr(__import__("sdverify"), "reference").to_pil
+"""
+
+RUN = """
+import json, sys
+sys.path[:0] = [{folder!r}]
+from sdverify.delegation.tripwire import Tripwire
+running = ["import"]
+wire = Tripwire(["sdverify"], [("fakepipes.Pipeline", "fakepipes", "Pipeline")], ["sdverify.reference"],
+                ({kit!r},), lambda: running[0]).install()
+import student
+wire.check_identity(student, ["decode_latents", "cfg_combine", "generate"])
+import torch
+out = {{"import": wire.take()}}
+running[0] = "cfg_combine"
+u = torch.zeros(1, 4, 64, 64)
+value = student.cfg_combine(u, u + 1, 2.0)
+out["cfg_combine"] = wire.take()
+out["value"] = float(value.mean())
+running[0] = "generate"
+out["generated"] = student.generate("a cat")
+out["generate"] = wire.take()
+running[0] = "to_pil"
+student.to_pil(None)
+out["to_pil"] = wire.take()
+print(json.dumps(out))
+"""
+
+
+def _run(tmp_path: Path, code: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _names(records: list[dict]) -> set[tuple[str, str]]:
+    return {(r["how"], r["names"][0]) for r in records}
+
+
+def test_plain_and_obfuscated_uses_are_recorded_and_charged_to_what_ran(tmp_path: Path):
+    (tmp_path / "fakepipes.py").write_text(FAKE_LIBRARY)
+    (tmp_path / "student.py").write_text(STUDENT)
+    out = _run(tmp_path, RUN.format(folder=str(tmp_path), kit=KIT))
+    assert _names(out["import"]) == {
+        ("import", "sdverify.contract"),  # recorded; the policy allows it
+        ("import", "sdverify.reference.decode_latents"),
+        ("import", "sdverify.reference"),  # importlib.import_module with a built name
+        ("is", "sdverify.reference.decode_latents"),
+    }
+    assert {r["where"] for r in out["import"] if r["how"] == "is"} == {"decode_latents"}
+    assert _names(out["cfg_combine"]) == {("call", "sdverify.reference.cfg_combine")}  # via sys.modules + getattr
+    assert out["value"] == 2.0  # the watched function still does its work
+    # The library's pipeline call is recorded (under the watched base class too); the
+    # student's own subclass, with its own __call__, is not.
+    assert out["generate"] == [
+        {"how": "call", "names": ["fakepipes.Text2Image", "fakepipes.Pipeline"], "where": "generate"}
+    ]
+    assert out["generated"] == ["image of a cat", "mine"]
+    assert _names(out["to_pil"]) == {("import", "sdverify")}  # __import__("sdverify")
+
+
+def test_the_kernel_setup_installs_a_tripwire_charging_cell_counts(tmp_path: Path):
+    (tmp_path / "fakekit.py").write_text("def helper():\n    return 1\n")
+    watch = {"modules": ["fakekit"], "classes": [], "calls": ["fakekit"]}
+    code = textwrap.dedent(
+        f"""
+        import json, sys, types
+        sys.path.insert(0, {str(tmp_path)!r})
+        shell = types.SimpleNamespace(execution_count=8, displayhook=types.SimpleNamespace(prompt_count=7))
+        sys.modules["IPython"] = types.SimpleNamespace(get_ipython=lambda: shell)
+        exec({kernel_setup(watch, KIT)!r}, {{}})
+        cell = "import fakekit\\nfakekit.helper()\\n"
+        exec(compile(cell, "/tmp/ipykernel_1/cell7.py", "exec"), {{}})
+        del sys.modules["IPython"]                      # a broken `where` must not break the student's code
+        exec(compile("import fakekit as again", "/tmp/ipykernel_1/cell8.py", "exec"), {{}})
+        print(json.dumps(sys.modules["_sdverify_tripwire"].TRIPWIRE.records))
+        """
+    )
+    records = _run(tmp_path, code)
+    assert records == [
+        {"how": "import", "names": ["fakekit"], "where": 7},
+        {"how": "call", "names": ["fakekit.helper"], "where": 7},
+        {"how": "import", "names": ["fakekit"], "where": None},
+    ]
