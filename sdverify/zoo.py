@@ -15,7 +15,9 @@ cannot see it.  Each zoo snapshot therefore carries a sha256 manifest written at
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -314,6 +316,24 @@ def pipeline(c: Components, scheduler: Scheduler) -> StableDiffusionPipeline:
 def hub_cache_of(snapshot: Path) -> Path:
     """The HF_HUB_CACHE folder that holds a materialised snapshot (``<cache>/models--X/snapshots/<rev>``)."""
     return snapshot.parents[2]
+
+
+@functools.lru_cache(maxsize=8)
+def hub_cache_for(folder: Path) -> Path:
+    """An HF cache in which the hub id resolves to ``folder``: a zoo snapshot's own cache, or
+    (real weights) a small cache made once per process whose snapshot links to the folder.
+
+    Every kind of submission gets its offline environment from this one place."""
+    if folder.parent.name == "snapshots" and folder.parents[1].name == REPO_FOLDER:
+        return hub_cache_of(folder)
+    cache = Path(tempfile.mkdtemp(prefix="sdverify-hub-"))
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    snapshot = snapshot_dir(cache, "local")
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(folder.resolve(), target_is_directory=True)
+    (cache / REPO_FOLDER / "refs").mkdir()
+    (cache / REPO_FOLDER / "refs" / "main").write_text("local")
+    return cache
 
 
 def offline_env(hub_cache: Path) -> dict[str, str]:

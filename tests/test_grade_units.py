@@ -331,3 +331,27 @@ def test_a_notebook_pipeline_call_is_charged_to_its_exercise_from_source_and_tri
         f"delegation: imports sdverify.reference ({at}) before the first exercise (charged to no exercise)"
         for at in ("cell 1, line 1", "cell 1, at run time")
     ]
+
+
+def test_one_runner_per_kind_and_a_clear_error_for_others(tmp_path):
+    from sdverify.notebooks.batch import SUFFIXES
+    from sdverify.notebooks.grading import RUNNERS, runner_for
+
+    assert runner_for(tmp_path / "a.ipynb").kind == "notebook" and runner_for(tmp_path / "a.py").kind == "module"
+    assert SUFFIXES == tuple(RUNNERS)
+    with pytest.raises(ValueError, match=r"a\.txt: cannot grade a \.txt file; expected one of \['\.ipynb', '\.py'\]"):
+        runner_for(tmp_path / "a.txt")
+
+
+def test_modules_and_notebooks_share_one_offline_hub_cache(tmp_path):
+    """Real weights too: a .py's top-level from_pretrained(<hub id>) resolves to them offline."""
+    from sdverify import zoo
+    from sdverify.checker.parent import _hub_env
+
+    real = tmp_path / "weights"
+    real.mkdir()
+    env = _hub_env(real)
+    cache = Path(env["HF_HUB_CACHE"])
+    assert cache == zoo.hub_cache_for(real.resolve())  # the notebooks' kernels get this one too
+    assert zoo.snapshot_dir(cache, "local").resolve() == real.resolve()
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "1"

@@ -336,12 +336,10 @@ def run_submission(
 
 def _hub_env(weights: Path) -> dict[str, str]:
     """Offline Hugging Face variables under which a top-level ``from_pretrained(<hub id>)`` in a
-    submission loads the zoo snapshot (as notebooks get) instead of trying the network."""
+    submission loads the grader's weights (as notebooks get) instead of trying the network."""
     from sdverify import zoo
 
-    if weights.parent.name == "snapshots" and weights.parents[1].name == zoo.REPO_FOLDER:
-        return zoo.offline_env(zoo.hub_cache_of(weights))
-    return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return zoo.offline_env(zoo.hub_cache_for(weights.resolve()))
 
 
 def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:

@@ -30,14 +30,21 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sdverify import isolation, zoo
-from sdverify.notebooks.grading import Settings, SubmissionGrade, grade_submission, resolve_settings
+from sdverify.notebooks.grading import (
+    RUNNERS,
+    Settings,
+    SubmissionGrade,
+    grade_submission,
+    resolve_settings,
+    runner_for,
+)
 from sdverify.notebooks.lms import LmsExport
 from sdverify.notebooks.regrade import Job, check_exercises, check_students, plan
 from sdverify.notebooks.reports import GRADE_FILES, load_grade, submission_dir, write_class, write_submission
 from sdverify.notebooks.shards import Shard, in_shard
 from sdverify.notebooks.spec import Spec
 
-SUFFIXES = (".ipynb", ".py")
+SUFFIXES = tuple(RUNNERS)  # every kind a runner grades
 _SKIP_PARTS = {".ipynb_checkpoints", "__pycache__"}
 
 
@@ -226,7 +233,7 @@ def grade_batch(
             try:
                 store(job.name, _in_fresh_worker(job, spec, settings, out, hidden))
             except Exception as exc:
-                kind = "module" if job.path.suffix == ".py" else "notebook"
+                kind = runner_for(job.path).kind
                 error = f"worker failed twice (does the submission end the process grading it?): {exc!r}"
                 kept = list(job.keep.values())  # this same file's stored results stay
                 store(job.name, SubmissionGrade(job.name, str(job.path), kind, kept, error=error, isolation=level))

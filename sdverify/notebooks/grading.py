@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nbformat
 import torch
@@ -114,6 +113,42 @@ def digest(path: Path, settings: Settings) -> str:
     return h.hexdigest()
 
 
+class Submission(NamedTuple):
+    """One file to grade and everything its runner needs (the same for every kind)."""
+
+    path: Path
+    name: str
+    spec: Spec
+    settings: Settings  # resolved: its sandbox is the level used
+    folder: Path  # where artefacts go (image, executed notebook)
+    hidden: tuple[Path, ...]  # folders a bwrap sandbox must not show
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How one kind of submission is graded: same settings, isolation, offline environment and
+    limits for every kind (otter-grader's one runner per language); a new kind is one entry."""
+
+    kind: str  # as stored in SubmissionGrade.kind
+    grade: Callable[[Submission, Mapping[str, ExerciseGrade]], SubmissionGrade]
+    spec_exercises: bool  # graded against the spec's exercises (else: the checker's API functions)
+
+    def failed(self, spec: Spec, keep: Mapping[str, ExerciseGrade]) -> list[ExerciseGrade]:
+        """What stands when grading itself failed: kept results, and the spec's exercises at 0."""
+        if not self.spec_exercises:
+            return list(keep.values())
+        return [keep.get(e.id, e) for e in _zero(spec)]
+
+
+def runner_for(path: Path) -> Runner:
+    """The runner of ``path``'s kind; a ValueError names the kinds there are."""
+    try:
+        return RUNNERS[path.suffix]
+    except KeyError:
+        kind = path.suffix or "suffix-less"
+        raise ValueError(f"{path.name}: cannot grade a {kind} file; expected one of {list(RUNNERS)}") from None
+
+
 def grade_submission(
     path: Path,
     name: str,
@@ -131,22 +166,18 @@ def grade_submission(
     results still valid: a targeted regrade) are taken as they are, not checked again.
     """
     keep = keep or {}
+    runner = runner_for(path)
     folder.mkdir(parents=True, exist_ok=True)
     settings = resolve_settings(settings)
-    kind = "module" if path.suffix == ".py" else "notebook"
-    hidden = _outermost((*hidden, path.resolve().parent, folder.resolve()))
+    job = Submission(path, name, spec, settings, folder, _outermost((*hidden, path.resolve().parent, folder.resolve())))
     try:
-        grade = (
-            _grade_module(path, name, settings, keep)
-            if kind == "module"
-            else _grade_notebook(path, name, spec, settings, folder, hidden, keep)
-        )
+        grade = runner.grade(job, keep)
     except Exception as exc:
         grade = SubmissionGrade(
             name,
             str(path),
-            kind,
-            [keep.get(e.id, e) for e in _zero(spec)] if kind == "notebook" else list(keep.values()),
+            runner.kind,
+            runner.failed(spec, keep),
             error=f"grading failed: {type(exc).__name__}: {exc}",
             notes=[traceback.format_exc(limit=5)],
         )
@@ -187,19 +218,6 @@ def _context(folder: str, contract_params: bool, lesson) -> ExerciseContext:
     return ExerciseContext(lesson, Path(folder), contract_params)
 
 
-def _hub_cache(folder: Path) -> Path:
-    """An HF cache in which the hub id resolves to ``folder`` (a zoo snapshot or real weights)."""
-    if folder.parent.name == "snapshots" and folder.parents[1].name == zoo.REPO_FOLDER:
-        return zoo.hub_cache_of(folder)
-    cache = Path(tempfile.mkdtemp(prefix="sdverify-hub-"))
-    snapshot = zoo.snapshot_dir(cache, "local")
-    snapshot.parent.mkdir(parents=True)
-    snapshot.symlink_to(folder.resolve(), target_is_directory=True)
-    (cache / zoo.REPO_FOLDER / "refs").mkdir()
-    (cache / zoo.REPO_FOLDER / "refs" / "main").write_text("local")
-    return cache
-
-
 def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
     """What the lesson needs on top of the allow-listed environment: offline hub cache,
     headless matplotlib, CPU only, N threads (never the grader's own variables)."""
@@ -214,20 +232,13 @@ def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
     }
 
 
-def _grade_notebook(
-    path: Path,
-    name: str,
-    spec: Spec,
-    settings: Settings,
-    folder: Path,
-    hidden: tuple[Path, ...],
-    keep: Mapping[str, ExerciseGrade],
-) -> SubmissionGrade:
+def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> SubmissionGrade:
+    path, name, spec, settings, folder, hidden = job
     torch.set_num_threads(settings.threads)
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
     contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
     ctx = _context(str(weights), contract_params, spec.lesson)
-    hub_cache = _hub_cache(weights)
+    hub_cache = zoo.hub_cache_for(weights.resolve())
     policies = {e.id: e.policy.relaxed(settings.allow) for e in spec.exercises}
     watch = watch_lists(policies.values())
     run = run_notebook(
@@ -315,9 +326,11 @@ def _image(run: RunResult, spec: Spec) -> torch.Tensor | None:
 # --- .py modules (the checker) ---------------------------------------------------------
 
 
-def _grade_module(path: Path, name: str, settings: Settings, keep: Mapping[str, ExerciseGrade]) -> SubmissionGrade:
+def _grade_module(job: Submission, keep: Mapping[str, ExerciseGrade]) -> SubmissionGrade:
     """The checker runs the whole module in one sandbox; stored results in ``keep`` replace its new ones."""
     from sdverify.checker import check_submission
+
+    path, name, settings = job.path, job.name, job.settings
 
     report = check_submission(
         str(path),
@@ -339,3 +352,9 @@ def _grade_module(path: Path, name: str, settings: Settings, keep: Mapping[str, 
         name, str(path), "module", exercises, notes=report.notes, error=report.error, seconds=report.seconds
     )
     return SubmissionGrade.from_dict(grade.to_dict())  # details made JSON-safe like a stored grade
+
+
+RUNNERS: dict[str, Runner] = {
+    ".ipynb": Runner("notebook", _grade_notebook, spec_exercises=True),
+    ".py": Runner("module", _grade_module, spec_exercises=False),
+}

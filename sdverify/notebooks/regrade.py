@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sdverify.checker.submission import API_NAMES
-from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade, digest
+from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade, digest, runner_for
 from sdverify.notebooks.spec import Spec
 
 
@@ -50,7 +50,7 @@ def plan(
     """
     if stored is None or stored.digest != digest(path, settings):
         return Job(path, name)
-    if path.suffix == ".py":  # the checker's functions, not the spec's exercises
+    if not runner_for(path).spec_exercises:  # a module: the checker's functions, not the spec's exercises
         if not set(regrade) & {e.id for e in stored.exercises}:
             return stored
         return Job(path, name, {e.id: e for e in stored.exercises if e.id not in regrade})
