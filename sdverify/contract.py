@@ -159,6 +159,10 @@ CHECK_POINTS_PER_CASE = {
 CHECK_TIMEOUT_S = 60.0
 CHECK_STARTUP_TIMEOUT_S = 180.0
 CHECK_MEMORY_LIMIT_MB = 4096
+# A grading kernel's address space beyond the interpreter it starts as: the lesson loads
+# the components itself (SD1.5 in float32: 4.3 GB of weights, plus torch's own mappings
+# and activations), so the bound is wider than the checker's; tiny runs in ~1.5 GB.
+GRADE_KERNEL_MEMORY_MB = 12288
 # What the grader reads back from a child.  The largest honest probe result is a few images
 # (an image [1,3,512,512], float64 at most: 6 MiB), so 16 MiB refuses a flood
 # before it is read; only the last CHECK_LOG_TAIL_BYTES of a child's output are kept.

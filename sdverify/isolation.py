@@ -185,3 +185,16 @@ def warn_once(level: Level) -> None:
     """Print the process level's warning once per process (stderr), and nothing for bwrap."""
     if level == "process":
         print(PROCESS_WARNING, file=sys.stderr)
+
+
+def limit_address_space(extra_mb: int) -> None:
+    """Cap this process's address space at what it maps now plus ``extra_mb`` (soft and hard:
+    the code under it cannot raise it back).  An allocation past it raises MemoryError in the
+    submission instead of taking the machine's memory from the grader and other workers.
+    Address space, not resident memory: CUDA's huge virtual mappings make it CPU-only."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * resource.getpagesize()
+    limit = mapped + extra_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

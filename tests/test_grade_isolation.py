@@ -24,6 +24,7 @@ from sdverify import contract as C
 from sdverify import isolation, zoo
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
+from sdverify.notebooks.kernel_launcher import MEMORY_VARIABLE
 from sdverify.notebooks.runner import Snapshot, run_notebook
 from sdverify.notebooks.spec import load_spec
 
@@ -143,14 +144,14 @@ def test_each_probe_through_the_score(world, level):
     assert (world["out"] / "breach.txt").exists() == (level == "process")
 
 
-def _run(tmp_path: Path, cells: list[str], level: str, **limits: float):
+def _run(tmp_path: Path, cells: list[str], level: str, env: dict[str, str] | None = None, **limits: float):
     path = tmp_path / "nb.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), str(path))
     snapshot = Snapshot("all", "^# never", ("x",))
     run = run_notebook(
         path,
         [snapshot],
-        env={},
+        env=env or {},
         cell_timeout=limits.get("cell_timeout", 30),
         notebook_timeout=60,
         level=isolation.resolve(level),
@@ -187,3 +188,14 @@ def test_bwrap_kernel_is_interruptible_and_outputs_are_capped(tmp_path):
     text = "".join(o.get("text", "") for o in run.executed.cells[1].outputs)
     assert C.GRADE_CELL_TEXT_BYTES <= len(text) < C.GRADE_CELL_TEXT_BYTES + 100
     assert run.variable("all", "x").value == 2
+
+
+@pytest.mark.parametrize("level", [pytest.param("bwrap", marks=[needs_bwrap, pytest.mark.slow]), "process"])
+def test_kernel_allocation_past_its_memory_limit_fails_in_its_cell(tmp_path, level):
+    cells = [
+        "import os\nlimit = os.environ.get('SDVERIFY_KERNEL_MEMORY_MB')",  # gone before the notebook runs
+        "try:\n    block = bytearray(8 * 2**30)\n    x = 'allocated'\nexcept MemoryError:\n    x = 'refused'",
+        "x = (x, limit)",
+    ]
+    run = _run(tmp_path, cells, level, env={MEMORY_VARIABLE: "2048"})
+    assert run.variable("all", "x").value == ["refused", None]  # a tuple comes back as a list

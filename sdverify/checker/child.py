@@ -7,7 +7,6 @@ describes what each call returned and hands the values to the grader (:mod:`.pro
 from __future__ import annotations
 
 import os
-import resource
 import traceback
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from sdverify import isolation
 from sdverify.checker import protocol
 from sdverify.checker.probes import Env, Probe, run_probe
 from sdverify.checker.submission import API_NAMES, Target, load_module
@@ -64,14 +64,9 @@ def _encode(value: Any, key: str) -> tuple[dict[str, Any], dict[str, torch.Tenso
 
 
 def _limit_memory(limit_mb: int | None, device: str) -> None:
-    # RLIMIT_AS counts address space; CUDA maps huge virtual ranges, so the limit only
-    # applies to CPU runs.  Measured from what the child already maps (torch, models).
-    if not limit_mb or torch.device(device).type == "cuda":
-        return
-    with open("/proc/self/statm") as f:
-        mapped = int(f.read().split()[0]) * resource.getpagesize()
-    limit = mapped + limit_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Measured from what the child already maps (torch, models); CPU runs only (isolation.py).
+    if limit_mb and torch.device(device).type != "cuda":
+        isolation.limit_address_space(limit_mb)
 
 
 def thread_lock_for_tqdm() -> None:

@@ -26,6 +26,7 @@ from sdverify.checker import points
 from sdverify.checker.report import CheckEntry
 from sdverify.delegation.policy import Policy, Use, own_work, watch_lists
 from sdverify.notebooks.exercises import CHECKS, ExerciseContext
+from sdverify.notebooks.kernel_launcher import MEMORY_VARIABLE
 from sdverify.notebooks.runner import RunResult, cap_notebook, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.notebooks.uses import notebook_uses, outside_exercises
@@ -44,6 +45,7 @@ class Settings:
     notebook_timeout: float = C.GRADE_NOTEBOOK_TIMEOUT_S
     threads: int = 1  # torch threads in the kernel and the grader (same count: same rounding)
     sandbox: str | None = None  # one of isolation.CHOICES (None: $SDVERIFY_SANDBOX, else auto)
+    kernel_memory_mb: int = C.GRADE_KERNEL_MEMORY_MB  # address space a kernel may add (0: no limit)
     allow: tuple[str, ...] = ()  # names every exercise (or function) may use after all (--allow)
 
 
@@ -220,7 +222,7 @@ def _context(folder: str, contract_params: bool, lesson) -> ExerciseContext:
 
 def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
     """What the lesson needs on top of the allow-listed environment: offline hub cache,
-    headless matplotlib, CPU only, N threads (never the grader's own variables)."""
+    headless matplotlib, CPU only, N threads, the memory limit (never the grader's own variables)."""
     threads = str(settings.threads)
     return {
         **zoo.offline_env(hub_cache),
@@ -229,6 +231,7 @@ def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "PYTHONHASHSEED": "0",
+        MEMORY_VARIABLE: str(settings.kernel_memory_mb),
     }
 
 

@@ -399,7 +399,7 @@ def _kernel_dir() -> str:
     for name, interrupt in ((_KERNEL_NAME, "signal"), (_KERNEL_CONFINED, "message")):
         (root / name).mkdir()
         spec = {
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "argv": [sys.executable, "-m", "sdverify.notebooks.kernel_launcher", "-f", "{connection_file}"],
             "display_name": "sdverify grading kernel",
             "language": "python",
             "interrupt_mode": interrupt,
