@@ -30,11 +30,11 @@ CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 CORRECT = sorted(p.stem for p in CATALOG.glob("correct_*.py"))
 WRONG = sorted(p.stem for p in CATALOG.glob("wrong_*.py"))
 # Checks per test: the profile's max_examples (dev and ci 20, thorough 500) over ten for a
-# correct module, over twenty for a wrong one: in ci, the simplest variant with every kind
-# of edit (each at its first site: a wrong module is a function or two) and its original.
+# correct module, over fifty for a wrong one: in dev and ci, the simplest variant with every
+# kind of edit (each at its first site: a wrong module is a function or two).
 VARIANTS = max(2, settings.default.max_examples // 10)
 GRADED = settings(max_examples=VARIANTS, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-GRADED_WRONG = settings(GRADED, max_examples=max(1, VARIANTS // 2))
+GRADED_WRONG = settings(GRADED, max_examples=max(1, VARIANTS // 5))
 
 
 def _check(variant: Variant[str], folder: Path) -> SubmissionReport:
