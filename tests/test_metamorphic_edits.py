@@ -39,9 +39,24 @@ PROTECTED = {name for snap in SNAPSHOTS for name in snap.names}  # what the grad
 NOTEBOOKS = sorted((ROOT / "examples" / "notebooks").glob("*.ipynb"))
 CORRECT_NOTEBOOK = nbformat.read(ROOT / "examples" / "notebooks" / "correct.ipynb", as_version=4)
 MODULES = sorted((ROOT / "examples" / "submissions").glob("*.py")) + [ROOT / "sdverify" / "reference.py"]
-SOURCES = [p.read_text() for p in MODULES] + [
-    c.source for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"
-]
+# Corners of Python and IPython syntax an edit must respect.
+TRICKY = {
+    "docstring-future-imports": '"""Docstring."""\nfrom __future__ import annotations\nimport os\nimport sys\n',
+    "elif": "if a:\n    x = 1\nelif b:\n    x = 2\nelse:\n    x = 3\n",
+    "decorators": '@decorator\n@other(1)\ndef f(x):\n    """doc"""\n    return x\n',
+    "one-line-bodies": "x = 1; y = 2\nif x: y = 3\nz = (1 +\n     2)\nw = 1 + \\\n    2\n",
+    "try-imports": "try:\n    import a\n    import b\nexcept ImportError as e:\n    pass\nfinally:\n    q = 1\n",
+    "ipython": "%%time\nx = torch.no_grad()\n!ls\ny = !ls\n%time z = 1\n",
+    "magic-in-string": 's = """\n!not a shell escape\n%neither\n"""\nprint(s)  # trailing\n',
+    "class": "class A:\n    x = 1\n    def f(self):\n        with torch.no_grad():\n            return m(a).sample\n",
+    "call-corners": "x = f(a, b,)\ny = f()\nu = m(\n    a,  # comment\n).last_hidden_state\nv = g().sample\n",
+    "unicode": "é = 'ü'\nü = é + m(é, k='✨').prev_sample  # ✨\n",
+}
+SOURCES = (
+    list(TRICKY.values())
+    + [p.read_text() for p in MODULES]
+    + [c.source for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"]
+)
 
 
 def _tree(source: str) -> str:
@@ -133,6 +148,19 @@ def test_other_edits_change_only_what_they_say(kind, data):
     assert _normal(variant.value) == _normal(source), variant
     if variant.edits and kind != "import order":
         assert _tree(variant.value) != _tree(source), variant
+
+
+@pytest.mark.parametrize("corner", TRICKY)
+def test_every_site_of_every_edit_on_syntax_corners(corner):
+    """Each site alone, exhaustively: an edit that breaks the syntax somewhere shows here."""
+    source = TRICKY[corner]
+    first = {"comments": "x", "trailing comments": "x", "blank lines": 1, "prints": "x"}
+    for kind, edit in SOURCE_EDITS.items():
+        for index, site in enumerate(edit.sites(source)):
+            choice = list(range(site.size))[::-1] if kind == "import order" else first.get(kind)
+            edited = edit.apply(source, {index: choice})
+            assert _normal(edited) == _normal(source), (kind, site, edited)
+            assert edited != source, (kind, site)
 
 
 def _names(source: str) -> tuple[set[str], set[str]]:

@@ -31,6 +31,7 @@ T = TypeVar("T")
 # A line IPython runs itself: a shell escape or magic, or ``x = !cmd`` / ``x = %magic``.
 _IPYTHON_LINE = re.compile(r"^([ \t]*)(?:[!%]|[\w.\[\], ]+=[ \t]*[!%])")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_ELIF = re.compile(r"[ \t]*elif\b")
 # Model outputs a lesson reads by field; with ``return_dict=False`` the same call returns a
 # tuple whose first item is that field (diffusers' UNet/VAE outputs, schedulers' step
 # outputs, transformers' CLIP text model output).
@@ -154,7 +155,8 @@ def _anchors(parsed: _Parsed, *, statements: bool) -> list[int]:
     A statement qualifies when it starts its line (not ``if x: y`` nor ``a; b``) and does
     not continue the line before (a backslash).  Nothing goes before a ``%%`` cell magic;
     a new *statement* (``statements``) never goes before a docstring (it would stop being
-    one) or a ``from __future__`` import (they must come first).
+    one), a ``from __future__`` import (they must come first) or an ``elif`` (the nested
+    ``if`` it stands for is no clause of its own).
     """
     found: set[int] = set()
     for owner, field, body in _bodies(parsed.tree):
@@ -168,7 +170,7 @@ def _anchors(parsed: _Parsed, *, statements: bool) -> list[int]:
                 continue
             if line in parsed.ipython and text.lstrip().startswith("%%"):
                 continue
-            if statements and (_is_docstring(owner, field, index, stmt) or _is_future(stmt)):
+            if statements and (_is_docstring(owner, field, index, stmt) or _is_future(stmt) or _ELIF.match(text)):
                 continue
             found.add(line)
     return sorted(found)
