@@ -236,14 +236,13 @@ def edited_notebooks(
         log += [line] if line else []
     nb = N.with_code_sources(notebook, sources)
     added = [
-        CELL_EDITS[kind](draw, len(nb.cells), found)
+        (kind, CELL_EDITS[kind](draw, len(nb.cells), found))
         for kind in order
         if kind in CELL_EDITS
         for _ in range(draw(st.integers(1, 3)))
     ]
-    if added:
-        nb = N.insert_cells(nb, added)
-        log += [f"{c.cell_type} cell before cell {at}: {c.source[:60]!r}" for at, c in added]
+    nb = N.insert_cells(nb, [cell for _, cell in added])
+    log += [f"{kind}: before cell {at} {cell.source[:60]!r}" for kind, (at, cell) in added]
     return Variant(nb, log)
 
 
