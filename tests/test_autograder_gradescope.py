@@ -320,8 +320,10 @@ def test_bundle_grades_the_correct_notebook_with_full_marks(gradescope_root):
     results = _run_autograder(gradescope_root, EXAMPLES / "notebooks" / "correct.ipynb")
     assert _failed(results) == set()
     assert results["score"] == load_spec(gradescope_root / "source" / "spec.toml").max_points
+    hidden = [t for t in results["tests"] if t["visibility"] == "hidden" and "score" in t]
     [summary] = [t for t in results["tests"] if t["name"].endswith("(hidden checks)")]
-    assert (summary["status"], summary["output"]) == ("passed", "8/8 hidden checks passed")
+    assert hidden and summary["output"] == f"{len(hidden)}/{len(hidden)} hidden checks passed"
+    assert summary["status"] == "passed"
 
 
 @pytest.mark.slow
@@ -361,15 +363,22 @@ def test_bundle_grades_a_sample_module(gradescope_root):
     # The module defines cfg_combine only: every other function fails as not implemented.
     missing = [t for t in results["tests"] if t["name"].split("(): ")[0] not in ("cfg_combine", "sandbox")]
     assert missing and all(t["status"] == "failed" and "not implemented" in t["output"] for t in missing)
-    assert _by_function(results)["cfg_combine"] == {"passed", "failed"} and results["score"] > 0
+    # Its gates pass, but no case matches the reference: no points (issue 11's points model).
+    assert _by_function(results)["cfg_combine"] == {"passed", "failed"} and results["score"] == 0
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("gradescope_bundle")
 def test_bundle_keeps_the_points_of_the_other_functions_when_one_hangs(gradescope_root, tmp_path):
     module = tmp_path / "student.py"
-    module.write_text(
-        "from sdverify.reference import encode_prompt, tokenize  # noqa: F401\n\n\n"
+    module.write_text(  # its own tokenize and encode_prompt (importing the kit's is delegation)
+        "import torch\n\n\n"
+        "def tokenize(tokenizer, prompt):\n"
+        "    return tokenizer(prompt, padding='max_length', max_length=tokenizer.model_max_length,\n"
+        "                     truncation=True, return_tensors='pt').input_ids\n\n\n"
+        "def encode_prompt(tokenizer, text_encoder, prompt):\n"
+        "    with torch.no_grad():\n"
+        "        return text_encoder(tokenize(tokenizer, prompt).to(text_encoder.device))[0]\n\n\n"
         "def cfg_combine(u, c, w):\n    while True:\n        pass\n"
     )
     settings = gradescope_root / "source" / "autograder.env"
@@ -381,7 +390,8 @@ def test_bundle_keeps_the_points_of_the_other_functions_when_one_hangs(gradescop
         settings.write_text(original)
     by_function = _by_function(results)
     assert by_function["tokenize"] == by_function["encode_prompt"] == {"passed"}
-    assert by_function["cfg_combine"] == {"failed"}
+    cfg = [t for t in results["tests"] if t["name"].startswith("cfg_combine()")]
+    assert "failed" in by_function["cfg_combine"] and sum(t.get("score", 0) for t in cfg) == 0  # gates may pass
     assert any("timed out" in t["output"] for t in results["tests"] if t["name"].startswith("cfg_combine()"))
     kept = [t for t in results["tests"] if t["name"].startswith(("tokenize()", "encode_prompt()"))]
     assert results["score"] >= sum(t["max_score"] for t in kept) > 0
