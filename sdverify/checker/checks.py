@@ -24,6 +24,7 @@ from sdverify.checker import mistakes
 from sdverify.checker.points import Graded, Role
 from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, is_case, run_probe, with_function
 from sdverify.checker.protocol import Outcome, Value
+from sdverify.mistakes import Mistake, simulated
 from sdverify.properties.cfg import cfg_algebra
 from sdverify.properties.embeddings import embedding_properties
 from sdverify.properties.tokens import token_id_properties
@@ -159,13 +160,11 @@ def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> 
     return True
 
 
-def _simulated(ctx: CheckContext, mistake: mistakes.Mistake, probe: Probe) -> list[torch.Tensor] | None:
+def _simulated(ctx: CheckContext, mistake: Mistake, impl: Callable, probe: Probe) -> list[torch.Tensor] | None:
     key = (mistake.id, probe.id)
     if key not in ctx.simulated:
         try:
-            ctx.simulated[key] = [
-                _plain(v) for v in run_probe(with_function(mistake.function, mistake.impl), ctx.env, probe)
-            ]
+            ctx.simulated[key] = [_plain(v) for v in run_probe(with_function(probe.function, impl), ctx.env, probe)]
         except Exception:
             ctx.simulated[key] = None
     return ctx.simulated[key]
@@ -181,8 +180,8 @@ def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> tuple[
             named = mistakes.from_statistics(probe.function, value.tensor)
             if named:
                 return named
-    for mistake in mistakes.simulated(probe.function):
-        target = _simulated(ctx, mistake, probe)
+    for mistake, impl in simulated(probe.function):
+        target = _simulated(ctx, mistake, impl, probe)
         if target is not None and _matches(probe.function, values, target):
             return mistake.id, mistake.message
     if probe.function == "cfg_combine":
