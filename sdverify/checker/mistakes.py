@@ -4,7 +4,8 @@ Three kinds of signature:
 
 * the type or shape of the returned value (a ``SchedulerOutput`` where a tensor belongs,
   ``[1,12]`` token ids, a pooled ``[1,768]`` embedding, ...);
-* a statistic of the values (latents with no negative entries came from ``torch.rand``);
+* a statistic of the values (latents that look uniform came from ``torch.rand``:
+  :func:`sdverify.mistakes.uniform_draw`);
 * *simulation*: the grader runs the reference with one known mistake put in, on the same
   inputs, and the submission's output matches that — within the same tolerance the
   reference comparison uses — but not the reference's.
