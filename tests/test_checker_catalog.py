@@ -37,7 +37,7 @@ WRONG = {
     "wrong_denoise_no_scale_input": ("denoise_step.reference[euler]", "scale_model_input was not called"),
     "wrong_denoise_chunk_order": ("denoise_step.reference[pndm]", "the two predictions are swapped"),
     "wrong_denoise_no_generator": ("denoise_step.reproducible", "pass generator= to scheduler.step"),
-    "wrong_denoise_guidance_ignored": ("denoise_step.reference[pndm]", "guidance scale has no effect"),
+    "wrong_denoise_guidance_ignored": ("denoise_step.reference[pndm]", "guidance scale is ignored"),
     "wrong_decode_no_scaling": ("decode_latents.reference[noise]", "not divided by the VAE scaling factor"),
     "wrong_decode_multiply": ("decode_latents.reference[noise]", "multiplied by the VAE scaling factor"),
     "wrong_decode_decoder_output": ("decode_latents.reference[noise]", "use .sample"),

@@ -36,7 +36,7 @@ def test_wrong_submission_exits_1_naming_the_mistake(tmp_path: Path, capsys: pyt
     text = capsys.readouterr().out
     assert "[FAIL] decode_latents.reference[noise]  0/9" in text and "not divided by the VAE scaling factor" in text
     failed = [c for c in json.loads(out_json.read_text())["checks"] if not c["passed"]]
-    assert any(c["mistake"] == "decode_not_divided" for c in failed)
+    assert any(c["mistake"] == "scaling_factor_not_divided" for c in failed)
 
 
 @pytest.mark.parametrize(

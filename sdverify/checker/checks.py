@@ -24,6 +24,7 @@ from sdverify.checker import mistakes
 from sdverify.checker.points import Graded, Role
 from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, is_case, run_probe, with_function
 from sdverify.checker.protocol import Outcome, Value
+from sdverify.mistakes import Mistake, simulated
 from sdverify.properties.cfg import cfg_algebra
 from sdverify.properties.embeddings import embedding_properties
 from sdverify.properties.tokens import token_id_properties
@@ -43,29 +44,6 @@ _INTERFACE = frozenset(
         "cfg.shape_dtype_device",
     }
 )
-# (atol, rtol) of each differential check; justified in sdverify.contract.
-_TOLERANCES: dict[str, tuple[float, float]] = {
-    "tokenize": (C.CHECK_ATOL_TOKENS, 0.0),
-    "encode_prompt": (C.CHECK_ATOL_EMBEDDINGS, 0.0),
-    "initial_latents": (C.CHECK_ATOL_LATENTS, C.CHECK_RTOL_LATENTS),
-    "cfg_combine": (C.CHECK_ATOL_CFG, C.CHECK_RTOL_CFG),
-    "denoise_step": (C.CHECK_ATOL_DENOISE, C.CHECK_RTOL_DENOISE),
-    "decode_latents": (C.CHECK_ATOL_DECODE, 0.0),
-    "to_pil": (C.CHECK_PIL_LEVELS, 0.0),
-    "generate": (C.CHECK_ATOL_GENERATE, 0.0),
-}
-_CLAUSES = {
-    "tokenize": "ids equal the SD1.5 CLIP tokenizer's (padding='max_length', max_length=77, truncation)",
-    "encode_prompt": "embeddings equal CLIP's last_hidden_state of the padded ids, no attention mask",
-    "initial_latents": "latents are randn(generator) × scheduler.init_noise_sigma",
-    "cfg_combine": "returns eps_uncond + w·(eps_cond − eps_uncond) and leaves both inputs unchanged",
-    "denoise_step": "each step equals scale_model_input → U-Net on [uncond, cond] → CFG → scheduler.step().prev_sample",
-    "decode_latents": "image equals vae.decode(latents / scaling_factor).sample",
-    "to_pil": "pixels equal round(255 · clamp(x/2 + 0.5, 0, 1)), RGB, HWC",
-    "generate": "the image equals the reference pipeline's for the same components, scheduler and seed",
-}
-# What each returned value of a probe is, where a probe returns several different things.
-_VALUE_NAMES = {"cfg_combine": ("the result", "eps_uncond after the call", "eps_cond after the call")}
 
 
 @dataclass
@@ -148,7 +126,7 @@ def _with_mistake(result: CheckResult, named: tuple[str, str] | None) -> CheckRe
 
 
 def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> bool:
-    atol, rtol = _TOLERANCES[function]
+    atol, rtol = FUNCTIONS[function].tolerance
     if len(values) != len(target):
         return False
     for value, want in zip(values, target):
@@ -159,13 +137,11 @@ def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> 
     return True
 
 
-def _simulated(ctx: CheckContext, mistake: mistakes.Mistake, probe: Probe) -> list[torch.Tensor] | None:
+def _simulated(ctx: CheckContext, mistake: Mistake, impl: Callable, probe: Probe) -> list[torch.Tensor] | None:
     key = (mistake.id, probe.id)
     if key not in ctx.simulated:
         try:
-            ctx.simulated[key] = [
-                _plain(v) for v in run_probe(with_function(mistake.function, mistake.impl), ctx.env, probe)
-            ]
+            ctx.simulated[key] = [_plain(v) for v in run_probe(with_function(probe.function, impl), ctx.env, probe)]
         except Exception:
             ctx.simulated[key] = None
     return ctx.simulated[key]
@@ -181,8 +157,8 @@ def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> tuple[
             named = mistakes.from_statistics(probe.function, value.tensor)
             if named:
                 return named
-    for mistake in mistakes.simulated(probe.function):
-        target = _simulated(ctx, mistake, probe)
+    for mistake, impl in simulated(probe.function):
+        target = _simulated(ctx, mistake, impl, probe)
         if target is not None and _matches(probe.function, values, target):
             return mistake.id, mistake.message
     if probe.function == "cfg_combine":
@@ -195,8 +171,8 @@ def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> tuple[
 def reference_check(ctx: CheckContext, id: str, probes: list[Probe], outcomes: dict[str, Outcome]) -> CheckResult:
     """The submission's values equal the reference's on every probe, within the contract's tolerance."""
     function = probes[0].function
-    clause = _CLAUSES[function]
-    atol, rtol = _TOLERANCES[function]
+    clause = FUNCTIONS[function].clause
+    atol, rtol = FUNCTIONS[function].tolerance
     worst = 0.0
     for probe in probes:
         outcome = _returned(id, probe, outcomes.get(probe.id), clause)
@@ -223,7 +199,7 @@ def reference_check(ctx: CheckContext, id: str, probes: list[Probe], outcomes: d
 
 def _where(probe: Probe, index: int, count: int) -> str:
     """Which returned value a message is about: ``denoise_step[pndm] after step 2``."""
-    names = _VALUE_NAMES.get(probe.function)
+    names = FUNCTIONS[probe.function].value_names
     if names:
         return f"{probe.id}, {names[index]}"
     return probe.id + (f" after step {index + 1}" if count > 1 else "")
@@ -353,38 +329,96 @@ def _replayed_error(message: str) -> Exception:
     return SubmissionError(message)
 
 
-def _properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
-    """The contract and property checks of one function: gates and diagnostics, no points."""
+# The contract and property checks of one API function (gates and diagnostics, no points).
+PropertyRunner = Callable[["CheckContext", str, dict[str, Outcome]], list[CheckResult]]
+
+
+def _token_properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
+    tok = ctx.env.components.tokenizer
+    return _value_properties(
+        ctx, function, outcomes, lambda p, v: token_id_properties(v, text_token_count(tok, PROMPTS[p.args["prompt"]]))
+    )
+
+
+def _embedding_properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
+    return _value_properties(
+        ctx, function, outcomes, lambda p, v: embedding_properties(v, dtype=ctx.env.dtype, device=ctx.env.device)
+    )
+
+
+def _cfg_properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
     probes = ctx.plan.of(function)
-    if function == "tokenize":
-        tok = ctx.env.components.tokenizer
-        return _value_properties(
-            ctx,
-            function,
-            outcomes,
-            lambda p, v: token_id_properties(v, text_token_count(tok, PROMPTS[p.args["prompt"]])),
-        )
-    if function == "encode_prompt":
-        return _value_properties(
-            ctx, function, outcomes, lambda p, v: embedding_properties(v, dtype=ctx.env.dtype, device=ctx.env.device)
-        )
-    if function == "cfg_combine":
-        calls = [p for p in probes if not is_case(p)]
-        missing = _returned("x", probes[0], outcomes.get(probes[0].id), "")
-        if isinstance(missing, CheckResult) and missing.details.get("status") == "missing":
-            ids = [r.id for r in cfg_algebra(R.cfg_combine, *_cfg_inputs(), *CFG_SCALES)]
-            return [replace(missing, id=f"cfg_combine.{id}") for id in ids]
-        results = cfg_algebra(_replayer([outcomes[p.id] for p in calls]), *_cfg_inputs(), *CFG_SCALES)
-        return [replace(r, id=f"cfg_combine.{r.id}") for r in results]
-    shapes = {
-        "initial_latents": C.LATENT_SHAPE,
-        "denoise_step": C.LATENT_SHAPE,
-        "decode_latents": C.IMAGE_SHAPE,
-        "generate": C.IMAGE_SHAPE,
-    }
-    if function in shapes:
-        return [contract_check(f"{function}.contract", probes, outcomes, shape=shapes[function], ctx=ctx)]
+    calls = [p for p in probes if not is_case(p)]
+    missing = _returned("x", probes[0], outcomes.get(probes[0].id), "")
+    if isinstance(missing, CheckResult) and missing.details.get("status") == "missing":
+        ids = [r.id for r in cfg_algebra(R.cfg_combine, *_cfg_inputs(), *CFG_SCALES)]
+        return [replace(missing, id=f"cfg_combine.{id}") for id in ids]
+    results = cfg_algebra(_replayer([outcomes[p.id] for p in calls]), *_cfg_inputs(), *CFG_SCALES)
+    return [replace(r, id=f"cfg_combine.{r.id}") for r in results]
+
+
+def _contract(shape: tuple[int, ...]) -> PropertyRunner:
+    """The shape/dtype/finiteness contract of a function returning a tensor of ``shape``."""
+
+    def properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
+        return [contract_check(f"{function}.contract", ctx.plan.of(function), outcomes, shape=shape, ctx=ctx)]
+
+    return properties
+
+
+def _no_properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
     return []
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """How the checker grades one API function; a new function is one entry of :data:`FUNCTIONS`."""
+
+    clause: str  # the contract clause its reference check states
+    tolerance: tuple[float, float]  # (atol, rtol) of the reference check; justified in sdverify.contract
+    properties: PropertyRunner = _no_properties  # contract and property checks: gates and diagnostics, no points
+    value_names: tuple[str, ...] = ()  # what each returned value is, where a probe returns several things
+
+
+FUNCTIONS: dict[str, FunctionSpec] = {
+    "tokenize": FunctionSpec(
+        "ids equal the SD1.5 CLIP tokenizer's (padding='max_length', max_length=77, truncation)",
+        (C.CHECK_ATOL_TOKENS, 0.0),
+        _token_properties,
+    ),
+    "encode_prompt": FunctionSpec(
+        "embeddings equal CLIP's last_hidden_state of the padded ids, no attention mask",
+        (C.CHECK_ATOL_EMBEDDINGS, 0.0),
+        _embedding_properties,
+    ),
+    "initial_latents": FunctionSpec(
+        "latents are randn(generator) × scheduler.init_noise_sigma",
+        (C.CHECK_ATOL_LATENTS, C.CHECK_RTOL_LATENTS),
+        _contract(C.LATENT_SHAPE),
+    ),
+    "cfg_combine": FunctionSpec(
+        "returns eps_uncond + w·(eps_cond − eps_uncond) and leaves both inputs unchanged",
+        (C.CHECK_ATOL_CFG, C.CHECK_RTOL_CFG),
+        _cfg_properties,
+        ("the result", "eps_uncond after the call", "eps_cond after the call"),
+    ),
+    "denoise_step": FunctionSpec(
+        "each step equals scale_model_input → U-Net on [uncond, cond] → CFG → scheduler.step().prev_sample",
+        (C.CHECK_ATOL_DENOISE, C.CHECK_RTOL_DENOISE),
+        _contract(C.LATENT_SHAPE),
+    ),
+    "decode_latents": FunctionSpec(
+        "image equals vae.decode(latents / scaling_factor).sample",
+        (C.CHECK_ATOL_DECODE, 0.0),
+        _contract(C.IMAGE_SHAPE),
+    ),
+    "to_pil": FunctionSpec("pixels equal round(255 · clamp(x/2 + 0.5, 0, 1)), RGB, HWC", (C.CHECK_PIL_LEVELS, 0.0)),
+    "generate": FunctionSpec(
+        "the image equals the reference pipeline's for the same components, scheduler and seed",
+        (C.CHECK_ATOL_GENERATE, 0.0),
+        _contract(C.IMAGE_SHAPE),
+    ),
+}
 
 
 def _role(function: str, result: CheckResult) -> Role:
@@ -397,7 +431,7 @@ def function_checks(ctx: CheckContext, function: str, outcomes: dict[str, Outcom
     (:mod:`.points`): contract and properties, then one reference check per probe case."""
     probes = ctx.plan.of(function)
     cases = [p for p in probes if is_case(p)]
-    graded = [Graded(r, _role(function, r)) for r in _properties(ctx, function, outcomes)]
+    graded = [Graded(r, _role(function, r)) for r in FUNCTIONS[function].properties(ctx, function, outcomes)]
     worth = C.CHECK_POINTS_PER_CASE[function]
     for probe in cases:
         case = probe.id[probe.id.index("[") + 1 : -1]

@@ -8,6 +8,7 @@ One recipe for all three means a difference can only come from the implementatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -138,55 +139,86 @@ def build_plan(env: Env, cfg_calls: list[tuple[torch.Tensor, torch.Tensor, float
     return Plan(probes, {k: v.contiguous() for k, v in inputs.items()})
 
 
+def _tokenize(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    return [fn(env.components.tokenizer, PROMPTS[a["prompt"]])]
+
+
+def _encode_prompt(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    return [fn(env.components.tokenizer, env.components.text_encoder, PROMPTS[a["prompt"]])]
+
+
+def _initial_latents(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    return [fn(env.scheduler(a["scheduler"]), torch.Generator().manual_seed(a["seed"]), env.device, env.dtype)]
+
+
+def _cfg_combine(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    # The inputs come back too: the grader replays in-place changes to them.
+    u, cond = env.tensor(a["u"]), env.tensor(a["c"])
+    return [fn(u, cond, a["w"]), u, cond]
+
+
+def _denoise_step(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    sched = env.scheduler(a["scheduler"])
+    sched.set_timesteps(DENOISE_SCHEDULE, device=env.device)
+    generator = torch.Generator().manual_seed(a["seed"])
+    latents, values = env.tensor(f"latents_{a['scheduler']}"), []
+    for t in sched.timesteps[:DENOISE_STEPS]:
+        cond, uncond = env.tensor(f"cond_{a['prompt']}"), env.tensor("uncond")
+        latents = fn(env.components.unet, sched, latents, t, cond, uncond, a["w"], generator)
+        values.append(latents)
+        if not isinstance(latents, torch.Tensor):
+            break  # the next step could only fail on it
+    return values
+
+
+def _decode_latents(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    return [fn(env.components.vae, env.tensor(a["latents"]))]
+
+
+def _to_pil(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    return [fn(env.tensor(a["image"]))]
+
+
+def _generate(fn: Callable, env: Env, a: dict[str, Any]) -> list[Any]:
+    c = env.components
+    generator = torch.Generator().manual_seed(a["seed"])
+    return [
+        fn(
+            c.tokenizer,
+            c.text_encoder,
+            c.unet,
+            c.vae,
+            env.scheduler(a["scheduler"]),
+            PROMPTS[a["prompt"]],
+            num_inference_steps=a["steps"],
+            guidance_scale=a["w"],
+            generator=generator,
+        )
+    ]
+
+
+# API function -> how a probe calls it (function, env, the probe's args) -> its values: one entry a function.
+RECIPES: dict[str, Callable[[Callable, Env, dict[str, Any]], list[Any]]] = {
+    "tokenize": _tokenize,
+    "encode_prompt": _encode_prompt,
+    "initial_latents": _initial_latents,
+    "cfg_combine": _cfg_combine,
+    "denoise_step": _denoise_step,
+    "decode_latents": _decode_latents,
+    "to_pil": _to_pil,
+    "generate": _generate,
+}
+
+
 def run_probe(impl: Any, env: Env, probe: Probe) -> list[Any]:
     """Run one recipe on ``impl`` (a module or namespace with the API names); return its values.
 
     Exceptions from the implementation propagate: the caller decides what they mean.
     """
-    c, a = env.components, probe.args
-    fn = getattr(impl, probe.function)
-    if probe.function == "tokenize":
-        return [fn(c.tokenizer, PROMPTS[a["prompt"]])]
-    if probe.function == "encode_prompt":
-        return [fn(c.tokenizer, c.text_encoder, PROMPTS[a["prompt"]])]
-    if probe.function == "initial_latents":
-        return [fn(env.scheduler(a["scheduler"]), torch.Generator().manual_seed(a["seed"]), env.device, env.dtype)]
-    if probe.function == "cfg_combine":
-        # The inputs come back too: the grader replays in-place changes to them.
-        u, cond = env.tensor(a["u"]), env.tensor(a["c"])
-        return [fn(u, cond, a["w"]), u, cond]
-    if probe.function == "denoise_step":
-        sched = env.scheduler(a["scheduler"])
-        sched.set_timesteps(DENOISE_SCHEDULE, device=env.device)
-        generator = torch.Generator().manual_seed(a["seed"])
-        latents, values = env.tensor(f"latents_{a['scheduler']}"), []
-        for t in sched.timesteps[:DENOISE_STEPS]:
-            cond, uncond = env.tensor(f"cond_{a['prompt']}"), env.tensor("uncond")
-            latents = fn(c.unet, sched, latents, t, cond, uncond, a["w"], generator)
-            values.append(latents)
-            if not isinstance(latents, torch.Tensor):
-                break  # the next step could only fail on it
-        return values
-    if probe.function == "decode_latents":
-        return [fn(c.vae, env.tensor(a["latents"]))]
-    if probe.function == "to_pil":
-        return [fn(env.tensor(a["image"]))]
-    if probe.function == "generate":
-        generator = torch.Generator().manual_seed(a["seed"])
-        return [
-            fn(
-                c.tokenizer,
-                c.text_encoder,
-                c.unet,
-                c.vae,
-                env.scheduler(a["scheduler"]),
-                PROMPTS[a["prompt"]],
-                num_inference_steps=a["steps"],
-                guidance_scale=a["w"],
-                generator=generator,
-            )
-        ]
-    raise ValueError(f"unknown probe function {probe.function!r}")
+    recipe = RECIPES.get(probe.function)
+    if recipe is None:
+        raise ValueError(f"unknown probe function {probe.function!r}")
+    return recipe(getattr(impl, probe.function), env, probe.args)
 
 
 def with_function(name: str, fn: Any) -> SimpleNamespace:

@@ -23,6 +23,7 @@ import torch
 from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
+from sdverify.mistakes import MISTAKES, replayed, uniform_draw
 from sdverify.notebooks.runner import KERNEL_SEED, Variable
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
@@ -172,9 +173,12 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
     return actual.shape == expected.shape and bool(((actual.double() - expected.double()).abs() <= atol).all())
 
 
-def _named(result: CheckResult, mistake: str, message: str) -> CheckResult:
-    """``result`` explained as the known mistake ``mistake``: an id the class page counts, and
-    with ``message`` what a student sees of a hidden check (sdverify/autograder/gradescope.py)."""
+def _named(result: CheckResult, mistake: str, context: str = "", **fields: Any) -> CheckResult:
+    """``result`` explained as the catalog's mistake ``mistake`` (:mod:`sdverify.mistakes`): an id the
+    class page counts, and ``context — the catalog's words`` (filled with ``fields``), what a student
+    sees of a hidden check (sdverify/autograder/gradescope.py)."""
+    words = MISTAKES[mistake].words(**fields)
+    message = f"{context} — {words}" if context else words
     return replace(result, message=message, details={**result.details, "mistake": mistake})
 
 
@@ -183,22 +187,19 @@ def _labelled(result: CheckResult, clause: str, prefix: str = "") -> CheckResult
     return replace(result, clause=clause, message=message)
 
 
-UNIFORM_DRAW = "all values lie in [0, 1) with mean ≈ 0.5: a uniform draw (torch.rand), not torch.randn"
-
-
 def normal_statistics(x: torch.Tensor) -> tuple[float, float, str | None]:
     """(mean, std, problem): is ``x`` a plausible standard-normal sample?
 
     Bounds are ``NORMAL_SIGMAS`` standard errors of the sample mean (1/sqrt(n)) and std
-    (1/sqrt(2n)); uniform draws (``torch.rand``) are named.
+    (1/sqrt(2n)); uniform draws (``torch.rand``) are named in the catalog's words.
     """
     x = x.detach().double().reshape(-1)
     n = x.numel()
     mean, std = float(x.mean()), float(x.std())
     if not math.isfinite(mean) or not math.isfinite(std):
         return mean, std, "contains NaN or inf"
-    if float(x.min()) >= 0 and float(x.max()) <= 1 and abs(mean - 0.5) < 0.05:
-        return mean, std, UNIFORM_DRAW
+    if uniform_draw(x):
+        return mean, std, MISTAKES["rand_not_randn"].message
     if abs(mean) > C.GRADE_NORMAL_SIGMAS / math.sqrt(n) or abs(std - 1) > C.GRADE_NORMAL_SIGMAS / math.sqrt(2 * n):
         return mean, std, f"mean {mean:.4f} and std {std:.4f} are not those of a standard normal sample of {n} values"
     return mean, std, None
@@ -246,15 +247,9 @@ def param_count(ctx: ExerciseContext, var: VarLookup, *, value: str, component: 
     )
     other = next((k for k, n in counts.items() if n == got), None)
     if other:
-        return _named(
-            result,
-            "param_count_of_another_model",
-            f"{result.message} — that is the count of the {_COMPONENT_WORDS[other]}",
-        )
+        return _named(result, "param_count_of_another_model", result.message, other=_COMPONENT_WORDS[other])
     if abs(got * 1e6 - expected) < 1e6:
-        return _named(
-            result, "param_count_in_millions", f"{result.message} — it looks like millions; store the exact count"
-        )
+        return _named(result, "param_count_in_millions", result.message)
     return result
 
 
@@ -275,9 +270,7 @@ def token_ids(ctx: ExerciseContext, var: VarLookup, *, value: str = "token_ids")
     if tuple(ids.shape) != C.TOKEN_IDS_SHAPE:
         result = fail(id, f"`{value}` has shape {list(ids.shape)}; expected {list(C.TOKEN_IDS_SHAPE)}", clause)
         if ids.shape[-1] < C.MAX_TOKENS:
-            return _named(
-                result, "ids_not_padded", f"{result.message} — pad to 77 with padding='max_length', max_length=77"
-            )
+            return _named(result, "ids_not_padded", result.message)
         return result
     if ids.dtype != C.TOKEN_DTYPE:
         return fail(
@@ -300,9 +293,7 @@ def prompt_embeddings(ctx: ExerciseContext, var: VarLookup, *, value: str, promp
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.embeddings(other), C.GRADE_ATOL_FP32):
-                result = _named(
-                    result, "embeddings_of_wrong_prompt", f"`{value}` encodes {other!r} instead of {prompt!r}"
-                )
+                result = _named(result, "embeddings_of_wrong_prompt", f"`{value}`", other=other, prompt=prompt)
     return result
 
 
@@ -351,8 +342,8 @@ def latent_noise(
     if want_device.kind == "value" and torch.device(str(want_device.value)).type != torch.device(meta["device"]).type:
         return fail(id, f"`{value}` is on {meta['device']} but `{device}` is {want_device.value}", clause)
     mean, std, problem_text = normal_statistics(x)
-    if problem_text == UNIFORM_DRAW:
-        return fail(id, f"`{value}`: {problem_text}", clause, mean=mean, std=std, mistake="rand_not_randn")
+    if problem_text == MISTAKES["rand_not_randn"].message:
+        return _named(fail(id, problem_text, clause, mean=mean, std=std), "rand_not_randn", f"`{value}`")
     if problem_text:
         return fail(id, f"`{value}`: {problem_text}", clause, mean=mean, std=std)
     return ok(id, clause, mean=mean, std=std)
@@ -371,11 +362,7 @@ def timestep(ctx: ExerciseContext, var: VarLookup, *, value: str = "t", index: i
         return ok(id, clause, value=got)
     result = fail(id, f"`{value}` = {got:g}; expected {expected:g}", clause)
     if got == float(steps[-1]):
-        return _named(
-            result,
-            "last_timestep_first",
-            f"{result.message} — that is the last (least noisy) timestep; denoising starts at timesteps[0]",
-        )
+        return _named(result, "last_timestep_first", result.message)
     return result
 
 
@@ -409,11 +396,7 @@ def unet_prediction(
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.unet(z, t_tensor, other), C.GRADE_ATOL_FP32):
-                result = _named(
-                    result,
-                    "conditioned_on_wrong_prompt",
-                    f"`{value}` is the U-Net prediction conditioned on {other!r}, not {prompt!r}",
-                )
+                result = _named(result, "conditioned_on_wrong_prompt", f"`{value}`", other=other, prompt=prompt)
     return result
 
 
@@ -433,7 +416,7 @@ def cfg_combination(
     if not result.passed:
         named = name_cfg_mistake(out, u, c, w, atol)
         if named:
-            result = _named(result, *named)
+            result = _named(result, named[0])
     return result
 
 
@@ -473,12 +456,7 @@ def ddpm_step(
     v = var(value)
     if v.kind == "mapping" and "prev_sample" in v.meta.get("keys", []):
         type_name = v.meta["type"].rsplit(".", 1)[-1]
-        return fail(
-            id,
-            f"`{value}` is a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)",
-            clause,
-            mistake="prev_sample_missing",
-        )
+        return _named(fail(id, "", clause), "prev_sample_missing", f"`{value}`", type_name=type_name)
     got = _tensors(
         id,
         clause,
@@ -499,12 +477,7 @@ def ddpm_step(
         return compare_tensors(id, x.double(), mean, atol=C.GRADE_ATOL_FP32, clause=clause)
     residual = (x.double() - mean) / std
     if float(residual.abs().max()) * std <= C.GRADE_ATOL_FP32:
-        return fail(
-            id,
-            f"`{value}` is the posterior mean without noise; DDPM's step adds σ·noise (σ = {std:.4g}) at t > 0",
-            clause,
-            mistake="ddpm_noise_missing",
-        )
+        return _named(fail(id, "", clause), "ddpm_noise_missing", f"`{value}`", std=std)
     _, _, problem_text = normal_statistics(residual)
     if problem_text:
         return fail(
@@ -545,28 +518,10 @@ def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", 
     x, z = got
     result = compare_tensors(id, x.float(), ctx.decode(z / sf), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
-        for mistake, words, scaled in (
-            ("scaling_factor_not_divided", "not divided by", z),
-            ("scaling_factor_multiplied", "multiplied by", z * sf),
-        ):
+        for mistake, scaled in (("scaling_factor_not_divided", z), ("scaling_factor_multiplied", z * sf)):
             if _close(x, ctx.decode(scaled), C.GRADE_ATOL_FP32):
-                result = _named(
-                    result,
-                    mistake,
-                    f"`{latents}` was {words} vae.config.scaling_factor ({sf:g}) before decoding; divide by it",
-                )
+                result = _named(result, mistake, f"`{latents}` (scaling factor {sf:g})")
     return result
-
-
-_REPLAY_MISTAKES = (
-    (
-        "timesteps_reversed",
-        {"reverse": True},
-        "the timesteps run backwards: loop over scheduler.timesteps as given (981 down to 1)",
-    ),
-    ("cfg_swapped", {"swap": True}, "the two predictions are swapped in the guidance formula"),
-    ("rand_not_randn", {"init": "rand"}, "the initial latent is uniform (torch.rand): use torch.randn"),
-)
 
 
 @register("value", "latents")
@@ -595,13 +550,11 @@ def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "ima
     if z is not None and z.shape == C.LATENT_SHAPE:
         if _close(z, ctx.replay(seeds[0])[0], C.GRADE_ATOL_REPLAY):
             return _named(
-                result,
-                "decode_differs",
-                f"the final latents `{latents}` match the replay but `{value}` does not: the decode step differs",
+                result, "decode_differs", f"the final latents `{latents}` match the replay but `{value}` does not"
             )
-        for mistake, options, words in _REPLAY_MISTAKES:
+        for mistake, options in replayed():
             if _close(z, ctx.replay(seeds[0], **options)[0], C.GRADE_ATOL_REPLAY):
-                return _named(result, mistake, f"the final latents `{latents}` match a replay in which {words}")
+                return _named(result, mistake.id, f"the final latents `{latents}` match a replay with this mistake")
     return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
 
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 import torch
 
 from sdverify import contract as C
+from sdverify.mistakes import MISTAKES, cfg_formulas
 from sdverify.properties.untrusted import call, call_tensor, tensor_result
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 
@@ -24,35 +25,8 @@ CfgCombine = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 HOMOGENEITY_FACTOR = -1.5  # exact in every float dtype; negative so a sign slip shows
 
-# Mistakes students make, as float64 functions of (u, c, w), with their ids and the words that name them.
-_KNOWN_MISTAKES: tuple[tuple[str, str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]], ...] = (
-    (
-        "cfg_swapped",
-        "your CFG equals eps_cond + w·(eps_uncond − eps_cond): the two predictions are swapped",
-        lambda u, c, w: c + w * (u - c),
-    ),
-    (
-        "cfg_one_plus_w",
-        (
-            "your CFG equals eps_cond + w·(eps_cond − eps_uncond), the (1 + w) convention of the CFG paper; "
-            "SD1.5's guidance_scale w means eps_uncond + w·(eps_cond − eps_uncond)"
-        ),
-        lambda u, c, w: c + w * (c - u),
-    ),
-    (
-        "cfg_wrong_sign",
-        "your CFG equals eps_uncond − w·(eps_cond − eps_uncond): the guidance direction has the wrong sign",
-        lambda u, c, w: u - w * (c - u),
-    ),
-    (
-        "cfg_uncond_not_subtracted",
-        "your CFG equals eps_uncond + w·eps_cond: the '− eps_uncond' inside the bracket is missing",
-        lambda u, c, w: u + w * c,
-    ),
-    ("guidance_ignored", "your CFG returns eps_cond unchanged: the guidance scale is ignored", lambda u, c, w: c),
-    ("condition_ignored", "your CFG returns eps_uncond unchanged: the text condition is ignored", lambda u, c, w: u),
-)
-SWAPPED = _KNOWN_MISTAKES[0][1]
+_SWAP = MISTAKES["cfg_swapped"]
+SWAPPED = _SWAP.message
 
 
 def cfg_tolerance(dtype: torch.dtype, *tensors: torch.Tensor, scale: float = 1.0) -> float:
@@ -139,9 +113,11 @@ def _matches(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, form
 def name_cfg_mistake(
     out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float
 ) -> tuple[str, str] | None:
-    """``(id, words)`` of the known CFG mistake whose formula reproduces ``out`` (e.g. swapped
-    predictions), or None."""
-    found = ((mistake, words) for mistake, words, formula in _KNOWN_MISTAKES if _matches(out, u, c, w, formula, atol))
+    """``(id, words)`` of the known CFG mistake (:mod:`sdverify.mistakes`) whose formula reproduces
+    ``out`` (e.g. swapped predictions), or None."""
+    found = (
+        (m.id, m.message) for m in cfg_formulas() if m.formula is not None and _matches(out, u, c, w, m.formula, atol)
+    )
     return next(found, None)
 
 
@@ -278,7 +254,7 @@ def cfg_algebra(
     clause = "eps_uncond and eps_cond are not swapped"
     if f_plain is not None:
         results.append(replace(f_plain, id="cfg.swapped", clause=clause))
-    elif _matches(plain, u, c, w, _KNOWN_MISTAKES[0][2], tol):
+    elif _SWAP.formula is not None and _matches(plain, u, c, w, _SWAP.formula, tol):
         results.append(fail("cfg.swapped", SWAPPED, clause, w=w))
     else:
         results.append(ok("cfg.swapped", clause))

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -51,21 +52,12 @@ def _name(scheduler) -> str:
 
 def expected_timestep_count(name: str, num_inference_steps: int) -> int:
     """How many entries ``set_timesteps(N)`` documents for scheduler ``name``."""
-    n = num_inference_steps
-    if name == "pndm":
-        return n + 1 if n >= 2 else 1
-    if name == "heun":
-        return 2 * n - 1
-    return n
+    return TRAITS[name].count(num_inference_steps)
 
 
 def documented_repeats(name: str, length: int) -> list[int]:
     """Indices ``i`` with ``timesteps[i] == timesteps[i + 1]`` that the scheduler documents."""
-    if name == "pndm" and length >= 3:
-        return [1]
-    if name == "heun":
-        return list(range(1, length - 1, 2))
-    return []
+    return TRAITS[name].repeats(length)
 
 
 def upstream_findings(name: str, num_inference_steps: int) -> dict[str, str]:
@@ -73,17 +65,7 @@ def upstream_findings(name: str, num_inference_steps: int) -> dict[str, str]:
 
     Found by Hypothesis over N in 1..1000 with the SD1.5 scheduler config (diffusers 0.42).
     """
-    findings: dict[str, str] = {}
-    if num_inference_steps == C.NUM_TRAIN_TIMESTEPS and name in {"ddpm", "ddim", "pndm"}:
-        findings["timesteps.range"] = (
-            "'leading' spacing plus steps_offset=1 shifts the grid 0..999 up by one: timestep 1000 appears, "
-            "and step() at it raises IndexError (alphas_cumprod has 1000 entries)"
-        )
-    if num_inference_steps == C.NUM_TRAIN_TIMESTEPS and name in {"dpm", "unipc"}:
-        findings["timesteps.strictly_decreasing"] = (
-            "'linspace' spacing rounds linspace(0, 999, 1001) to integers, which repeats timestep 500"
-        )
-    return findings
+    return dict(TRAITS[name].findings) if num_inference_steps == C.NUM_TRAIN_TIMESTEPS else {}
 
 
 def timestep_properties(scheduler, num_inference_steps: int) -> list[CheckResult]:
@@ -261,13 +243,17 @@ def noise_drawn(name: str, scheduler) -> str:
     ``sigma_up`` noise on every step whose target sigma is > 0; with one step it goes
     straight to sigma 0 and draws nothing.  Schedulers outside ``STOCHASTIC`` never draw.
     """
-    if name not in STOCHASTIC:
-        return "none"
-    if name == "ddpm":
-        if any(_previous(scheduler, i) >= 0 for i in range(len(scheduler.timesteps))):
-            return "visible"
-        return "negligible" if bool((scheduler.timesteps > 0).any()) else "none"
-    return "visible" if bool((scheduler.sigmas[1:] > 0).any()) else "none"  # euler_a
+    return TRAITS[name].noise(scheduler) if name in STOCHASTIC else "none"
+
+
+def _posterior_noise(scheduler) -> str:
+    if any(_previous(scheduler, i) >= 0 for i in range(len(scheduler.timesteps))):
+        return "visible"
+    return "negligible" if bool((scheduler.timesteps > 0).any()) else "none"
+
+
+def _ancestral_noise(scheduler) -> str:
+    return "visible" if bool((scheduler.sigmas[1:] > 0).any()) else "none"
 
 
 def reproducibility(
@@ -342,10 +328,58 @@ def _previous(scheduler, index: int) -> int:
     DDIM strides down by num_train // N; DDPM goes to the next entry of its schedule (the
     two agree except for the shifted grid of N = 1000, see :func:`upstream_findings`).
     """
-    t = int(scheduler.timesteps[index])
-    if scheduler_name(scheduler) == "ddpm":
+    if TRAITS[_name(scheduler)].previous_is_next_entry:
         return int(scheduler.timesteps[index + 1]) if index + 1 < len(scheduler.timesteps) else -1
-    return t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    return int(scheduler.timesteps[index]) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+
+
+# --------------------------------------------------------------------- scheduler traits
+_LEADING_OVERFLOW = (
+    "timesteps.range",
+    "'leading' spacing plus steps_offset=1 shifts the grid 0..999 up by one: timestep 1000 appears, "
+    "and step() at it raises IndexError (alphas_cumprod has 1000 entries)",
+)
+_LINSPACE_REPEAT = (
+    "timesteps.strictly_decreasing",
+    "'linspace' spacing rounds linspace(0, 999, 1001) to integers, which repeats timestep 500",
+)
+
+
+def _no_noise(scheduler) -> str:
+    return "none"
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What one scheduler documents beyond the common invariants; the defaults are the common case."""
+
+    count: Callable[[int], int] = lambda n: n  # entries set_timesteps(N) makes
+    repeats: Callable[[int], list[int]] = lambda length: []  # documented i with timesteps[i] == timesteps[i + 1]
+    findings: tuple[tuple[str, str], ...] = ()  # upstream breaks at N = num_train_timesteps (property id, why)
+    noise: Callable[[Any], str] = _no_noise  # noise_drawn() of a STOCHASTIC scheduler's current schedule
+    previous_is_next_entry: bool = False  # a step goes to the next grid entry, not t - num_train // N
+
+
+# One entry per registered scheduler (sdverify.schedulers.SCHEDULERS): a new scheduler is one line.
+TRAITS: dict[str, Traits] = {
+    # PNDM's PRK warm-up: one extra entry and timesteps[1] == timesteps[2].
+    "pndm": Traits(
+        count=lambda n: n + 1 if n >= 2 else 1,
+        repeats=lambda length: [1] if length >= 3 else [],
+        findings=(_LEADING_OVERFLOW,),
+    ),
+    "ddpm": Traits(findings=(_LEADING_OVERFLOW,), noise=_posterior_noise, previous_is_next_entry=True),
+    "ddim": Traits(findings=(_LEADING_OVERFLOW,)),
+    "euler": Traits(),
+    "euler_a": Traits(noise=_ancestral_noise),
+    "lms": Traits(),
+    "dpm": Traits(findings=(_LINSPACE_REPEAT,)),
+    # Heun's second-order steps: every interior timestep twice (two model calls per step).
+    "heun": Traits(count=lambda n: 2 * n - 1, repeats=lambda length: list(range(1, length - 1, 2))),
+    "unipc": Traits(findings=(_LINSPACE_REPEAT,)),
+}
+if set(TRAITS) != set(SCHEDULERS):
+    raise RuntimeError(f"scheduler traits missing for {sorted(set(SCHEDULERS) - set(TRAITS))}")
 
 
 def ddim_exact_step(scheduler, x0: torch.Tensor, eps: torch.Tensor, index: int) -> CheckResult:
