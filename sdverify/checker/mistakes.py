@@ -65,6 +65,11 @@ _TYPE_HINTS: dict[tuple[str, str], str] = {
 }
 
 
+# Type signatures that are a catalogued mistake (sdverify.mistakes) report its id, so the
+# checker and the notebook grader count them alike.
+_CATALOG_IDS = {("denoise_step", "SchedulerOutput"): "prev_sample_missing"}
+
+
 def from_value(function: str, value: Value) -> tuple[str, str] | None:
     """``(mistake id, words)`` when a value's type or shape is a known mistake's signature."""
     kind = value.desc.get("type", "")
@@ -74,7 +79,7 @@ def from_value(function: str, value: Value) -> tuple[str, str] | None:
         return "returned_none", "returned None: the function is missing a return statement"
     hint = _TYPE_HINTS.get((function, kind))
     if hint:
-        return f"type_{kind}", hint
+        return _CATALOG_IDS.get((function, kind), f"type_{kind}"), hint
     if value.kind == "other" and value.desc.get("type") == "ndarray":
         return (
             "numpy_array",
@@ -85,7 +90,7 @@ def from_value(function: str, value: Value) -> tuple[str, str] | None:
         return _image_shape_hint(function, value)
     if function == "tokenize" and len(shape) == 2 and shape[0] == 1:
         if shape[1] < C.MAX_TOKENS:
-            return "tokenize_no_padding", (
+            return "ids_not_padded", (
                 f"token ids have shape [1,{shape[1]}]: the tokenizer was called without padding='max_length', "
                 f"max_length={C.MAX_TOKENS}"
             )
