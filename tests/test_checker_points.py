@@ -124,3 +124,25 @@ def test_the_bundled_reference_is_exempt_and_an_unused_import_is_only_noted(tmp_
     report = check_submission(str(student))
     assert report.points_by_function()["cfg_combine"] == (10, 10)
     assert any("imports sdverify.reference" in n and "no points lost" in n for n in report.notes), report.notes
+
+
+def test_a_call_that_raises_on_one_case_costs_that_case_only(tmp_path: Path):
+    """An interface gate fails on the case whose call raised, and withholds that case alone
+    (found by a red-team run: it used to withhold every case of the function)."""
+    student = tmp_path / "student.py"
+    student.write_text(
+        "import torch\n\n\n"
+        "def encode_prompt(tokenizer, text_encoder, prompt):\n"
+        "    if not prompt:\n"
+        "        raise ValueError('empty prompt')\n"
+        "    ids = tokenizer(prompt, padding='max_length', max_length=77, truncation=True, return_tensors='pt')\n"
+        "    with torch.no_grad():\n"
+        "        return text_encoder(ids.input_ids)[0]\n"
+    )
+    entries = [c for c in check_submission(str(student)).checks if c.function == "encode_prompt"]
+    cases = {c.id: c for c in entries if c.role == "points"}
+    assert cases["encode_prompt.reference[empty]"].points == 0
+    assert cases["encode_prompt.reference[astronaut]"].points == cases["encode_prompt.reference[astronaut]"].max_points
+    gate = next(c for c in entries if c.id == "encode_prompt.embeddings.shape")
+    assert not gate.passed and gate.details["failed_cases"] == ["encode_prompt[empty]"]
+    assert gate.message.count("encode_prompt[empty]") == 1

@@ -275,7 +275,8 @@ def _merged(function: str, per_probe: list[tuple[Probe, list[CheckResult]]]) -> 
             if not r.passed:
                 failed.setdefault(key, []).append(probe.id)
             if key not in merged or (merged[key].passed and not r.passed):
-                merged[key] = replace(r, id=key, message=f"{probe.id}: {r.message}" if not r.passed else r.message)
+                named = r.passed or r.message.startswith(probe.id)
+                merged[key] = replace(r, id=key, message=r.message if named else f"{probe.id}: {r.message}")
     return [
         replace(r, details={**r.details, "failed_cases": failed[k]}) if k in failed else r for k, r in merged.items()
     ]
@@ -291,9 +292,10 @@ def _value_properties(
     per_probe = []
     for probe in ctx.plan.of(function):
         outcome = _returned("x", probe, outcomes.get(probe.id), "")
-        if isinstance(outcome, CheckResult):  # the same ids as a run that returned something
+        if isinstance(outcome, CheckResult):  # this case failed every property: the others still count
             ids = [r.id for r in properties(probe, ctx.expected[probe.id][0])]
-            return [replace(outcome, id=f"{function}.{id}") for id in ids]
+            per_probe.append((probe, [replace(outcome, id=id) for id in ids]))
+            continue
         named = mistakes.from_value(function, outcome.values[0])
         results = [_with_mistake(r, named) for r in properties(probe, _student_tensor(outcome.values[0]))]
         per_probe.append((probe, results))
