@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdverify import contract as C
+from sdverify.sanitise import printable  # on all text a submission can reach: no terminal sequences
 
 if TYPE_CHECKING:
     from sdverify.notebooks.grading import Settings, SubmissionGrade
@@ -176,7 +177,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     _print_grades(grades, out)
     if lms:
         for problem in lms.roster.problems(grades):
-            print(f"warning: roster: {problem}", file=sys.stderr)
+            print(printable(f"warning: roster: {problem}"), file=sys.stderr)
         if lms.canvas_csv:
             print(f"Canvas gradebook import: {lms.canvas_csv}")
     return 0
@@ -185,7 +186,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 def _print_grades(grades: Sequence[SubmissionGrade], out: Path) -> None:
     width = max((len(g.name) for g in grades), default=0)
     for g in grades:
-        print(f"{g.name:{width}s}  {g.score:g}/{g.max_score:g}" + (f"  ({g.error})" if g.error else ""))
+        print(printable(f"{g.name:{width}s}  {g.score:g}/{g.max_score:g}" + (f"  ({g.error})" if g.error else "")))
     print(
         f"reports in {out}/: grades.csv, junit.xml, index.html, summary.json, "
         "submissions/<name>/{report.html,results.json}"
@@ -239,7 +240,7 @@ def _cmd_autograder_run(args: argparse.Namespace) -> int:
     print(f"score {results['score']:g}/{max_score:g} written to {root / 'results' / 'results.json'}")
     for test in results["tests"]:
         shown = "" if test["visibility"] == "visible" else f"  ({test['visibility']})"
-        print(f"  [{test['status']}] {test['name']}{shown}")
+        print(printable(f"  [{test['status']}] {test['name']}{shown}"))
     return 0
 
 
@@ -328,10 +329,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
             sandbox=args.sandbox,
             allow=allow,
         )
-        print(to_text(report), end="\n\n" if len(targets) > 1 else "\n", flush=True)
+        print(printable(to_text(report)), end="\n\n" if len(targets) > 1 else "\n", flush=True)
         reports.append(report)
     if len(reports) > 1:
-        print(summary_table(reports))
+        print(printable(summary_table(reports)))
     for path, render in ((args.json, to_json), (args.junit, to_junit)):
         if path:
             Path(path).write_text(render(reports), encoding="utf-8")
@@ -355,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return 2
 
 

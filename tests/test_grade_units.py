@@ -14,7 +14,6 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from sdverify import contract as C
 from sdverify.cli import main
 from sdverify.delegation import Policy
-from sdverify.notebooks.batch import collect, unique_names
 from sdverify.notebooks.exercises import ddpm_posterior_mean_std, normal_statistics
 from sdverify.notebooks.runner import (
     Snapshot,
@@ -25,6 +24,7 @@ from sdverify.notebooks.runner import (
     plan_snapshots,
 )
 from sdverify.notebooks.spec import DEFAULT_SPEC, load_spec
+from sdverify.notebooks.submissions import survey, unique_names
 from sdverify.schedulers import make_scheduler
 
 
@@ -207,17 +207,20 @@ def test_normal_statistics_names_uniform_draws():
     assert "not those of a standard normal" in normal_statistics(2 * torch.randn(C.LATENT_SHAPE, generator=gen))[2]
 
 
-def test_collect_and_unique_names(tmp_path):
+def test_survey_and_unique_names(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     (tmp_path / ".ipynb_checkpoints").mkdir()
     for p in ("a/alice.ipynb", "b/alice.ipynb", "b/bob.py", "b/notes.txt", ".ipynb_checkpoints/alice.ipynb"):
         (tmp_path / p).write_text("{}")
-    found = collect([tmp_path])
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/alice.ipynb", "b/alice.ipynb", "b/bob.py"]
-    assert unique_names(found) == ["alice", "alice-2", "bob"]
-    with pytest.raises(ValueError, match=r"expected a \.ipynb notebook"):
-        collect([tmp_path / "b" / "notes.txt"])
+    found = survey([tmp_path])
+    assert [e.file for e in found.submissions] == ["a/alice.ipynb", "b/alice.ipynb", "b/bob.py"]
+    names = unique_names(found.submissions)
+    assert re.fullmatch(r"alice-[0-9a-f]{8}", names[0]) and re.fullmatch(r"alice-[0-9a-f]{8}", names[1])
+    assert names[0] != names[1] and names[2] == "bob"
+    assert [s.file for s in found.skipped] == [".ipynb_checkpoints/", "b/notes.txt"]
+    [alone] = survey([tmp_path / "b" / "notes.txt"]).submissions  # named alone: that student's error
+    assert alone.refusal and "cannot grade a .txt file" in alone.refusal
 
 
 @pytest.mark.parametrize(
@@ -295,7 +298,7 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
     )
     assert "swapped" in (out / "submissions" / "alice" / "report.html").read_text()
     assert (out / "grades.csv").read_text().splitlines()[0] == (
-        "student,cfg_combine,tokenize,total,max_total,error,isolation"
+        "student,file,cfg_combine,tokenize,total,max_total,error,isolation"
     )
 
 
@@ -334,7 +337,7 @@ def test_a_notebook_pipeline_call_is_charged_to_its_exercise_from_source_and_tri
 
 
 def test_one_runner_per_kind_and_a_clear_error_for_others(tmp_path):
-    from sdverify.notebooks.batch import SUFFIXES
+    from sdverify.notebooks.submissions import SUFFIXES
     from sdverify.notebooks.grading import RUNNERS, runner_for
 
     assert runner_for(tmp_path / "a.ipynb").kind == "notebook" and runner_for(tmp_path / "a.py").kind == "module"

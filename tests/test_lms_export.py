@@ -103,7 +103,7 @@ def test_grades_csv_gains_the_ids_and_canvas_gets_its_import_format(tmp_path):
 
 def test_without_a_roster_grades_csv_is_unchanged(tmp_path):
     write_class([_grade("/subs/alice.ipynb", 1)], tmp_path, "Lesson")
-    assert (tmp_path / "grades.csv").read_text().splitlines()[0] == "student,ex1,total,max_total,error,isolation"
+    assert (tmp_path / "grades.csv").read_text().splitlines()[0] == "student,file,ex1,total,max_total,error,isolation"
     assert not list(tmp_path.glob("*canvas*"))
 
 

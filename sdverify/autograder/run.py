@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from sdverify.autograder.gradescope import failure_results, to_gradescope
-from sdverify.notebooks.batch import collect, grade_batch
+from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import Spec
+from sdverify.notebooks.submissions import collect
 
 UNFINISHED = (
     "The autograder started grading this submission but did not finish (a time limit, or the "

@@ -62,7 +62,6 @@ def check_submission(
     """
     from sdverify import isolation
     from sdverify.checker import checks, own_work, parent, points
-    from sdverify.checker.submission import is_kit
     from sdverify.delegation import CHECK_POLICY, watch_lists
 
     start = time.perf_counter()
@@ -77,7 +76,7 @@ def check_submission(
     resolved = target if isinstance(target, Target) else resolve_target(target)
     ctx = checks.context(preset, device, weights)
     policies = {f: CHECK_POLICY[f].relaxed(allow) for f in API_NAMES}
-    watch = None if is_kit(resolved) else watch_lists(policies.values())
+    watch = None if resolved.bundled else watch_lists(policies.values())
     result = parent.run_submission(
         resolved,
         ctx.plan,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdverify.results import CheckResult, _jsonable
+from sdverify.sanitise import xml_tree
 
 SCHEMA_VERSION = 1
 
@@ -189,7 +190,7 @@ def summary_table(reports: Sequence[SubmissionReport]) -> str:
 def to_junit(reports: SubmissionReport | Sequence[SubmissionReport]) -> str:
     """JUnit XML: a ``<testsuite>`` per submission (wrapped in ``<testsuites>`` when several),
     one testcase per check, classname = the API function."""
-    suites = [_suite(r) for r in _listed(reports)]
+    suites = [xml_tree(_suite(r)) for r in _listed(reports)]  # a student's control characters: escaped
     if len(suites) == 1:
         return ET.tostring(suites[0], encoding="unicode", xml_declaration=True)
     root = ET.Element("testsuites")

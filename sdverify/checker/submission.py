@@ -33,10 +33,16 @@ REFERENCE = "sdverify.reference"
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved submission: ``kind`` is ``"path"`` (absolute file) or ``"module"``."""
+    """A resolved submission: ``kind`` is ``"path"`` (absolute file) or ``"module"``.
+
+    ``bundled``: no target was named (``sdverify check`` alone), so this is the kit's reference
+    checking itself, the only code exempt from the delegation policy.  A path or module name
+    that leads to the kit's code (a link to ``sdverify/reference.py``, ``sdverify.reference``)
+    is graded like any submission, and charged for using the kit."""
 
     kind: Literal["path", "module"]
     value: str
+    bundled: bool = False
 
     @property
     def display(self) -> str:
@@ -53,7 +59,7 @@ def resolve_target(target: str | os.PathLike[str] | None) -> Target:
     """
     text = os.fspath(target).strip() if target is not None else ""
     if not text:
-        return Target("module", REFERENCE)
+        return Target("module", REFERENCE, bundled=True)
     path = Path(text).expanduser()
     looks_like_path = text.endswith(".py") or os.sep in text or path.exists()
     if looks_like_path:
@@ -75,14 +81,6 @@ def resolve_target(target: str | os.PathLike[str] | None) -> Target:
     ):
         raise ValueError(f"submission module {text!r} not found (no {top!r} on sys.path or in {os.getcwd()})")
     return Target("module", text)
-
-
-def is_kit(target: Target) -> bool:
-    """Whether the target is the kit's own code (the bundled reference checking itself)."""
-    kit = Path(__file__).resolve().parents[1]
-    if target.kind == "module":
-        return target.value.split(".")[0] == kit.name
-    return kit in Path(target.value).resolve().parents
 
 
 def source_of(target: Target, search_dir: str, limit: int = 4 << 20) -> str | None:

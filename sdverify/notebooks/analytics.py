@@ -1,7 +1,8 @@
 """Class analytics: what ``summary.json`` and the class page say about the whole class.
 
 Score distribution, per-exercise and per-check pass rates, how many students made each
-named mistake (and who), the slowest submissions and the isolation levels used.  Points
+named mistake (and who), the slowest submissions, the isolation levels used and the files
+of the folder that were not graded (with the reason).  Points
 are read from the result objects (each check's ``points``/``max_points``, summed by
 ``ExerciseGrade``/``SubmissionGrade``), never recomputed here.  Everything follows the
 students' names, so the same grades give the same bytes however they were batched.
@@ -22,8 +23,14 @@ SLOWEST = 5  # submissions listed as the slowest
 BINS = 10  # score histogram: bins of 10 % of the maximum
 
 
-def summary(grades: Sequence[SubmissionGrade], title: str, shard: tuple[int, int] | None = None) -> dict[str, Any]:
-    """The class summary (``summary.json``); ``shard``: the ``(K, N)`` these grades are, if one."""
+def summary(
+    grades: Sequence[SubmissionGrade],
+    title: str,
+    shard: tuple[int, int] | None = None,
+    skipped: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """The class summary (``summary.json``); ``shard``: the ``(K, N)`` these grades are, if one;
+    ``skipped``: ``(file, reason)`` of each file that is not a submission."""
     ordered = sorted(grades, key=lambda g: g.name)
     return {
         "schema": SCHEMA,
@@ -40,6 +47,7 @@ def summary(grades: Sequence[SubmissionGrade], title: str, shard: tuple[int, int
             {"student": g.name, "seconds": round(g.seconds, 2), "timings": g.timings}
             for g in sorted(ordered, key=lambda g: (-g.seconds, g.name))[:SLOWEST]
         ],
+        "skipped": [{"file": file, "reason": reason} for file, reason in sorted(skipped)],
     }
 
 

@@ -7,7 +7,8 @@ interrupted batch resumes where it stopped; a stored result is reused while the
 submission, weights and isolation level are unchanged, exercise by exercise while its
 spec definition is (``regrade``).  A batch may be one shard of the class (``shards``),
 or a few of its students or exercises (``only``, ``exercises``).  The isolation level is
-resolved once, here, and every report names it.
+resolved once, here, and every report names it.  Which files are submissions, which are
+skipped and why, and how students are named: ``submissions``.
 
 A batch always finishes: a worker that dies (a submission that kills it) fails only the
 submissions it had, and each is retried once alone in a fresh worker; the zoo snapshot is
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import re
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,10 +31,11 @@ from tqdm import tqdm
 
 from sdverify import isolation, zoo
 from sdverify.notebooks.grading import (
-    RUNNERS,
+    NOT_RUN,
     Settings,
     SubmissionGrade,
     grade_submission,
+    refused,
     resolve_settings,
     runner_for,
 )
@@ -43,45 +44,32 @@ from sdverify.notebooks.regrade import Job, check_exercises, check_students, pla
 from sdverify.notebooks.reports import GRADE_FILES, load_grade, submission_dir, write_class, write_submission
 from sdverify.notebooks.shards import Shard, in_shard
 from sdverify.notebooks.spec import Spec
+from sdverify.notebooks.submissions import Entry, Skipped, survey, unique_names
+from sdverify.sanitise import printable
 
-SUFFIXES = tuple(RUNNERS)  # every kind a runner grades
-_SKIP_PARTS = {".ipynb_checkpoints", "__pycache__"}
-
-
-def collect(paths: list[str | Path]) -> list[Path]:
-    """Submissions named by ``paths``: notebooks/modules, or folders searched recursively."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix in SUFFIXES
-                and p.is_file()
-                and not _SKIP_PARTS & set(p.parts)
-                and not p.name.startswith(".")
-            )
-        elif path.is_file() and path.suffix in SUFFIXES:
-            found.append(path)
-        elif path.exists():
-            raise ValueError(f"{path}: expected a .ipynb notebook, a .py module or a folder of them")
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    return list(dict.fromkeys(p.resolve() for p in found))
+SKIPPED_SHOWN = 20  # skipped files printed (all of them are in summary.json and index.html)
 
 
-def unique_names(paths: list[Path]) -> list[str]:
-    """One safe folder name per submission: the file stem, suffixed when stems collide."""
-    names: list[str] = []
-    for path in paths:
-        base = re.sub(r"[^\w.-]", "_", path.stem) or "submission"
-        name, n = base, 1
-        while name in names:
-            n += 1
-            name = f"{base}-{n}"
-        names.append(name)
-    return names
+def _plan(
+    entry: Entry, name: str, stored: SubmissionGrade | None, spec: Spec, settings: Settings, regrade: Sequence[str]
+) -> SubmissionGrade | Job:
+    """``plan``'s answer, or the grade of a file refused (unreadable since it was found included)."""
+    if entry.refusal is not None:
+        return refused(entry.path, name, spec, entry.refusal)
+    try:
+        return plan(entry.path, name, stored, spec, settings, regrade=regrade)
+    except OSError as exc:
+        return refused(entry.path, name, spec, f"{entry.path.name} cannot be read: {exc.strerror or exc}")
+
+
+def _print_skipped(skipped: Sequence[Skipped]) -> None:
+    """Name the files that are not submissions, and why (all of them: summary.json, index.html)."""
+    if not skipped:
+        return
+    lines = [f"  {s.file}: {s.reason}" for s in skipped[:SKIPPED_SHOWN]]
+    more = len(skipped) - len(lines)
+    lines += [f"  ... and {more} more (summary.json lists them all)"] if more > 0 else []
+    print(printable("\n".join([f"sdverify: not graded, {len(skipped)} file(s):", *lines])), file=sys.stderr)
 
 
 def _grade(job: Job, spec: Spec, settings: Settings, out: Path, hidden: tuple[Path, ...]) -> SubmissionGrade:
@@ -145,24 +133,29 @@ def grade_batch(
     Raises ValueError for an unusable ``settings.sandbox`` (bwrap requested where it cannot
     run) and for ``only``/``exercises`` naming no student or exercise of the batch.
     """
-    submissions = collect(paths)
-    if not submissions:
-        raise ValueError(f"no .ipynb or .py submissions found in {[str(p) for p in paths]}")
-    names = unique_names(submissions)  # of the whole class: every shard names everyone alike
+    found = survey(paths, exclude=(out,))
+    if not found.submissions:
+        raise ValueError(
+            f"no .ipynb or .py submissions found in {[str(p) for p in paths]}"
+            + "".join(f"\n  skipped {s.file}: {s.reason}" for s in found.skipped[:SKIPPED_SHOWN])
+        )
+    entries = found.submissions
+    names = unique_names(entries)  # of the whole class: every shard names everyone alike
     check_students(names, only)
     check_exercises(spec, exercises)
-    chosen = [(path, name) for path, name in zip(submissions, names) if shard is None or in_shard(name, shard)]
+    chosen = [(entry, name) for entry, name in zip(entries, names) if shard is None or in_shard(name, shard)]
+    files = {name: entry.file for entry, name in chosen}
     settings = resolve_settings(settings)
     level = isolation.resolve(settings.sandbox)
     isolation.warn_once(level)
     # Under bwrap no kernel sees the submissions (its own included: it runs a copy) or the reports.
-    hidden = tuple(dict.fromkeys([*(Path(p).resolve() for p in paths), *(p.parent for p in submissions)]))
+    hidden = tuple(dict.fromkeys([*(Path(p).resolve() for p in paths), *(e.path.parent for e in entries)]))
     hidden = tuple(p for p in hidden if p.is_dir()) + (out.resolve(),)
     grades: dict[str, SubmissionGrade] = {}
-    updated: list[str] = []  # stored grades whose exercise titles the spec renamed: rewritten, not regraded
+    updated: list[str] = []  # refused, or stored grades whose exercise titles the spec renamed: rewritten
     todo: list[Job] = []
     never: list[str] = []
-    for path, name in chosen:
+    for entry, name in chosen:
         stored = load_grade(submission_dir(out, name))
         if only and name not in only:
             if stored is None:
@@ -171,12 +164,13 @@ def grade_batch(
                 grades[name] = stored
             continue
         whole = force or (only and not exercises)
-        outcome = plan(path, name, None if whole else stored, spec, settings, regrade=exercises)
+        outcome = _plan(entry, name, None if whole else stored, spec, settings, exercises)
         if isinstance(outcome, Job):
             todo.append(outcome)
         else:
             grades[name] = outcome
             updated += [] if outcome is stored else [name]
+    _print_skipped(found.skipped)
     if never:
         print(f"sdverify: never graded, left out of the class files: {', '.join(never)}", file=sys.stderr)
     bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress or not todo)
@@ -184,6 +178,7 @@ def grade_batch(
     written: dict[str, dict[str, str]] = {}
 
     def store(name: str, grade: SubmissionGrade) -> None:
+        grade.file = files[name]
         grades[name] = grade
         write_submission(grade, submission_dir(out, name))
         written[name] = _file_digests(submission_dir(out, name))
@@ -243,14 +238,18 @@ def grade_batch(
         store(job.name, alone(job))
     bar.close()
     partly = sum(bool(job.keep) for job in todo)
+    refusals = sum(g.isolation == NOT_RUN for g in grades.values())
     print(
         f"sdverify: graded {len(todo)} submission(s)"
         + (f" ({partly} in part: their other exercises kept)" if partly else "")
-        + f", {len(grades) - len(todo)} up to date",
+        + (f", {refusals} refused (graded 0 without running: see their error)" if refusals else "")
+        + f", {len(grades) - len(todo) - refusals} up to date",
         file=sys.stderr,
     )
     ordered = [grades[name] for _, name in chosen if name in grades]
-    write_class(ordered, out, spec.title, shard, lms)
+    for grade in ordered:
+        grade.file = files[grade.name]
+    write_class(ordered, out, spec.title, shard, lms, found.skipped)
     for name, expected in written.items():  # nothing may have rewritten a grade since
         folder = submission_dir(out, name)
         if _file_digests(folder) != expected:

@@ -87,6 +87,7 @@ class SubmissionGrade:
     digest: str = ""
     image: str | None = None  # file name of the generated image, next to the reports
     isolation: str = ""  # the level student code ran under ("bwrap" | "process"; modules: "checker")
+    file: str = ""  # the file as found, below the folder given (what grades.csv and a roster call it)
 
     @property
     def score(self) -> float:
@@ -149,6 +150,17 @@ def runner_for(path: Path) -> Runner:
     except KeyError:
         kind = path.suffix or "suffix-less"
         raise ValueError(f"{path.name}: cannot grade a {kind} file; expected one of {list(RUNNERS)}") from None
+
+
+NOT_RUN = "not run"  # the isolation of a file refused before anything ran
+
+
+def refused(path: Path, name: str, spec: Spec, reason: str) -> SubmissionGrade:
+    """The grade of a file that is not run (a link, an unreadable or unsupported file): 0, ``reason`` its error."""
+    runner = RUNNERS.get(path.suffix)
+    kind = runner.kind if runner else "unsupported"
+    exercises = runner.failed(spec, {}) if runner else _zero(spec)
+    return SubmissionGrade(name, str(path), kind, exercises, error=reason, isolation=NOT_RUN)
 
 
 def grade_submission(

@@ -17,11 +17,13 @@ an existing assignment is updated when the column is named as Canvas exports it
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sdverify.notebooks.grading import SubmissionGrade
+from sdverify.sanitise import csv_cell
 
 _REQUIRED = ("file", "student_id", "email")
 _OPTIONAL = ("name", "section")
@@ -118,18 +120,24 @@ class LmsExport:
 
     def columns(self, grades: list[SubmissionGrade]) -> list[list[str]]:
         """Each grade's ``ROSTER_COLUMNS`` cells (empty where no single roster row names it)."""
-        return [[s.student_id, s.email] if s else ["", ""] for s in self.roster.match(grades)]
+        return [[csv_cell(s.student_id), csv_cell(s.email)] if s else ["", ""] for s in self.roster.match(grades)]
 
     def write(self, grades: list[SubmissionGrade], title: str) -> None:
         """Canvas' gradebook CSV of the matched grades, if asked for."""
         if self.canvas_csv is None:
             return
+        self.canvas_csv.parent.mkdir(parents=True, exist_ok=True)
+        self.canvas_csv.write_text(self.canvas_text(grades, title), encoding="utf-8", newline="")
+
+    def canvas_text(self, grades: list[SubmissionGrade], title: str) -> str:
+        """Canvas' gradebook CSV: every text cell ``csv_cell``-safe (a name students chose included)."""
         rows = [(g, s) for g, s in zip(grades, self.roster.match(grades)) if s is not None]
         points = max((g.max_score for g, _ in rows), default=0.0)
-        self.canvas_csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.canvas_csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow([*CANVAS_HEADER, self.canvas_assignment or title])
-            writer.writerow([CANVAS_POINTS_ROW, "", "", "", "", f"{points:g}"])
-            for g, s in rows:
-                writer.writerow([s.name or g.name, "", s.student_id, s.email, s.section, f"{g.score:g}"])
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow([*CANVAS_HEADER, csv_cell(self.canvas_assignment or title)])
+        writer.writerow([CANVAS_POINTS_ROW, "", "", "", "", f"{points:g}"])
+        for g, s in rows:
+            cells = [s.name or g.name, "", s.student_id, s.email, s.section]
+            writer.writerow([*map(csv_cell, cells), f"{g.score:g}"])
+        return text.getvalue()

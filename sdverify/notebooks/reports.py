@@ -7,8 +7,9 @@ Layout under ``--out``::
     submissions/<name>/results.json   (Gradescope)
     submissions/<name>/report.html    (+ image.png, executed.ipynb for notebooks)
 
-Every string that came from a submission is escaped: a notebook's error message is
-data, never markup.  Every format names the isolation level student code ran under.
+Every string that came from a submission passes through ``sdverify.sanitise`` for its
+format: a notebook's error message is data, never markup, a formula or a terminal sequence,
+and junit.xml always parses.  Every format names the isolation level student code ran under.
 The class files list students by name, so the same grades give the same bytes however
 they were batched (one run, or shards merged).  The pages load nothing from the network.
 """
@@ -16,9 +17,10 @@ they were batched (one run, or shards merged).  The pages load nothing from the 
 from __future__ import annotations
 
 import csv
-import html
+import io
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 from sdverify.autograder.gradescope import to_gradescope
@@ -26,6 +28,9 @@ from sdverify.isolation import describe as isolation_text
 from sdverify.notebooks import analytics
 from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
 from sdverify.notebooks.lms import ROSTER_COLUMNS, LmsExport
+from sdverify.notebooks.submissions import Skipped
+from sdverify.sanitise import csv_cell, xml_tree
+from sdverify.sanitise import html as escape
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
@@ -87,7 +92,7 @@ def write_submission(grade: SubmissionGrade, folder: Path) -> None:
     texts = (json.dumps(grade.to_dict(), indent=1), json.dumps(to_gradescope(grade), indent=1), page)
     for name, text in zip(GRADE_FILES, texts, strict=True):
         tmp = folder / f".{name}.tmp"
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(folder / name)
 
 
@@ -104,29 +109,39 @@ def write_class(
     title: str,
     shard: tuple[int, int] | None = None,
     lms: LmsExport | None = None,
+    skipped: Sequence[Skipped] = (),
 ) -> None:
     """grades.csv, junit.xml, summary.json (+ its plot) and index.html over ``grades`` (one
     row/suite per submission, by name); ``shard``: the ``(K, N)`` share these grades are;
-    with ``lms``, the roster's columns in grades.csv and its exports (sdverify/notebooks/lms.py)."""
+    with ``lms``, the roster's columns in grades.csv and its exports (sdverify/notebooks/lms.py);
+    ``skipped``: the files that are not submissions, listed with their reasons."""
     out.mkdir(parents=True, exist_ok=True)
     grades = sorted(grades, key=lambda g: g.name)
-    columns = _columns(grades)
-    roster = lms.columns(grades) if lms else [[] for _ in grades]
-    with open(out / "grades.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        extra = list(ROSTER_COLUMNS) if lms else []
-        writer.writerow(["student", *columns, "total", "max_total", "error", "isolation", *extra])
-        for g, ids in zip(grades, roster, strict=True):
-            scores = {e.id: _fmt(e.score) for e in g.exercises}
-            totals = [_fmt(g.score), _fmt(g.max_score), g.error or "", g.isolation]
-            writer.writerow([g.name, *(scores.get(c, "") for c in columns), *totals, *ids])
-    (out / "junit.xml").write_text(junit(grades))
-    summary = analytics.summary(grades, title, shard)
+    (out / "grades.csv").write_text(grades_csv(grades, lms), encoding="utf-8", newline="")
+    (out / "junit.xml").write_text(junit(grades), encoding="utf-8")
+    summary = analytics.summary(grades, title, shard, skipped)
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     analytics.plot_distribution(summary, out / PLOT)
-    (out / "index.html").write_text(_page(title, _class_body(grades, columns, summary), script=_SORT_JS))
+    page = _page(title, _class_body(grades, _columns(grades), summary), script=_SORT_JS)
+    (out / "index.html").write_text(page, encoding="utf-8")
     if lms:
         lms.write(grades, title)
+
+
+def grades_csv(grades: list[SubmissionGrade], lms: LmsExport | None = None) -> str:
+    """grades.csv: a row per submission (its name and the file it was, as found), a score column
+    per exercise; every text cell ``csv_cell``-safe (no formula, no control character)."""
+    columns = _columns(grades)
+    roster = lms.columns(grades) if lms else [[] for _ in grades]
+    text = io.StringIO()
+    writer = csv.writer(text)
+    extra = list(ROSTER_COLUMNS) if lms else []
+    writer.writerow(["student", "file", *columns, "total", "max_total", "error", "isolation", *extra])
+    for g, ids in zip(grades, roster, strict=True):
+        scores = {e.id: _fmt(e.score) for e in g.exercises}
+        totals = [_fmt(g.score), _fmt(g.max_score), csv_cell(g.error or ""), csv_cell(g.isolation)]
+        writer.writerow([csv_cell(g.name), csv_cell(g.file), *(scores.get(c, "") for c in columns), *totals, *ids])
+    return text.getvalue()
 
 
 def junit(grades: list[SubmissionGrade]) -> str:
@@ -150,13 +165,13 @@ def junit(grades: list[SubmissionGrade]) -> str:
             case = ET.SubElement(suite, "testcase", classname=f"{g.name}.{exercise.id}", name=check.id)
             if not check.passed:
                 ET.SubElement(case, "failure", message=check.message).text = check.clause
-    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+    return ET.tostring(xml_tree(root), encoding="unicode", xml_declaration=True)
 
 
 def _page(title: str, body: str, script: str = "") -> str:
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>{body}"
         f"{f'<script>{script}</script>' if script else ''}</body></html>"
     )
 
@@ -164,15 +179,15 @@ def _page(title: str, body: str, script: str = "") -> str:
 def _exercise_html(e: ExerciseGrade) -> str:
     rows = "".join(
         f"<tr><td class='{'pass' if c.passed else 'fail'}'>{'✔' if c.passed else '✘'}</td>"
-        f"<td>{html.escape(c.id)}</td><td>{html.escape(c.label())}</td>"
-        f"<td>{html.escape(c.clause)}"
-        f"{'' if c.passed else '<pre class=fail>' + html.escape(c.message) + '</pre>'}</td>"
-        f"<td class='mistake'>{'' if c.passed else html.escape(str(c.details.get('mistake') or ''))}</td></tr>"
+        f"<td>{escape(c.id)}</td><td>{escape(c.label())}</td>"
+        f"<td>{escape(c.clause)}"
+        f"{'' if c.passed else '<pre class=fail>' + escape(c.message) + '</pre>'}</td>"
+        f"<td class='mistake'>{'' if c.passed else escape(str(c.details.get('mistake') or ''))}</td></tr>"
         for c in e.checks
     )
-    notes = "".join(f"<li class='note'>{html.escape(n)}</li>" for n in e.notes)
+    notes = "".join(f"<li class='note'>{escape(n)}</li>" for n in e.notes)
     return (
-        f"<h2>{html.escape(e.title)} — {_fmt(e.score)}/{_fmt(e.max_score)}</h2>"
+        f"<h2>{escape(e.title)} — {_fmt(e.score)}/{_fmt(e.max_score)}</h2>"
         f"{'<ul>' + notes + '</ul>' if notes else ''}"
         f"<table><tr><th></th><th>check</th><th>points</th><th>feedback</th><th>named mistake</th></tr>"
         f"{rows}</table>"
@@ -182,33 +197,31 @@ def _exercise_html(e: ExerciseGrade) -> str:
 def _submission_body(g: SubmissionGrade) -> str:
     parts = [
         "<p><a href='../../index.html'>class overview</a></p>",
-        f"<p>{html.escape(g.kind)} <code>{html.escape(g.path)}</code>, graded in {g.seconds:.1f} s</p>",
-        f"<p class='isolation'>{html.escape(isolation_text(g.isolation))}</p>",
+        f"<p>{escape(g.kind)} <code>{escape(g.path)}</code>, graded in {g.seconds:.1f} s</p>",
+        f"<p class='isolation'>{escape(isolation_text(g.isolation))}</p>",
     ]
     if g.error:
-        parts.append(f"<p class='fail'>{html.escape(g.error)}</p>")
+        parts.append(f"<p class='fail'>{escape(g.error)}</p>")
     if g.image:
-        parts.append(f"<img class='full' src='{html.escape(g.image)}' alt='generated image'>")
+        parts.append(f"<img class='full' src='{escape(g.image)}' alt='generated image'>")
     if g.timings:
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.3f} s</td></tr>" for k, v in g.timings.items())
+        rows = "".join(f"<tr><td>{escape(k)}</td><td>{v:.3f} s</td></tr>" for k, v in g.timings.items())
         parts.append(f"<h2>Stage timings (as the notebook measured them)</h2><table>{rows}</table>")
     if g.notes:
         parts.append(
-            "<h2>Notes</h2><ul>"
-            + "".join(f"<li class='note'><pre>{html.escape(n)}</pre></li>" for n in g.notes)
-            + "</ul>"
+            "<h2>Notes</h2><ul>" + "".join(f"<li class='note'><pre>{escape(n)}</pre></li>" for n in g.notes) + "</ul>"
         )
     parts += [_exercise_html(e) for e in g.exercises]
     return "".join(parts)
 
 
 def _link(name: str) -> str:
-    return f"<a href='submissions/{html.escape(name)}/report.html'>{html.escape(name)}</a>"
+    return f"<a href='submissions/{escape(name)}/report.html'>{escape(name)}</a>"
 
 
 def _table(heads: list[tuple[str, str]], rows: list[str], sortable: bool = False) -> str:
     """``heads``: (label, sort type: "num", "text" or "" for none)."""
-    head = "".join(f"<th{f' data-type={kind}' if kind and sortable else ''}>{html.escape(h)}</th>" for h, kind in heads)
+    head = "".join(f"<th{f' data-type={kind}' if kind and sortable else ''}>{escape(h)}</th>" for h, kind in heads)
     return (
         f"<table{' class=sortable' if sortable else ''}><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
@@ -222,21 +235,21 @@ def _rate(rate: float | None) -> str:
 def _class_body(grades: list[SubmissionGrade], columns: list[str], summary: dict) -> str:
     rows = []
     for g in grades:
-        folder = f"submissions/{html.escape(g.name)}/"
+        folder = f"submissions/{escape(g.name)}/"
         scores = {e.id: e for e in g.exercises}
-        image = f"<img class='thumb' src='{folder}{html.escape(g.image)}' alt=''>" if g.image else ""
+        image = f"<img class='thumb' src='{folder}{escape(g.image)}' alt=''>" if g.image else ""
         cells = "".join(
             f"<td data-v='{_fmt(scores[c].score)}'>{_fmt(scores[c].score)}/{_fmt(scores[c].max_score)}</td>"
             if c in scores
             else "<td data-v=''></td>"
             for c in columns
         )
-        error = f"<br><span class='fail'>{html.escape(g.error)}</span>" if g.error else ""
+        error = f"<br><span class='fail'>{escape(g.error)}</span>" if g.error else ""
         rows.append(
-            f"<tr><td data-v='{html.escape(g.name)}'>{_link(g.name)}{error}</td><td>{image}</td>{cells}"
+            f"<tr><td data-v='{escape(g.name)}'>{_link(g.name)}{error}</td><td>{image}</td>{cells}"
             f"<td data-v='{_fmt(g.score)}'><b>{_fmt(g.score)}/{_fmt(g.max_score)}</b></td>"
             f"<td class='t' data-v='{g.seconds:.2f}'>{g.seconds:.1f}</td>"
-            f"<td class='t'>{'<br>'.join(f'{html.escape(k)} {v:.2f} s' for k, v in g.timings.items())}</td></tr>"
+            f"<td class='t'>{'<br>'.join(f'{escape(k)} {v:.2f} s' for k, v in g.timings.items())}</td></tr>"
         )
     students = _table(
         [
@@ -253,12 +266,13 @@ def _class_body(grades: list[SubmissionGrade], columns: list[str], summary: dict
     levels = "; ".join(f"{isolation_text(level)}: {n}" for level, n in summary["isolation"].items())
     return "".join(
         [
-            f"<p>{len(grades)} submission(s)</p><p class='isolation'>{html.escape(levels)}</p>",
+            f"<p>{len(grades)} submission(s)</p><p class='isolation'>{escape(levels)}</p>",
             _distribution_html(summary),
             f"<h2>Students</h2><p>Click a column header to sort.</p>{students}",
             _rates_html(summary),
             _mistakes_html(summary),
             _slowest_html(summary),
+            _skipped_html(summary),
         ]
     )
 
@@ -272,18 +286,18 @@ def _distribution_html(summary: dict) -> str:
         if summary["students"]
         else "no submissions"
     )
-    return f"<h2>Score distribution</h2><img src='{PLOT}' alt='histogram of the scores'><p>{html.escape(facts)}</p>"
+    return f"<h2>Score distribution</h2><img src='{PLOT}' alt='histogram of the scores'><p>{escape(facts)}</p>"
 
 
 def _rates_html(summary: dict) -> str:
     exercises = [
-        f"<tr><td>{html.escape(e['id'])}</td><td>{html.escape(e['title'])}</td><td>{_fmt(e['mean'])}/"
+        f"<tr><td>{escape(e['id'])}</td><td>{escape(e['title'])}</td><td>{_fmt(e['mean'])}/"
         f"{_fmt(e['max_points'])}</td><td>{e['full_marks']}/{e['graded']}</td>"
         f"<td data-v='{e['pass_rate']}'>{_rate(e['pass_rate'])}</td></tr>"
         for e in summary["exercises"]
     ]
     checks = [
-        f"<tr><td>{html.escape(c['exercise'])}</td><td>{html.escape(c['check'])}</td><td>{_fmt(c['max_points'])}</td>"
+        f"<tr><td>{escape(c['exercise'])}</td><td>{escape(c['check'])}</td><td>{_fmt(c['max_points'])}</td>"
         f"<td>{c['passed']}/{c['graded']}</td><td data-v='{c['pass_rate']}'>{_rate(c['pass_rate'])}</td></tr>"
         for c in summary["checks"]
     ]
@@ -303,9 +317,9 @@ def _mistakes_html(summary: dict) -> str:
     if not summary["mistakes"]:
         return "<h2>Named mistakes</h2><p>No failed check named a known mistake.</p>"
     rows = [
-        f"<tr><td><code>{html.escape(m['id'])}</code></td><td>{m['count']}</td>"
-        f"<td>{', '.join(_link(n) for n in m['students'])}</td><td>{html.escape(', '.join(m['checks']))}</td>"
-        f"<td>{html.escape(m['example'])}</td></tr>"
+        f"<tr><td><code>{escape(m['id'])}</code></td><td>{m['count']}</td>"
+        f"<td>{', '.join(_link(n) for n in m['students'])}</td><td>{escape(', '.join(m['checks']))}</td>"
+        f"<td>{escape(m['example'])}</td></tr>"
         for m in summary["mistakes"]
     ]
     heads = [("mistake", ""), ("students", ""), ("who", ""), ("where", ""), ("feedback (first student)", "")]
@@ -315,8 +329,16 @@ def _mistakes_html(summary: dict) -> str:
 def _slowest_html(summary: dict) -> str:
     rows = [
         f"<tr><td>{_link(s['student'])}</td><td>{s['seconds']:.1f}</td>"
-        f"<td>{'<br>'.join(f'{html.escape(k)} {v:.2f} s' for k, v in s['timings'].items())}</td></tr>"
+        f"<td>{'<br>'.join(f'{escape(k)} {v:.2f} s' for k, v in s['timings'].items())}</td></tr>"
         for s in summary["slowest"]
     ]
     table = _table([("student", ""), ("seconds", ""), ("stage timings", "")], rows)
     return f"<section id='slowest'><h2>Slowest submissions</h2>{table}</section>"
+
+
+def _skipped_html(summary: dict) -> str:
+    rows = [
+        f"<tr><td><code>{escape(s['file'])}</code></td><td>{escape(s['reason'])}</td></tr>" for s in summary["skipped"]
+    ]
+    table = _table([("file", ""), ("why it is not graded", "")], rows) if rows else "<p>None: every file is graded.</p>"
+    return f"<section id='skipped'><h2>Files not graded</h2>{table}</section>"

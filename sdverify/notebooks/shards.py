@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sdverify.notebooks.grading import SubmissionGrade
 from sdverify.notebooks.reports import SUMMARY, load_grade, submission_dir, write_class
+from sdverify.notebooks.submissions import Skipped
 
 Shard = tuple[int, int]  # (K, N), 1 <= K <= N
 
@@ -66,7 +67,9 @@ def merge(outs: list[Path], dest: Path) -> list[SubmissionGrade]:
         if source.resolve() != target.resolve():
             shutil.copytree(source, target, dirs_exist_ok=True)
     grades = [grade for _, grade in found.values()]
-    write_class(grades, dest, titles.pop())
+    # Every shard lists the whole folder's skipped files.
+    skipped = {Skipped(s["file"], s["reason"]) for summary in summaries.values() for s in summary.get("skipped", [])}
+    write_class(grades, dest, titles.pop(), skipped=sorted(skipped))
     return sorted(grades, key=lambda g: g.name)
 
 
