@@ -1,9 +1,13 @@
 """A batch always finishes, with every result, whatever one submission does to its worker or
-to the weights (the process level, where a notebook can do both; bwrap prevents them)."""
+to the weights (the process level, where a notebook can do both; bwrap prevents them), or to
+the reports and the terminal with control characters; the kit's reference graded as a
+submission is charged for using the kit."""
 
 from __future__ import annotations
 
+import csv
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nbformat
@@ -11,12 +15,14 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from sdverify import zoo
+from sdverify.cli import main
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import load_spec
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
+KIT_REFERENCE = Path(__file__).resolve().parents[1] / "sdverify" / "reference.py"
 
 
 def _with_cell(folder: Path, name: str, source: str) -> Path:
@@ -59,3 +65,34 @@ def test_weights_edited_in_place_are_named_rebuilt_and_harm_no_one(tmp_path: Pat
     assert grades["b_honest"].score == grades["b_honest"].max_score
     assert grades["a_poisoner"].error and "changed the grader's weights" in grades["a_poisoner"].error
     assert zoo.verify(weights) == []
+
+
+def test_control_characters_and_the_kits_reference_graded_as_submissions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """For real (issue 21): a module raising with terminal sequences, a copy of the kit's reference
+    and, through ``sdverify check``, a link to it; no exemption and no raw control character."""
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    subs.mkdir()
+    (subs / "a b.py").write_text("raise RuntimeError('nul\\x00 clear\\x1b[2J title\\x1b]0;pwned\\x07')\n")
+    shutil.copy(KIT_REFERENCE, subs / "dave.py")
+    (tmp_path / "link.py").symlink_to(KIT_REFERENCE)
+    assert main(["grade", str(subs), "--out", str(out), "--workers", "1", "--quiet", "--sandbox", "process"]) == 0
+    assert main(["check", str(tmp_path / "link.py"), "--sandbox", "process", "--junit", str(tmp_path / "c.xml")]) == 1
+    shown = capsys.readouterr()
+    assert "\x1b" not in shown.out + shown.err and "\\x1b[2J" in shown.out
+    suites = {s.get("name"): s for s in ET.parse(out / "junit.xml").getroot().findall("testsuite")}
+    assert sorted(suites) == ["a_b", "dave"]
+    with open(out / "grades.csv", newline="") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert "\\x00" in rows["a_b"]["error"] and "\x00" not in rows["a_b"]["error"]
+    # The copy: charged where it uses the kit (tokenize calls sdverify.tokenizer), as any import of it is.
+    assert float(rows["dave"]["total"]) < float(rows["dave"]["max_total"]), rows["dave"]
+    own_work = {c.get("name"): c for c in suites["dave"].iter("testcase") if c.get("name", "").endswith(".own_work")}
+    assert own_work["tokenize.own_work"].find("failure") is not None
+    # The link: its code is the kit's own, so every function is charged (no exemption for a path).
+    linked = [
+        c for c in ET.parse(tmp_path / "c.xml").getroot().iter("testcase") if c.get("name", "").endswith(".own_work")
+    ]
+    assert linked and all(c.find("failure") is not None for c in linked)
+    assert "FAILED: 0/" in shown.out

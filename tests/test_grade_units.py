@@ -337,8 +337,8 @@ def test_a_notebook_pipeline_call_is_charged_to_its_exercise_from_source_and_tri
 
 
 def test_one_runner_per_kind_and_a_clear_error_for_others(tmp_path):
-    from sdverify.notebooks.submissions import SUFFIXES
     from sdverify.notebooks.grading import RUNNERS, runner_for
+    from sdverify.notebooks.submissions import SUFFIXES
 
     assert runner_for(tmp_path / "a.ipynb").kind == "notebook" and runner_for(tmp_path / "a.py").kind == "module"
     assert SUFFIXES == tuple(RUNNERS)
