@@ -135,3 +135,14 @@ def test_only_check_without_a_target_is_exempt_from_delegation(tmp_path: Path):
     assert resolve_target(None).bundled and resolve_target("").bundled
     for named in ("sdverify.reference", str(KIT_REFERENCE), str(link)):
         assert not resolve_target(named).bundled, named
+
+
+def test_gradescope_grades_a_link_to_the_kits_reference_0_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setattr(checker, "check_submission", lambda target, **options: pytest.fail("a link must not run"))
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "submission" / "lesson.py").symlink_to(KIT_REFERENCE)
+    assert main(["autograder", "run", "--root", str(tmp_path), "--sandbox", "process"]) == 0
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert results["score"] == 0 and "lesson.py is a symbolic link" in json.dumps(results)
