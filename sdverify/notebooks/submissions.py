@@ -53,6 +53,8 @@ class Skipped(NamedTuple):
 
 @dataclass
 class Survey:
+    """Every file under the paths given: a submission (graded, or refused in its row) or skipped."""
+
     submissions: list[Entry] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
