@@ -10,7 +10,7 @@ keep the raw text; JSON needs nothing more (``json.dumps`` escapes every control
   are shown as their escapes (``\\x1b``).  What remains is valid XML 1.0 and inert in a
   terminal.
 * ``html``: ``printable``, then HTML-escaped.
-* ``csv_cell``: ``printable``, and a leading formula character (``= + - @``, tab, CR)
+* ``csv_cell``: ``printable``, and a leading formula character (``= + - @``, tab)
   prefixed with ``'`` so a spreadsheet shows the text instead of evaluating it (OWASP's
   CSV-injection advice).
 """
@@ -22,7 +22,7 @@ import re
 import xml.etree.ElementTree as ET
 
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t")  # OWASP's, but CR: ``printable`` already shows it as ``\r``
 
 
 def printable(text: str) -> str:
