@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -140,3 +141,55 @@ def _refs(repo: Path, main: str, fp16: str) -> None:
         if not ref.is_file() or ref.read_text() != name:
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(name)
+
+
+class NotServed(Exception):
+    """Loading an id the grader's cache does not serve."""
+
+
+class NotServedError(NotServed, OSError):
+    """An OSError, as the hub client's own errors are (lesson code may catch those)."""
+
+
+class NotServedConfigError(NotServed, RuntimeError):
+    """Raised where diffusers' ``load_config`` would replace any OSError by a generic message."""
+
+
+def explain_not_served(cache: Path) -> None:
+    """Make loading an id that ``cache`` does not serve fail with ``not_served_message``.
+
+    For processes that run lesson code under ``offline_env``: without this, the hub client's
+    raw error says "not cached" and names nothing that is.  Every model lookup in the cache
+    goes through ``huggingface_hub.file_download.repo_folder_name`` (hf_hub_download,
+    try_to_load_from_cache, snapshot_download), so the check wraps that one function.
+    """
+    import huggingface_hub._snapshot_download as snapshots
+    import huggingface_hub.file_download as files
+
+    folder_name = files.repo_folder_name
+
+    def checked(*, repo_id: str, repo_type: str) -> str:
+        name = folder_name(repo_id=repo_id, repo_type=repo_type)
+        if repo_type in (None, "model") and not (cache / name / "refs" / "main").is_file():
+            raise _error_type()(not_served_message(repo_id, cache))
+        return name
+
+    files.repo_folder_name = snapshots.repo_folder_name = checked
+
+
+def explain_not_served_here() -> None:
+    """``explain_not_served`` for this process's cache when it runs lesson code under ``offline_env``."""
+    cache = os.environ.get("HF_HUB_CACHE")
+    if cache and os.environ.get("HF_HUB_OFFLINE") == "1":
+        explain_not_served(Path(cache))
+
+
+def _error_type() -> type[NotServed]:
+    """diffusers' ``ConfigMixin.load_config`` turns any OSError into "Can't load config for ...",
+    dropping the message; from there the error is also a RuntimeError, which it lets through."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "diffusers.configuration_utils":
+            return NotServedConfigError
+        frame = frame.f_back  # type: ignore[assignment]
+    return NotServedError

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import diffusers
+import safetensors.torch
 import torch
 import transformers
-import safetensors.torch
 from accelerate import init_empty_weights
 from diffusers.models import AutoencoderKL, UNet2DConditionModel  # the real classes, not diffusers' dummies
 from diffusers.schedulers.scheduling_pndm import PNDMScheduler
