@@ -151,6 +151,7 @@ def grade_batch(
     names = unique_names(submissions)  # of the whole class: every shard names everyone alike
     check_students(names, only)
     check_exercises(spec, exercises)
+    spec.setup.require_packages()
     chosen = [(path, name) for path, name in zip(submissions, names) if shard is None or in_shard(name, shard)]
     settings = resolve_settings(settings)
     level = isolation.resolve(settings.sandbox)
