@@ -93,10 +93,10 @@ class Generator(torch.Generator, metaclass=_GeneratorType):
     """``torch.Generator`` that makes a CPU generator when asked for a CUDA one."""
 
     def __new__(cls, device: Any = GRADING_DEVICE) -> Generator:
-        return super().__new__(cls, _map(device))
+        return super().__new__(cls, _map(device))  # type: ignore[call-arg]
 
 
-class autocast(torch.autocast):  # noqa: N801 - replaces torch.autocast, same name
+class autocast(torch.autocast):  # torch.autocast's own name: it replaces it
     """``torch.autocast`` that disables itself for ``"cuda"``: float16 is computed in float32 here."""
 
     def __init__(self, device_type: str, dtype: torch.dtype | None = None, enabled: bool = True, **kwargs: Any) -> None:
@@ -114,11 +114,11 @@ def _seed(seed: int, **_: Any) -> None:
     torch.random.default_generator.manual_seed(int(seed))  # not torch.manual_seed: it calls torch.cuda's
 
 
-def _load(*args: Any, map_location: Any = None, **kwargs: Any) -> Any:
+def _load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
     """``torch.load`` that puts what was saved on a GPU on the CPU."""
     if map_location is None or is_cuda(map_location):
         map_location = GRADING_DEVICE
-    return _TORCH_LOAD(*args, map_location=map_location, **kwargs)
+    return _TORCH_LOAD(f, map_location, *args, **kwargs)
 
 
 _TORCH_LOAD = torch.load
@@ -165,8 +165,8 @@ def install(where: Callable[[], Any]) -> DeviceMap:
     for name, answer in CUDA_QUERIES.items():
         setattr(torch.cuda, name, _query(answer))
     torch.Generator = Generator  # type: ignore[misc]
-    torch.autocast = torch.amp.autocast = autocast  # type: ignore[misc]
-    torch.cuda.amp.autocast = _cuda_autocast  # type: ignore[assignment]
+    torch.autocast = torch.amp.autocast = autocast  # type: ignore[misc,assignment]
+    torch.cuda.amp.autocast = _cuda_autocast  # type: ignore[misc,assignment]
     torch.load = _load
     torch.set_default_dtype = lambda d: _SET_DEFAULT_DTYPE(_map(d))
     mode = DeviceMap()
@@ -207,7 +207,6 @@ def describe(mapped: dict[str, list[int]]) -> str:
         "torch.cuda": "torch.cuda calls answered for the CPU",
     }
     done = "; ".join(f"{label} in cells {mapped[k]}" for k, label in labels.items() if mapped.get(k))
-    return (
-        "the lesson's GPU code ran on the grading CPU in float32 (spec [lesson] map_device = true)"
-        + (f": {done}" if done else "; nothing needed mapping")
+    return "the lesson's GPU code ran on the grading CPU in float32 (spec [lesson] map_device = true)" + (
+        f": {done}" if done else "; nothing needed mapping"
     )

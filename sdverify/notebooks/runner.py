@@ -365,7 +365,8 @@ except B.BaseException:
     wire = None
 manifest[USES] = {"kind": "value", "value": wire}
 try:
-    mapped = {B.str(k): B.sorted(c for c in v if B.isinstance(c, B.int)) for k, v in sys.modules[DEVICE_MAP].MAPPED.items()}
+    mapped = sys.modules[DEVICE_MAP].MAPPED
+    mapped = {B.str(k): B.sorted(c for c in v if B.isinstance(c, B.int)) for k, v in mapped.items()}
 except B.BaseException:
     mapped = None
 manifest[MAPPED] = {"kind": "value", "value": mapped}
