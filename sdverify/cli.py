@@ -32,15 +32,22 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
     inst.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
     inst.add_argument("--seed", type=int, default=0)
     inst.add_argument("--cache", default=None, help="HF cache folder to write (default: under $SDVERIFY_CACHE)")
+    inst.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="ORG/NAME",
+        help="also serve this hub id with the preset's SD1.5 files (repeatable; kept in the cache)",
+    )
     inst.set_defaults(func=_cmd_zoo_install)
 
 
 def _cmd_zoo_install(args: argparse.Namespace) -> int:
-    from sdverify import zoo
+    from sdverify import hub, zoo
 
-    snapshot = zoo.materialize(args.preset, args.seed, args.cache)
+    snapshot = zoo.materialize(args.preset, args.seed, args.cache, aliases=args.alias)
     print(f"# {args.preset} preset (seed {args.seed}) ready at {snapshot}")
-    print(f"# unmodified lesson code now loads {zoo.HUB_ID!r} offline after:")
+    print(f"# unmodified lesson code now loads {', '.join(hub.served(zoo.hub_cache_of(snapshot)))} offline after:")
     for key, value in zoo.offline_env(zoo.hub_cache_of(snapshot)).items():
         print(f"export {key}={value}")
     return 0

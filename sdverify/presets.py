@@ -1,10 +1,12 @@
 """Component configurations of the offline model zoo.
 
 ``sd15`` is the real SD1.5 architecture (configs as published in the SD1.5 repo's
-``unet/``, ``vae/``, ``text_encoder/`` and ``scheduler/`` folders).  ``tiny`` keeps
-the contract's tensor interface ([1,77] ids -> [1,77,768] text, [1,4,64,64]
-latents, [1,3,512,512] images) with as little compute as the classes allow, so a
-50-step CFG loop runs in seconds on a laptop CPU.
+``unet/``, ``vae/``, ``text_encoder/`` and ``scheduler/`` folders, read from
+``sdverify/published``).  ``tiny`` keeps the contract's tensor interface ([1,77] ids
+-> [1,77,768] text, [1,4,64,64] latents, [1,3,512,512] images) with as little compute
+as the classes allow, so a 50-step CFG loop runs in seconds on a laptop CPU.  It has the
+published key sets; only the size values below differ (the zoo writes them into the
+published files).
 """
 
 from __future__ import annotations
@@ -13,66 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdverify import contract as C
+from sdverify import published
 
-SD15_SCHEDULER: dict[str, Any] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": C.NUM_TRAIN_TIMESTEPS,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-    "clip_sample": False,
-}
-
-_SD15_TEXT: dict[str, Any] = {
-    "vocab_size": C.VOCAB_SIZE,
-    "hidden_size": C.EMBED_DIM,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "max_position_embeddings": C.MAX_TOKENS,
-    "hidden_act": "quick_gelu",
-    "layer_norm_eps": 1e-5,
-    "projection_dim": 768,
-    # SD1.5's text_encoder/config.json keeps CLIP's original ids (pooled output
-    # then uses argmax(input_ids)); last_hidden_state does not depend on them.
-    "bos_token_id": 0,
-    "pad_token_id": 1,
-    "eos_token_id": 2,
-}
-
-_SD15_UNET: dict[str, Any] = {
-    "sample_size": C.LATENT_SIZE,
-    "in_channels": C.LATENT_CHANNELS,
-    "out_channels": C.LATENT_CHANNELS,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": C.EMBED_DIM,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-    "act_fn": "silu",
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-}
-
-_SD15_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": C.LATENT_CHANNELS,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "norm_num_groups": 32,
-    "act_fn": "silu",
-    "sample_size": C.IMAGE_SIZE,
-    "scaling_factor": C.VAE_SCALING_FACTOR,
-}
+# The published SD1.5 configs (sdverify/published), as arguments of their classes.
+SD15_SCHEDULER: dict[str, Any] = published.model_kwargs("scheduler")
+# SD1.5's text_encoder/config.json keeps CLIP's original ids (pooled output then uses
+# argmax(input_ids)); last_hidden_state does not depend on them.
+_SD15_TEXT: dict[str, Any] = published.model_kwargs("text_encoder")
+_SD15_UNET: dict[str, Any] = published.model_kwargs("unet")
+# No scaling_factor key: SD1.5's vae/config.json predates it; diffusers' default is SD1.5's 0.18215.
+_SD15_VAE: dict[str, Any] = published.model_kwargs("vae")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """Offline model zoo: real diffusers/transformers classes with seeded random weights.
 
 A preset is built once, saved as a standard diffusers folder that doubles as an
-offline Hugging Face cache snapshot for ``stable-diffusion-v1-5/stable-diffusion-v1-5``,
-and reused from disk afterwards (keyed by preset, seed, configs and library versions).
+offline Hugging Face cache snapshot for ``stable-diffusion-v1-5/stable-diffusion-v1-5``
+and the other hub ids SD1.x lessons load (``sdverify.hub``), and reused from disk
+afterwards (keyed by preset, seed, configs and library versions).  Its config and
+tokenizer files are the published ones (``sdverify.published``), written as data: a
+snapshot's bytes depend on neither the writing process's environment nor
+``save_pretrained``'s version.
 A user with real weights points ``SDVERIFY_WEIGHTS`` (or ``--sdverify-weights``) at a
 local diffusers folder instead; nothing ever downloads.
 
@@ -25,12 +29,13 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import diffusers
+import safetensors.torch
 import torch
 import transformers
 from accelerate import init_empty_weights
@@ -39,6 +44,7 @@ from diffusers.schedulers.scheduling_pndm import PNDMScheduler
 from filelock import FileLock
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from sdverify import hub, published
 from sdverify.presets import Preset, get_preset
 from sdverify.schedulers import Scheduler
 from sdverify.tokenizer import tokenizer_dir
@@ -48,9 +54,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-REPO_FOLDER = "models--" + HUB_ID.replace("/", "--")
+HUB_ID = hub.PIPELINE_IDS[0]
+REPO_FOLDER = hub.repo_folder(HUB_ID)
 COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+# Each model's weights file, as the published repository names it; the fp16 variant adds ".fp16".
+WEIGHT_FILES = {
+    "text_encoder": "text_encoder/model.safetensors",
+    "unet": "unet/diffusion_pytorch_model.safetensors",
+    "vae": "vae/diffusion_pytorch_model.safetensors",
+}
+# The zoo serves no safety checker (random weights would black out images at random): these
+# model_index.json entries are null, as diffusers writes for safety_checker=None.  Every
+# other key and value is the published one.
+_NOT_SERVED = ("feature_extractor", "safety_checker")
 _DONE = ".sdverify.json"  # written last: a snapshot without it is incomplete
 MANIFEST = ".sdverify-manifest.json"  # sha256 and size of every other file, written just before _DONE
 _UNCHECKED = (MANIFEST, _DONE)  # bookkeeping no loader reads; deleting _DONE only makes materialize rebuild
@@ -105,8 +121,7 @@ def build_components(preset: str | Preset = "tiny", seed: int = 0) -> Components
     preset = get_preset(preset) if isinstance(preset, str) else preset
     text_encoder, unet, vae = _build_models(preset, seed)
     # A fresh tokenizer, not load_tokenizer()'s shared one: a fast tokenizer records the last
-    # padding/truncation it was called with and saves it in tokenizer.json, which would make a
-    # snapshot's bytes depend on what the process tokenized before (and fail its manifest).
+    # padding/truncation it was called with, and the caller owns these components.
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
     return Components(tokenizer, text_encoder, unet, vae, PNDMScheduler.from_config(preset.scheduler))
 
@@ -123,14 +138,14 @@ def cache_key(preset: Preset, seed: int) -> str:
     material = json.dumps(
         {
             "preset": preset.name,
-            "build": 2,  # how a snapshot is written; 2: manifest, tokenizer saved from a fresh copy
-            "configs": [preset.text_encoder, preset.unet, preset.vae, preset.scheduler],
+            "build": 3,  # how a snapshot is written; 3: published files as data, fp16 variants
+            "files": config_files(preset),
             "seed": seed,
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
             "transformers": transformers.__version__,
-            # tokenizers writes tokenizer.json, safetensors the weights: their bytes follow the versions
-            "writers": [importlib.metadata.version(name) for name in ("tokenizers", "safetensors")],
+            # safetensors writes the weights: their bytes follow its version
+            "writers": [importlib.metadata.version("safetensors")],
             "tokenizer": hashlib.sha1((tokenizer_dir() / "vocab.json").read_bytes()).hexdigest(),
         },
         sort_keys=True,
@@ -139,34 +154,70 @@ def cache_key(preset: Preset, seed: int) -> str:
     return hashlib.sha1(material.encode()).hexdigest()
 
 
+def config_files(preset: Preset) -> dict[str, str]:
+    """Text of every config and tokenizer-settings file of the preset's snapshot, by relative path.
+
+    The published files, with the preset's size values put in (``tiny``); for ``sd15`` the
+    published content unchanged.
+    """
+    index = published.config(published.MODEL_INDEX) | {name: [None, None] for name in _NOT_SERVED}
+    return {
+        published.MODEL_INDEX: published.dumps(index),
+        **{path: published.config_text(c, getattr(preset, c)) for c, path in published.CONFIG_FILES.items()},
+        **{path: published.text(path) for path in published.TOKENIZER_SETTINGS},
+    }
+
+
+def fp16_name(path: str) -> str:
+    """The fp16 variant's name of a weights file (``model.safetensors`` -> ``model.fp16.safetensors``)."""
+    stem, _, ext = path.rpartition(".")
+    return f"{stem}.{hub.FP16}.{ext}"
+
+
+def write_snapshot(folder: Path, preset: Preset, components: Components) -> None:
+    """Write the preset's files into ``folder``: published texts, the tokenizer fixtures, weights (float32 and fp16)."""
+    for rel, text in config_files(preset).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(tokenizer_dir() / name, folder / "tokenizer" / name)
+    for name, rel in WEIGHT_FILES.items():
+        state = {k: v.detach().contiguous() for k, v in getattr(components, name).state_dict().items()}
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        safetensors.torch.save_file(state, folder / rel, metadata={"format": "pt"})
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        safetensors.torch.save_file(half, folder / fp16_name(rel), metadata={"format": "pt"})
+
+
 def snapshot_dir(hub_cache: Path, revision: str) -> Path:
     return hub_cache / REPO_FOLDER / "snapshots" / revision
 
 
-def materialize(preset: str | Preset = "tiny", seed: int = 0, hub_cache: Path | None = None) -> Path:
+def materialize(
+    preset: str | Preset = "tiny", seed: int = 0, hub_cache: Path | None = None, aliases: Iterable[str] = ()
+) -> Path:
     """Ensure the preset is saved as an offline HF cache; return the snapshot folder.
 
     The snapshot is a complete diffusers folder (``model_index.json``, ``tokenizer/``,
     ``text_encoder/``, ``unet/``, ``vae/``, ``scheduler/``).  With ``HF_HUB_CACHE`` set to
-    ``hub_cache`` and ``HF_HUB_OFFLINE=1``, ``from_pretrained(HUB_ID, subfolder=...)``
-    resolves to it.  Safe under pytest-xdist: builders take a file lock.  A snapshot from
+    ``hub_cache`` and ``HF_HUB_OFFLINE=1``, ``from_pretrained(<id>, ...)`` resolves to it for
+    every id of ``sdverify.hub`` and each of ``aliases`` (``ORG/NAME`` served as SD1.5; they
+    stay in the cache).  Safe under pytest-xdist: builders take a file lock.  A snapshot from
     before manifests is rebuilt: nothing could vouch that its files are still as built.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     revision = cache_key(preset, seed)
     hub_cache = Path(hub_cache) if hub_cache else default_cache_root() / f"{preset.name}-seed{seed}-{revision[:12]}"
     snapshot = snapshot_dir(hub_cache, revision)
-    if _is_complete(snapshot):
+    aliases = tuple(aliases)
+    if _is_complete(snapshot) and hub.is_served(snapshot, aliases):
         return snapshot
     snapshot.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(snapshot):
-        if _is_complete(snapshot):
-            return snapshot
-        log.info("building zoo preset %s (seed %d) into %s", preset.name, seed, hub_cache)
-        _build_in_place(snapshot, preset, seed)
-        refs = hub_cache / REPO_FOLDER / "refs"
-        refs.mkdir(parents=True, exist_ok=True)
-        (refs / "main").write_text(revision)
+        if not _is_complete(snapshot):
+            log.info("building zoo preset %s (seed %d) into %s", preset.name, seed, hub_cache)
+            _build_in_place(snapshot, preset, seed)
+        hub.serve(snapshot, aliases)
     return snapshot
 
 
@@ -188,8 +239,7 @@ def _build_in_place(snapshot: Path, preset: Preset, seed: int) -> None:
     """
     components = build_components(preset, seed)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=snapshot.parent))
-    with _quiet_bars():
-        pipeline(components, components.scheduler).save_pretrained(tmp)
+    write_snapshot(tmp, preset, components)
     manifest = {"preset": preset.name, "seed": seed, "revision": cache_key(preset, seed), "files": _fingerprint(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     (tmp / _DONE).write_text(json.dumps({k: manifest[k] for k in ("preset", "seed", "revision")}))
@@ -331,8 +381,7 @@ def hub_cache_for(folder: Path) -> Path:
     snapshot = snapshot_dir(cache, "local")
     snapshot.parent.mkdir(parents=True)
     snapshot.symlink_to(folder.resolve(), target_is_directory=True)
-    (cache / REPO_FOLDER / "refs").mkdir()
-    (cache / REPO_FOLDER / "refs" / "main").write_text("local")
+    hub.serve(snapshot)
     return cache
 
 

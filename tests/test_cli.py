@@ -9,11 +9,13 @@ from sdverify.cli import main
 
 
 def test_zoo_install_prints_the_exports(tmp_path, capsys):
-    assert main(["zoo", "install", "--preset", "tiny", "--cache", str(tmp_path)]) == 0
+    assert main(["zoo", "install", "--preset", "tiny", "--cache", str(tmp_path), "--alias", "my-course/sd"]) == 0
     out = capsys.readouterr().out
     assert f"export HF_HUB_CACHE={tmp_path}" in out
     assert "export HF_HUB_OFFLINE=1" in out
+    assert "my-course/sd, openai/clip-vit-large-patch14, runwayml/stable-diffusion-v1-5" in out
     assert (tmp_path / zoo.REPO_FOLDER / "refs" / "main").is_file()
+    assert (tmp_path / "models--my-course--sd" / "refs" / "fp16").is_file()
 
 
 def test_trace_prints_every_stage_and_writes_a_png(tmp_path, capsys):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
+from diffusers.models import AutoencoderKL
 
 from sdverify import contract as C
 from sdverify.flops import count_stage_flops
@@ -40,7 +43,9 @@ def test_every_preset_keeps_the_tensor_interface(name):
     assert preset.unet["cross_attention_dim"] == C.EMBED_DIM
     assert preset.unet["sample_size"] == C.LATENT_SIZE
     assert 2 ** (len(preset.vae["block_out_channels"]) - 1) == C.VAE_DOWNSCALE
-    assert preset.vae["scaling_factor"] == C.VAE_SCALING_FACTOR
+    # SD1.5's vae/config.json has no scaling_factor key: the class default applies.
+    default = inspect.signature(AutoencoderKL.__init__).parameters["scaling_factor"].default
+    assert preset.vae.get("scaling_factor", default) == C.VAE_SCALING_FACTOR
 
 
 def test_unknown_preset_names_the_choices():

@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from sdverify import isolation
+from sdverify import hub, isolation
 from sdverify.checker import protocol
 from sdverify.checker.probes import Env, Probe, run_probe
 from sdverify.checker.submission import API_NAMES, Target, load_module
@@ -99,6 +99,7 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
         os.dup2(log, 1)
         os.dup2(log, 2)
     thread_lock_for_tqdm()
+    hub.explain_not_served_here()  # a submission's from_pretrained(<id not served>) says what is
     if preloaded is None:
         preloaded = load_env(job["weights"], job["device"], job["dtype"])
         preloaded.inputs = safetensors.torch.load_file(job["inputs"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import runpy
 
+from sdverify.hub import explain_not_served_here
 from sdverify.isolation import limit_address_space
 
 MEMORY_VARIABLE = "SDVERIFY_KERNEL_MEMORY_MB"
@@ -20,6 +21,7 @@ def main() -> None:
     extra_mb = int(os.environ.pop(MEMORY_VARIABLE, "0") or 0)
     if extra_mb > 0:
         limit_address_space(extra_mb)
+    explain_not_served_here()  # from_pretrained(<id not served>) then says which ids are
     runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 
 
