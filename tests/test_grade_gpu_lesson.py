@@ -83,6 +83,7 @@ def test_a_gpu_lessons_preamble_lines_are_neutralised():
 # Run in the kernel after the lesson's cells: each way a lesson asks for a GPU or float16.
 _MAP_PROBE = r"""
 import io
+import safetensors.torch
 assert torch.cuda.is_available() and torch.cuda.device_count() == 1
 cuda = torch.device("cuda")
 for v in (torch.ones(2).cuda(), torch.ones(2).to("cuda:0"), torch.ones(2).to(0), torch.zeros(2, device=cuda)):
@@ -102,6 +103,10 @@ assert torch.equal(a, torch.randn(3)) and torch.initial_seed() == 7
 torch.cuda.empty_cache(); torch.cuda.synchronize()
 torch.set_default_dtype(torch.float16)
 assert torch.get_default_dtype() == torch.float32
+half = torch.frombuffer(bytearray(b"\x00\x3c" * 2), dtype=torch.float16)  # bytes read as float16: not mapped
+assert half.dtype == torch.float16 and half.tolist() == [1.0, 1.0]
+loaded = safetensors.torch.load(safetensors.torch.save({"w": half}))["w"]  # how float16 files are read
+assert loaded.dtype == torch.float16 and loaded.to(torch.float16).dtype == torch.float32
 buffer = io.BytesIO(); torch.save(torch.ones(1), buffer); buffer.seek(0)
 assert torch.load(buffer, map_location="cuda").device.type == "cpu"
 """
@@ -167,7 +172,7 @@ def _grade(tmp_path: Path, spec: Path):
 @pytest.mark.slow
 def test_the_gpu_lesson_gets_full_marks_on_the_cpu_given_only_its_spec(tmp_path):
     grade = _grade(tmp_path, LESSON / "spec.toml")
-    assert grade.error is None and grade.score == grade.max_score == 10, grade.notes
+    assert grade.error is None and grade.score == grade.max_score == 11, grade.notes
     assert not [n for e in grade.exercises for n in e.notes], "no cell failed"
     (note,) = [n for n in grade.notes if n.startswith("device map:")]
     assert "cuda devices -> cpu in cells [4, 7, 9]" in note and "autocast('cuda') disabled in cells [9]" in note

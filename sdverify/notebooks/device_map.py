@@ -58,6 +58,8 @@ def _map(value: Any) -> Any:
 
 
 _MAPPABLE = (str, torch.device, torch.dtype)
+# Their dtype reinterprets bytes, it asks for no precision (safetensors reads float16 files so).
+_REINTERPRET = (torch.Tensor.view, torch.frombuffer)
 
 
 class DeviceMap(TorchFunctionMode):
@@ -74,6 +76,8 @@ class DeviceMap(TorchFunctionMode):
         if func is torch.Tensor.to and len(args) > 1 and type(args[1]) is int:  # .to(0): CUDA device 0
             _note("device")
             args = (args[0], GRADING_DEVICE, *args[2:])
+        if func in _REINTERPRET:
+            return func(*args, **kwargs)
         if any(isinstance(a, _MAPPABLE) for a in args):
             args = tuple(_map(a) for a in args)
         if "device" in kwargs or "dtype" in kwargs:
