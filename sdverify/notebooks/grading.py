@@ -328,7 +328,7 @@ def _grade_exercise(
     uses: list[Use],
     policy: Policy,
     definition: str,
-    map_device: bool = False,
+    map_device: bool,
 ) -> ExerciseGrade:
     def var(name: str):
         found = run.variable(exercise.id, name)
