@@ -143,6 +143,7 @@ def grade_batch(
     names = unique_names(entries)  # of the whole class: every shard names everyone alike
     check_students(names, only)
     check_exercises(spec, exercises)
+    spec.setup.require_packages()
     chosen = [(entry, name) for entry, name in zip(entries, names) if shard is None or in_shard(name, shard)]
     files = {name: entry.file for entry, name in chosen}
     settings = resolve_settings(settings)

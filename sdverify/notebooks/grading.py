@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -25,9 +26,10 @@ from sdverify import reference as R
 from sdverify.checker import points
 from sdverify.checker.report import CheckEntry
 from sdverify.delegation.policy import Policy, Use, own_work, watch_lists
+from sdverify.notebooks import device_map
 from sdverify.notebooks.exercises import CHECKS, ExerciseContext
 from sdverify.notebooks.kernel_launcher import MEMORY_VARIABLE
-from sdverify.notebooks.runner import RunResult, cap_notebook, run_notebook
+from sdverify.notebooks.runner import RunResult, Variable, cap_notebook, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.notebooks.uses import notebook_uses, outside_exercises
 from sdverify.presets import get_preset
@@ -247,8 +249,13 @@ def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
     }
 
 
+# A cell error that says the kernel has no GPU (torch without CUDA, or no device visible).
+_NO_CUDA = re.compile(r"CUDA|NVIDIA|cuda")
+
+
 def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> SubmissionGrade:
     path, name, spec, settings, folder, hidden = job
+    spec.setup.require_packages()
     torch.set_num_threads(settings.threads)
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
     contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
@@ -266,6 +273,8 @@ def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submi
         readable=(hub_cache, weights.resolve()),
         hidden=hidden,
         watch=watch.to_json(),
+        files=dict(spec.setup.files),
+        map_device=spec.setup.map_device,
     )
     uses, notes = notebook_uses(run, watch, lambda index: _section(run, index))
     notes += outside_exercises(uses, lambda u: any(p.broken_by(u) for p in policies.values()))
@@ -277,9 +286,10 @@ def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submi
     exercises = [
         replace(keep[e.id], title=e.title, visibility=e.visibility)
         if e.id in keep
-        else _grade_exercise(ctx, run, e, uses, policies[e.id], definitions[e.id])
+        else _grade_exercise(ctx, run, e, uses, policies[e.id], definitions[e.id], spec.setup.map_device)
         for e in spec.exercises
     ]
+    notes += _device_notes(run, spec.setup.map_device)
     notes += [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) is None]
     if cleared:
         notes.append(
@@ -303,11 +313,38 @@ def _section(run: RunResult, index: int) -> str | None:
     return max(before)[1] if before else None
 
 
+def _device_notes(run: RunResult, map_device: bool) -> list[str]:
+    """Say what the device map did, or, without one, why cells that wanted a GPU failed."""
+    if map_device:
+        return [f"device map: {device_map.describe(run.mapped or {})}"]
+    cells = [e.index for e in run.events if e.kind == "error" and _NO_CUDA.search(e.message)]
+    if not cells:
+        return []
+    return [
+        f"device: cells {cells} failed for want of a GPU (the grader has none); a spec may map the "
+        "lesson's cuda and float16 code onto the CPU: [lesson] map_device = true (docs/grading.md)"
+    ]
+
+
+def _as_graded(variable: Variable) -> Variable:
+    """A variable naming a device or dtype (``torch_device = "cuda"``), as the device map ran it."""
+    if variable.kind != "value":
+        return variable
+    return replace(variable, meta={**variable.meta, "value": device_map.as_graded(variable.value)})
+
+
 def _grade_exercise(
-    ctx: ExerciseContext, run: RunResult, exercise: ExerciseSpec, uses: list[Use], policy: Policy, definition: str
+    ctx: ExerciseContext,
+    run: RunResult,
+    exercise: ExerciseSpec,
+    uses: list[Use],
+    policy: Policy,
+    definition: str,
+    map_device: bool,
 ) -> ExerciseGrade:
     def var(name: str):
-        return run.variable(exercise.id, name)
+        found = run.variable(exercise.id, name)
+        return _as_graded(found) if map_device else found
 
     notes = [f"cell {e.index}: {e.message}" for e in run.events if _section(run, e.index) == exercise.id]
     if exercise.id in run.snapshot_errors:

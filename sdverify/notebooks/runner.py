@@ -9,7 +9,9 @@ tracebacks cannot break it.
 
 Isolation (:mod:`sdverify.isolation`): the kernel runs with ``cwd`` and ``HOME`` in a
 throw-away scratch folder holding a copy of the notebook, an allow-listed environment, the
-offline zoo as its Hugging Face cache (``HF_HUB_OFFLINE=1``), no GPU, ``MPLBACKEND=Agg``.
+offline zoo as its Hugging Face cache (``HF_HUB_OFFLINE=1``), no GPU, ``MPLBACKEND=Agg``,
+the data files its spec ships, hub login helpers that do nothing, and (when the spec says so)
+a map of its CUDA and float16 code onto the CPU in float32 (:mod:`.device_map`).
 At level ``bwrap`` it runs inside bubblewrap, talking to the grader over ipc sockets in a
 bound folder (loopback TCP does not cross the network namespace); the scratch folder, the
 socket folder and the extraction folder are its only writable places.  Shell escapes
@@ -52,6 +54,7 @@ from safetensors.torch import load
 from sdverify import contract as C
 from sdverify.delegation import tripwire
 from sdverify.isolation import Confinement, Level, sandbox_env
+from sdverify.notebooks import device_map
 
 _KERNEL_NAME = "sdverify-python"
 # Read with every snapshot: torch.initial_seed() in the kernel, the seed its last
@@ -59,6 +62,8 @@ _KERNEL_NAME = "sdverify-python"
 KERNEL_SEED = "__torch_initial_seed__"
 # Read with every snapshot too: the delegation tripwire's records so far (sdverify.delegation).
 KERNEL_USES = "__sdverify_tripwire__"
+# And the device map's records (sdverify.notebooks.device_map): kind -> execution counts.
+KERNEL_MAPPED = "__sdverify_device_map__"
 _KIT = str(Path(__file__).resolve().parents[1]) + os.sep  # frames of the grader's own package
 _TIMEOUT_ENAME = "CellTimeoutError"
 # An extraction cell serialises a handful of tensors; a generous bound still catches a wedged kernel.
@@ -124,6 +129,23 @@ _ESCAPE_CALLS = (
 )
 # Run before any student cell: no automagic, no shell aliases (%ls, %rm...).
 _SETUP_CODE = "get_ipython().automagic = False\nget_ipython().alias_manager.clear_aliases()"
+# Also run first: hub login helpers (a lesson's first cell) do nothing; grading is offline.
+_OFFLINE_CODE = r"""
+def _sdv_offline():
+    try:
+        import huggingface_hub, huggingface_hub._login as logins
+    except ImportError:
+        return
+    def skipped(name):
+        def login(*args, **kwargs):
+            print(f"[sdverify] huggingface_hub.{name}() skipped: grading is offline, on the grader's weights")
+        return login
+    for name in ("login", "notebook_login", "interpreter_login"):
+        setattr(huggingface_hub, name, skipped(name))
+        setattr(logins, name, skipped(name))
+_sdv_offline()
+del _sdv_offline
+"""
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
 
 
@@ -185,6 +207,8 @@ class RunResult:
     # The tripwire's records (untrusted), each with "cell": the index of the cell that made it
     # (None: not a notebook cell); None when no tripwire ran or its records could not be read.
     tripwire: list[dict[str, Any]] | None = None
+    # What the device map mapped (untrusted): kind -> indices of the cells; None: no map ran.
+    mapped: dict[str, list[int]] | None = None
 
     def variable(self, exercise: str, name: str) -> Variable:
         return self.snapshots.get(exercise, {}).get(name) or Variable(name, {"kind": "missing"})
@@ -340,6 +364,12 @@ try:
 except B.BaseException:
     wire = None
 manifest[USES] = {"kind": "value", "value": wire}
+try:
+    mapped = sys.modules[DEVICE_MAP].MAPPED
+    mapped = {B.str(k): B.sorted(c for c in v if B.isinstance(c, B.int)) for k, v in mapped.items()}
+except B.BaseException:
+    mapped = None
+manifest[MAPPED] = {"kind": "value", "value": mapped}
 save_file(tensors, os.path.join(FOLDER, "values.safetensors"))
 with B.open(os.path.join(FOLDER, "manifest.json"), "w") as f:
     json.dump(manifest, f, default=B.str)
@@ -353,7 +383,8 @@ def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
         "import builtins as _sdv_b\n"
         f"_sdv_b.exec(_sdv_b.compile({_EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
         f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}, "
-        f"'SEED': {KERNEL_SEED!r}, 'USES': {KERNEL_USES!r}, 'TRIPWIRE': {tripwire.KERNEL_MODULE!r}}})\n"
+        f"'SEED': {KERNEL_SEED!r}, 'USES': {KERNEL_USES!r}, 'TRIPWIRE': {tripwire.KERNEL_MODULE!r}, "
+        f"'MAPPED': {KERNEL_MAPPED!r}, 'DEVICE_MAP': {device_map.KERNEL_MODULE!r}}})\n"
         "del _sdv_b"
     )
 
@@ -541,13 +572,17 @@ def run_notebook(
     readable: tuple[Path, ...] = (),
     hidden: tuple[Path, ...] = (),
     watch: dict[str, list[Any]] | None = None,
+    files: dict[str, Path] | None = None,
+    map_device: bool = False,
 ) -> RunResult:
     """Execute ``path`` (never modified) and return the snapshots and cell events.
 
     ``env`` is what the lesson needs on top of the allow-listed environment (never the
     grader's own); ``readable`` (weights) and ``hidden`` (submissions, grader output)
     matter at level ``bwrap``.  ``watch`` (:meth:`sdverify.delegation.Watch.to_json`) installs
-    a delegation tripwire in the kernel before any student cell runs.
+    a delegation tripwire in the kernel before any student cell runs.  ``files`` (path
+    relative to the notebook -> source) are copied next to it; ``map_device`` installs the
+    device map (:mod:`.device_map`) before any student cell runs.
     """
     start = time.monotonic()
     deadline = start + notebook_timeout
@@ -570,7 +605,14 @@ def run_notebook(
 
     taken: dict[str, dict[str, Variable]] = {}
     records: dict[str, Any] = {}  # the latest snapshot's tripwire records (cumulative in a kernel)
-    setup = _SETUP_CODE + ("\n" + tripwire.kernel_setup(watch, _KIT) if watch else "")
+    setup = "\n".join(
+        [
+            _SETUP_CODE,
+            _OFFLINE_CODE,
+            *([tripwire.kernel_setup(watch, _KIT)] if watch else []),
+            *([device_map.kernel_setup()] if map_device else []),
+        ]
+    )
     errors: dict[str, str] = {}
     skip: set[int] = set()
     capped: set[int] = set()
@@ -580,6 +622,9 @@ def run_notebook(
         for folder in (work, extract, sockets):
             folder.mkdir()
         shutil.copy2(path, work / Path(path).name)
+        for name, source in (files or {}).items():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, work / name)
         confinement = Confinement(
             level,
             work,
@@ -611,6 +656,7 @@ def run_notebook(
                             _take_snapshot(client, step, extract, taken, errors)
                             if step.snapshot is not None and step.snapshot.id in taken:
                                 records["latest"] = taken[step.snapshot.id].pop(KERNEL_USES, None)
+                                records["mapped"] = taken[step.snapshot.id].pop(KERNEL_MAPPED, None)
                         elif step.index in skip:
                             continue
                         elif time.monotonic() >= deadline:
@@ -647,7 +693,15 @@ def run_notebook(
         starts=starts,
         segmentation=segmentation,
         tripwire=_by_cell(records.get("latest"), nb) if watch else None,
+        mapped=_mapped_cells(records.get("mapped"), nb) if map_device else None,
     )
+
+
+def _cells(nb: NotebookNode) -> dict[Any, int]:
+    """Execution count -> index of the code cell that carries it."""
+    cells = {c.get("execution_count"): i for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    cells.pop(None, None)
+    return cells
 
 
 def _by_cell(latest: Variable | None, nb: NotebookNode) -> list[dict[str, Any]] | None:
@@ -655,9 +709,21 @@ def _by_cell(latest: Variable | None, nb: NotebookNode) -> list[dict[str, Any]] 
     value = latest.value if latest is not None else None
     if not isinstance(value, list):
         return None
-    cells = {c.get("execution_count"): i for i, c in enumerate(nb.cells) if c.cell_type == "code"}
-    cells.pop(None, None)
+    cells = _cells(nb)
     return [{**r, "cell": cells.get(r.get("where"))} for r in value if isinstance(r, dict)]
+
+
+def _mapped_cells(latest: Variable | None, nb: NotebookNode) -> dict[str, list[int]]:
+    """The device map's records, execution counts turned into cell indices."""
+    value = latest.value if latest is not None else None
+    if not isinstance(value, dict):
+        return {}
+    cells = _cells(nb)
+    return {
+        str(kind): sorted({cells[c] for c in counts if isinstance(c, int) and c in cells})
+        for kind, counts in value.items()
+        if isinstance(counts, list)
+    }
 
 
 def cap_notebook(nb: NotebookNode, limit: int = C.GRADE_NOTEBOOK_BYTES) -> list[int]:

@@ -8,6 +8,8 @@ bad points — so an instructor's typo is reported before any notebook runs.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import inspect
 import json
 import re
@@ -30,6 +32,7 @@ DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15
 # (students then see only the mistakes its failed checks name; sdverify/autograder/gradescope.py).
 VISIBILITIES = ("visible", "after_due_date", "hidden")
 _EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility", "forbid", "allow"}
+_PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,47 @@ class ExerciseSpec:
 
 
 @dataclass(frozen=True)
+class Setup:
+    """What the lesson's kernel needs besides its facts ([lesson] map_device, files, packages)."""
+
+    map_device: bool = False  # run its "cuda"/float16 code on the grading CPU in float32 (device_map)
+    files: tuple[tuple[str, Path], ...] = ()  # (path next to the notebook, source next to the spec)
+    packages: tuple[str, ...] = ()  # what the grading environment must have installed
+
+    def missing_packages(self) -> list[str]:
+        """The packages named that are neither an installed distribution nor an importable module."""
+        return [p for p in self.packages if not _installed(p)]
+
+    def require_packages(self) -> None:
+        """Raise ValueError naming the packages the grading environment lacks."""
+        missing = self.missing_packages()
+        if missing:
+            raise ValueError(
+                f"the lesson needs {missing} ([lesson] packages), which the grading environment lacks: "
+                f"pip install {' '.join(missing)}"
+            )
+
+    def definition(self) -> list[Any]:
+        """What of it a verdict depends on: the flags, names and file contents."""
+        files = [(name, hashlib.sha256(source.read_bytes()).hexdigest()) for name, source in self.files]
+        return [self.map_device, files, list(self.packages)]
+
+
+def _installed(package: str) -> bool:
+    try:
+        importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.util.find_spec(package.replace("-", "_")) is not None
+    return True
+
+
+@dataclass(frozen=True)
 class Spec:
     title: str
     lesson: Lesson
     exercises: tuple[ExerciseSpec, ...]
     text: str  # the file's content: part of each submission's resume digest
+    setup: Setup = field(default_factory=Setup)
 
     @property
     def max_points(self) -> float:
@@ -89,11 +128,14 @@ class Spec:
         right after it, moves its section.  Titles are labels, not part of it.
         """
         headings = [e.heading for e in self.exercises]
+        # The setup counts once set: specs without it keep the definitions they had.
+        setup = self.setup.definition() if self.setup != Setup() else []
         found = {}
         for index, exercise in enumerate(self.exercises):
             checks = [(c.check, c.points, sorted(c.params.items())) for c in exercise.checks]
             policy = asdict(exercise.policy)
-            text = json.dumps([asdict(self.lesson), headings[: index + 2], checks, policy], sort_keys=True, default=str)
+            parts = [asdict(self.lesson), headings[: index + 2], checks, policy, *setup]
+            text = json.dumps(parts, sort_keys=True, default=str)
             found[exercise.id] = hashlib.sha256(text.encode()).hexdigest()[:16]
         return found
 
@@ -109,18 +151,44 @@ def load_spec(path: str | Path | None = None) -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"spec {path}: not valid TOML ({exc})") from None
     where = f"spec {path}"
-    lesson_keys = {f.name for f in fields(Lesson)}
-    lesson = data.get("lesson", {})
+    lesson_keys = {f.name for f in fields(Lesson)} | {f.name for f in fields(Setup)}
+    lesson = dict(data.get("lesson", {}))
     unknown = set(lesson) - lesson_keys
     if unknown:
         raise ValueError(f"{where}: unknown [lesson] keys {sorted(unknown)}; expected some of {sorted(lesson_keys)}")
+    setup = _setup(where, path.parent, {f.name: lesson.pop(f.name) for f in fields(Setup) if f.name in lesson})
     exercises = [_exercise(where, i, raw) for i, raw in enumerate(data.get("exercises", []))]
     if not exercises:
         raise ValueError(f"{where}: no [[exercises]]; each needs id, title, heading and checks")
     ids = [e.id for e in exercises]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{where}: exercise ids must be unique, got {ids}")
-    return Spec(str(data.get("title", path.stem)), Lesson(**lesson), tuple(exercises), text)
+    return Spec(str(data.get("title", path.stem)), Lesson(**lesson), tuple(exercises), text, setup)
+
+
+def _setup(where: str, folder: Path, raw: dict[str, Any]) -> Setup:
+    map_device = raw.get("map_device", False)
+    if not isinstance(map_device, bool):
+        raise ValueError(f"{where}: [lesson] map_device must be true or false, got {map_device!r}")
+    files, packages = raw.get("files", []), raw.get("packages", [])
+    for key, value in (("files", files), ("packages", packages)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{where}: [lesson] {key} must be a list of strings, got {value!r}")
+    bad = [p for p in packages if not _PACKAGE.fullmatch(p)]
+    if bad:
+        raise ValueError(f"{where}: [lesson] packages: {bad} are not package names")
+    return Setup(map_device, tuple((name, _data_file(where, folder, name)) for name in files), tuple(packages))
+
+
+def _data_file(where: str, folder: Path, name: str) -> Path:
+    """The file ``name`` (relative to the spec's folder) a lesson needs next to its notebook."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ValueError(f"{where}: [lesson] files: {name!r} must be a path inside the spec's folder")
+    source = folder / relative
+    if not source.is_file():
+        raise ValueError(f"{where}: [lesson] files: {name!r} not found (looked for {source.resolve()})")
+    return source.resolve()
 
 
 def _exercise(where: str, index: int, raw: dict[str, Any]) -> ExerciseSpec:
