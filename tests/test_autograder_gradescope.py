@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sdverify.autograder.bundle import SCRIPTS, BundleSettings, build_gradescope_bundle
-from sdverify.autograder.gradescope import to_gradescope
+from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.autograder.run import UNFINISHED, find_submission, run
 from sdverify.checker.report import CheckEntry
 from sdverify.cli import main

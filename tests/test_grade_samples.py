@@ -17,6 +17,7 @@ import pytest
 from filelock import FileLock
 
 from sdverify import isolation
+from sdverify.mistakes import MISTAKES
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import load_spec
@@ -203,6 +204,14 @@ def test_junit_and_html_reports(batch, graded):
     assert "torch.rand" in page and "image.png" in page and "denoise_time" in page
     index = (out / "index.html").read_text()
     assert all(f"submissions/{name}/report.html" in index for name in graded)
+
+
+def test_every_named_mistake_is_in_the_catalog(batch):
+    """What the notebook grader emits, one catalog (the laptop tier: mistake_rand; slow: every sample)."""
+    grades, *_ = batch
+    checks = [c for g in grades.values() for e in g.exercises for c in e.checks]
+    named = {c.details["mistake"] for c in checks if c.details.get("mistake")}
+    assert "rand_not_randn" in named and named <= set(MISTAKES), sorted(named - set(MISTAKES))
 
 
 def test_summary_counts_the_named_mistake_with_its_student(batch, graded):

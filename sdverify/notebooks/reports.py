@@ -21,7 +21,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sdverify.autograder.gradescope import to_gradescope
+from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.isolation import describe as isolation_text
 from sdverify.notebooks import analytics
 from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
