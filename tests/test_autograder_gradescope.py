@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from sdverify.autograder.bundle import SCRIPTS, BundleSettings, build_gradescope_bundle
-from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.autograder.run import UNFINISHED, find_submission, run
 from sdverify.checker.report import CheckEntry
 from sdverify.cli import main
+from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade
 from sdverify.notebooks.spec import DEFAULT_SPEC, VISIBILITIES, load_spec
 

@@ -12,9 +12,9 @@ from sdverify import contract as C
 from sdverify.checker.mistakes import from_statistics
 from sdverify.contract import API_NAMES
 from sdverify.mistakes import ANY, MISTAKES, cfg_formulas, named, replayed, simulated, uniform_draw
-from sdverify.results import fail, ok
 from sdverify.notebooks.exercises import normal_statistics
 from sdverify.properties.cfg import name_cfg_mistake
+from sdverify.results import fail, ok
 
 EXERCISE_STAGES = {"param_count"}  # notebook stages that are no API function
 

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sdverify.notebooks.gradescope import failure_results, to_gradescope
 from sdverify.notebooks.batch import collect, grade_batch
+from sdverify.notebooks.gradescope import failure_results, to_gradescope
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import Spec
 

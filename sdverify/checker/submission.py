@@ -18,7 +18,6 @@ from typing import Literal
 
 from sdverify.contract import API_NAMES
 
-
 REFERENCE = "sdverify.reference"
 
 

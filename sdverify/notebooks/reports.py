@@ -21,9 +21,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.isolation import describe as isolation_text
 from sdverify.notebooks import analytics
+from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
 from sdverify.notebooks.lms import ROSTER_COLUMNS, LmsExport
 
