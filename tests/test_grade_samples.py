@@ -26,8 +26,10 @@ from sdverify.notebooks.spec import load_spec
 pytestmark = pytest.mark.xdist_group("notebook_samples")
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
-# The slowest lesson cell (imports + loading) takes ~10 s on 2 idle cores and over 45 s
-# when the whole suite shares them; the never-finishing sample costs this much wall time.
+# The never-finishing sample (slow tier) costs this much wall time.  The slowest lesson cell
+# (imports + loading) takes ~10 s on 2 idle cores and over 45 s when the whole suite shares
+# them, so the laptop tier, whose samples all finish, keeps the contract's generous default:
+# no limit there may depend on the machine's load (issue 18).
 CELL_TIMEOUT_S = 100
 
 # sample -> {exercise: {failed check id: words the feedback must contain}}
@@ -111,7 +113,8 @@ def batch(tmp_path_factory, worker_id, graded, level):
     shared = (base if worker_id == "master" else base.parent) / f"grade_samples_{level}"
     folder, out = shared / "submissions", shared / "grades"
     spec = load_spec()
-    settings = Settings(cell_timeout=CELL_TIMEOUT_S, notebook_timeout=600, sandbox=level)
+    hangs = "mistake_never_finishes" in graded
+    settings = Settings(sandbox=level, **({"cell_timeout": CELL_TIMEOUT_S, "notebook_timeout": 600} if hangs else {}))
     with FileLock(str(shared) + ".lock"):
         if not folder.is_dir():
             folder.mkdir(parents=True)
