@@ -432,8 +432,8 @@ MISTAKES: dict[str, Mistake] = _mistakes(
     Mistake(
         "delegation",
         ANY,
-        "the work was handed to another implementation (a library's pipeline or loop, or the reference): "
-        "it must be the submission's own",
+        "delegation: the work must be the submission's own, not handed to another implementation "
+        "(a library's pipeline or loop, or the reference)",
     ),
 )
 
