@@ -30,7 +30,7 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("zoo", help="offline model zoo")
     zsub = p.add_subparsers(dest="zoo_command", required=True)
     inst = zsub.add_parser("install", help="materialise a preset as an offline Hugging Face cache")
-    inst.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
+    inst.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES)
     inst.add_argument("--seed", type=int, default=0)
     inst.add_argument("--cache", default=None, help="HF cache folder to write (default: under $SDVERIFY_CACHE)")
     inst.add_argument(
@@ -59,7 +59,7 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("trace", help="run the reference pipeline stage by stage and print a table")
     p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
-    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
+    p.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES)
     p.add_argument("--weights", default=None, help="local diffusers folder with real weights ($SDVERIFY_WEIGHTS)")
     p.add_argument("--steps", type=int, default=C.NUM_INFERENCE_STEPS)
     p.add_argument("--guidance", type=float, default=C.GUIDANCE_SCALE)
@@ -261,7 +261,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write the JSON report here (one list for several)")
     p.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report here (a suite each)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
+    p.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES)
     p.add_argument("--weights", default=None, help="local diffusers folder with real weights ($SDVERIFY_WEIGHTS)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--timeout", type=float, default=C.CHECK_TIMEOUT_S, help="seconds per call of a student function")
@@ -274,7 +274,7 @@ def _add_sandbox(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sandbox",
         default=None,
-        choices=["auto", "bwrap", "process"],
+        choices=C.SANDBOX_CHOICES,
         help="isolation of student code: bwrap (OS namespaces), process, or auto: bwrap where it runs "
         "($SDVERIFY_SANDBOX, default auto; docs/checker.md says what each level protects against)",
     )
@@ -285,7 +285,7 @@ def _add_lesson(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
     p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
     p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"], help="zoo preset the notebooks load")
+    p.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES, help="zoo preset the notebooks load")
 
 
 def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> Settings:

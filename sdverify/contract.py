@@ -24,6 +24,23 @@ else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# --- Names every layer shares (the CLI, the plugin, the checker, the delegation policy) ---
+# The reference API a submission implements (any subset: partial credit), one check group each.
+API_NAMES = (
+    "tokenize",
+    "encode_prompt",
+    "initial_latents",
+    "cfg_combine",
+    "denoise_step",
+    "decode_latents",
+    "to_pil",
+    "generate",
+)
+PRESET_NAMES = ("tiny", "sd15")  # model presets (sdverify.presets builds each)
+# Isolation of student code (sdverify.isolation): auto picks bwrap where it runs, else process.
+SANDBOX_CHOICES = ("auto", "bwrap", "process")
+
+
 # --- Tensor interface (SD1.5 model cards and configs on the hub) -----------------
 MAX_TOKENS = 77  # CLIP ViT-L/14 text context length (tokenizer model_max_length)
 EMBED_DIM = 768  # CLIP ViT-L/14 text hidden size == U-Net cross_attention_dim

@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sdverify import contract as C
+
 log = logging.getLogger(__name__)
 
 Level = Literal["bwrap", "process"]
-CHOICES = ("auto", "bwrap", "process")
+CHOICES = C.SANDBOX_CHOICES
 PROCESS_WARNING = (
     "sdverify: isolation level 'process': student code runs as your user, with the network and "
     "read access to your files (it cannot write outside its scratch folder only by convention); "

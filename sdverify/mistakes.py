@@ -6,9 +6,11 @@ notebook grader (:mod:`sdverify.notebooks.exercises` replays ``replay`` and name
 ``id``), so one mistake has one id and one wording in every report and in the class analytics.
 A new mistake is one entry here (and one example file under ``examples/``).
 
-``stage`` is the API function where the mistake is made; ``simulations`` maps each API
-function that shows it to the reference function with the mistake put in (a mistake made in
-``cfg_combine`` also shows in ``denoise_step`` and ``generate``).
+``stage`` is the API function where the mistake is made (:data:`ANY` for one every function
+can make); ``simulations`` maps each API function that shows it to the reference function with
+the mistake put in (a mistake made in ``cfg_combine`` also shows in ``denoise_step`` and
+``generate``).  A grader attaches a mistake to a failed check with :func:`named` alone, so every
+report reads it alike: the id in ``details["mistake"]``, the words as the message's first line.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from PIL import Image
 
 from sdverify import contract as C
 from sdverify import reference as R
+from sdverify.results import CheckResult
 
 CfgFormula = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+ANY = "any"  # the stage of a mistake any API function can make (a missing return)
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,41 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         "that is the parameter count of the {other}",
     ),
     Mistake("param_count_in_millions", "param_count", "it looks like millions; store the exact count"),
-    Mistake("ids_not_padded", "tokenize", "pad to 77 with padding='max_length', max_length=77"),
+    Mistake(
+        "ids_not_padded",
+        "tokenize",
+        f"the tokenizer was called without padding='max_length', max_length={C.MAX_TOKENS}: "
+        f"the ids must be padded to {C.MAX_TOKENS}",
+    ),
+    Mistake(
+        "tokenize_no_truncation",
+        "tokenize",
+        f"long prompts must be cut with truncation=True (CLIP takes at most {C.MAX_TOKENS} tokens)",
+    ),
+    Mistake("batch_encoding", "tokenize", "the tokenizer's BatchEncoding was returned: use .input_ids"),
+    Mistake("tokenizer_dict", "tokenize", "a dict of tokenizer outputs was returned: use ['input_ids']"),
+    Mistake("ids_as_list", "tokenize", "a Python list was returned: call the tokenizer with return_tensors='pt'"),
+    Mistake(
+        "pooled_output",
+        "encode_prompt",
+        f"the pooled output [1,{C.EMBED_DIM}] was returned instead of last_hidden_state "
+        f"[1,{C.MAX_TOKENS},{C.EMBED_DIM}]",
+    ),
+    Mistake(
+        "encoder_output_object",
+        "encode_prompt",
+        "the text encoder's output object was returned: use [0] or .last_hidden_state",
+    ),
+    Mistake(
+        "encoder_output_tuple",
+        "encode_prompt",
+        "the text encoder's output tuple was returned: take element [0] (last_hidden_state)",
+    ),
+    Mistake(
+        "encode_no_padding",
+        "encode_prompt",
+        f"the prompt was not padded to {C.MAX_TOKENS} tokens before encoding",
+    ),
     Mistake(
         "encode_attention_mask",
         "encode_prompt",
@@ -199,6 +237,17 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         "latents look uniform in [0, 1): torch.rand was used where torch.randn (standard normal) belongs",
         {"initial_latents": _latents_rand},
         replay={"init": "rand"},
+    ),
+    Mistake(
+        "latents_image_size",
+        "initial_latents",
+        f"latents at image resolution: the latent grid is {C.IMAGE_SIZE}/{C.VAE_DOWNSCALE} = {C.LATENT_SIZE}",
+    ),
+    Mistake(
+        "generator_ignored",
+        "initial_latents",
+        "two calls with generators seeded alike gave different latents: draw the noise with "
+        "generator=generator (and on the generator's device)",
     ),
     Mistake(
         "init_noise_sigma_forgotten",
@@ -255,6 +304,12 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         formula=lambda u, c, w: u + w * c,
     ),
     Mistake(
+        "cfg_inplace",
+        "cfg_combine",
+        "cfg_combine changed {names} in place (e.g. `eps_cond -= eps_uncond`): the U-Net predictions "
+        "must stay intact; compute into a new tensor",
+    ),
+    Mistake(
         "guidance_ignored",
         "cfg_combine",
         "your CFG returns eps_cond unchanged (as if w = 1): the guidance scale is ignored",
@@ -286,6 +341,17 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         "a {type_name}, not a tensor: `.prev_sample` is missing after scheduler.step(...)",
     ),
     Mistake(
+        "step_tuple",
+        "denoise_step",
+        "scheduler.step(..., return_dict=False) returns a tuple: take element [0]",
+    ),
+    Mistake(
+        "step_generator_ignored",
+        "denoise_step",
+        "two runs with generators seeded alike differ: pass generator= to scheduler.step "
+        "(DDPM draws noise in every step)",
+    ),
+    Mistake(
         "ddpm_noise_missing",
         "denoise_step",
         "the posterior mean without noise; DDPM's step adds σ·noise (σ = {std:.4g}) at t > 0",
@@ -311,6 +377,18 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         {"decode_latents": _decode_rescaled},
     ),
     Mistake("decode_differs", "decode_latents", "the final latents are right but the decode step differs"),
+    Mistake("decoder_output", "decode_latents", "vae.decode returns a DecoderOutput, not a tensor: use .sample"),
+    Mistake(
+        "image_not_tensor",
+        "decode_latents",
+        f"{{function}} must return the raw decoded tensor [1,3,{C.IMAGE_SIZE},{C.IMAGE_SIZE}]; to_pil converts it",
+    ),
+    Mistake(
+        "image_channels_last",
+        "decode_latents",
+        f"the image is channels-last [1,{C.IMAGE_SIZE},{C.IMAGE_SIZE},3]; "
+        f"the raw image is [1,3,{C.IMAGE_SIZE},{C.IMAGE_SIZE}]",
+    ),
     Mistake(
         "pil_not_rescaled",
         "to_pil",
@@ -330,6 +408,13 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         "the colour channels are in BGR order: red and blue are swapped",
         {"to_pil": _pil(_pil_bgr)},
     ),
+    Mistake("pil_numpy_array", "to_pil", "a numpy array was returned: wrap it with PIL.Image.fromarray(array)"),
+    Mistake(
+        "pil_tensor",
+        "to_pil",
+        "a tensor was returned: to_pil must build a PIL.Image (Image.fromarray on uint8 HWC)",
+    ),
+    Mistake("pil_mode", "to_pil", "the image has mode {mode!r}; expected 'RGB' (uint8 HWC array)"),
     Mistake(
         "timesteps_reversed",
         "generate",
@@ -338,7 +423,32 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         {"generate": _generate(reverse=True)},
         replay={"reverse": True},
     ),
+    Mistake("returned_none", ANY, "returned None: the function is missing a return statement"),
+    Mistake(
+        "numpy_array",
+        ANY,
+        "a numpy array was returned where a torch.Tensor belongs (torch.from_numpy or keep it a tensor)",
+    ),
+    Mistake(
+        "delegation",
+        ANY,
+        "delegation: the work must be the submission's own, not handed to another implementation "
+        "(a library's pipeline or loop, or the reference)",
+    ),
 )
+
+
+def named(result: CheckResult, mistake: str, context: str | None = None, **fields: Any) -> CheckResult:
+    """Failed ``result`` explained as the catalog's ``mistake``: its id in ``details["mistake"]``
+    (what the class page counts), its words (filled with ``fields``) as the message's first
+    line (what a student sees of a hidden check), then ``context`` (default: the result's own
+    message).  An id outside the catalog raises KeyError: every id a grader emits is catalogued."""
+    words = MISTAKES[mistake].words(**fields)
+    if result.passed:
+        return result
+    context = result.message if context is None else context
+    message = f"{words}\n{context}" if context else words
+    return replace(result, message=message, details={**result.details, "mistake": mistake})
 
 
 def simulated(function: str) -> list[tuple[Mistake, Callable]]:

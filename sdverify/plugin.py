@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from sdverify import contract as C
 from sdverify import pytest_contract
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from sdverify.gpu.suite import SuiteConfig
     from sdverify.zoo import Components
 
-_PRESETS = ("tiny", "sd15")
 # What the gpu suite accepts; checked here as text so that a bad value is a usage error
 # before anything imports torch.
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -60,7 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sdverify-preset",
         dest="sdverify_preset",
         default=os.environ.get("SDVERIFY_PRESET", "tiny"),
-        choices=list(_PRESETS),
+        choices=C.PRESET_NAMES,
         help="offline zoo preset the CPU tests load (default: tiny, or $SDVERIFY_PRESET)",
     )
     group.addoption("--sdverify-seed", dest="sdverify_seed", type=int, default=0, help="zoo weight seed (default 0)")
@@ -107,7 +107,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sdverify-sandbox",
         dest="sdverify_sandbox",
         default=None,
-        choices=["auto", "bwrap", "process"],
+        choices=C.SANDBOX_CHOICES,
         help="isolation of the contract items' student code: bwrap, process, or auto ($SDVERIFY_SANDBOX)",
     )
     group.addoption(
@@ -143,9 +143,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     gpu_session.pin_worker_gpu(config)
     if config.stash[_SETTINGS].impl:
-        from sdverify.checker.submission import API_NAMES
-
-        pytest_contract.register_markers(config, (*API_NAMES, "sandbox"))
+        pytest_contract.register_markers(config, (*C.API_NAMES, "sandbox"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from sdverify.autograder.bundle import SCRIPTS, BundleSettings, build_gradescope_bundle
-from sdverify.autograder.gradescope import to_gradescope
 from sdverify.autograder.run import UNFINISHED, find_submission, run
 from sdverify.checker.report import CheckEntry
 from sdverify.cli import main
+from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade
 from sdverify.notebooks.spec import DEFAULT_SPEC, VISIBILITIES, load_spec
 
@@ -199,6 +199,7 @@ def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
     for needed in ("sdverify/autograder/run.py", "sdverify/autograder/templates/run_autograder", "sdverify/cli.py"):
         assert needed in names
     assert any(n.startswith("sdverify/_data/tokenizer/") for n in names)
+    assert not any(n.startswith("sdverify/metamorphic/") for n in names)  # the test suite's, not shipped
     for name in SCRIPTS:
         assert subprocess.run(["bash", "-n", str(tmp_path / "source" / name)]).returncode == 0
 

@@ -99,7 +99,7 @@ def test_os_exit_costs_only_that_function(tmp_path: Path):
     def initial_latents(scheduler, generator, device, dtype):
         return torch.randn(1, 4, 64, 64, generator=generator, dtype=dtype).to(device) * scheduler.init_noise_sigma
     """
-    by_function = _check(tmp_path, body, timeout=20)
+    by_function = _check(tmp_path, body)  # the contract's per-call limit: none fires here, even under load
     assert "ended the process" in _messages(by_function["cfg_combine"])
     assert all(c.passed for c in by_function["initial_latents"])
 
@@ -139,7 +139,7 @@ def test_forged_output_and_monkeypatching_change_nothing(tmp_path: Path):
         return c + w * (u - c)
     """
     allclose = torch.allclose
-    by_function = _check(tmp_path, body, timeout=20)
+    by_function = _check(tmp_path, body)
     assert torch.allclose is allclose and not torch.allclose(torch.zeros(1), torch.ones(1))
     assert "AlwaysEqual" in _messages(by_function["decode_latents"])
     assert "swapped" in _messages(by_function["cfg_combine"])

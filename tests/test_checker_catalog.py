@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdverify.checker import API_NAMES, check_submission
+from sdverify.mistakes import MISTAKES
 
 # The whole catalog is the slow tier; the laptop tier checks one wrong and the reference (test_checker_cli).
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ WRONG = {
     "wrong_cfg_swapped": ("cfg_combine.reference[w=7.5]", "the two predictions are swapped"),
     "wrong_cfg_paper_convention": ("cfg_combine.reference[w=7.5]", "(1 + w) convention"),
     "wrong_cfg_inplace": ("cfg_combine.reference[w=7.5]", "in place"),
-    "wrong_denoise_scheduler_output": ("denoise_step.reference[pndm]", "use .prev_sample"),
+    "wrong_denoise_scheduler_output": ("denoise_step.reference[pndm]", "`.prev_sample` is missing"),
     "wrong_denoise_no_scale_input": ("denoise_step.reference[euler]", "scale_model_input was not called"),
     "wrong_denoise_chunk_order": ("denoise_step.reference[pndm]", "the two predictions are swapped"),
     "wrong_denoise_no_generator": ("denoise_step.reproducible", "pass generator= to scheduler.step"),
@@ -70,6 +71,8 @@ def test_wrong_submission_fails_with_its_mistake_named(name: str, sandbox_level:
     assert not report.passed
     assert not by_id[check_id].passed, f"{check_id} passed"
     assert words in by_id[check_id].message, by_id[check_id].message
+    named = {c.details["mistake"] for c in report.checks if c.details.get("mistake")}
+    assert by_id[check_id].details.get("mistake") in named <= set(MISTAKES), named  # one catalog
     # Only the mistaken function (or one built on it) fails; what is implemented elsewhere passes.
     mistaken = check_id.split(".")[0]
     implemented_failures = {c.function for c in report.failed() if c.details.get("status") != "missing"}

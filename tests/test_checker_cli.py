@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdverify.cli import main
+from sdverify.mistakes import MISTAKES
 
 # The checker's reference expectations are built once per process: keep these on one worker.
 pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
@@ -37,6 +38,7 @@ def test_wrong_submission_exits_1_naming_the_mistake(tmp_path: Path, capsys: pyt
     assert "[FAIL] decode_latents.reference[noise]  0/9" in text and "not divided by the VAE scaling factor" in text
     failed = [c for c in json.loads(out_json.read_text())["checks"] if not c["passed"]]
     assert any(c["mistake"] == "scaling_factor_not_divided" for c in failed)
+    assert {c["mistake"] for c in failed if c["mistake"]} <= set(MISTAKES)  # one catalog
 
 
 @pytest.mark.parametrize(

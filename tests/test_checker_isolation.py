@@ -90,7 +90,8 @@ def _cfg_points(report) -> tuple[float, float]:
 @needs_bwrap
 def test_bwrap_contains_every_attempt_at_once(hostile):
     path, weights = hostile(*ATTEMPTS)
-    report = check_submission(path, sandbox="bwrap", weights=str(weights), timeout=30)
+    # The contract's per-call limit: it must not fire here, however loaded the machine (issue 18).
+    report = check_submission(path, sandbox="bwrap", weights=str(weights))
     assert report.isolation == "bwrap"
     points, most = _cfg_points(report)
     assert points == most > 0, [c.message for c in report.checks if c.function == "cfg_combine" and not c.passed]

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from sdverify.checker.submission import API_NAMES
+from sdverify.contract import API_NAMES
 from sdverify.delegation import DEFAULT_FORBID, Policy, validate_names
 from sdverify.delegation.static import scan_cells, scan_module
 

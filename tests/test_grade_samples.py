@@ -17,6 +17,7 @@ import pytest
 from filelock import FileLock
 
 from sdverify import isolation
+from sdverify.mistakes import MISTAKES
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import load_spec
@@ -25,8 +26,10 @@ from sdverify.notebooks.spec import load_spec
 pytestmark = pytest.mark.xdist_group("notebook_samples")
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
-# The slowest lesson cell (imports + loading) takes ~10 s on 2 idle cores and over 45 s
-# when the whole suite shares them; the never-finishing sample costs this much wall time.
+# The never-finishing sample (slow tier) costs this much wall time.  The slowest lesson cell
+# (imports + loading) takes ~10 s on 2 idle cores and over 45 s when the whole suite shares
+# them, so the laptop tier, whose samples all finish, keeps the contract's generous default:
+# no limit there may depend on the machine's load (issue 18).
 CELL_TIMEOUT_S = 100
 
 # sample -> {exercise: {failed check id: words the feedback must contain}}
@@ -110,7 +113,8 @@ def batch(tmp_path_factory, worker_id, graded, level):
     shared = (base if worker_id == "master" else base.parent) / f"grade_samples_{level}"
     folder, out = shared / "submissions", shared / "grades"
     spec = load_spec()
-    settings = Settings(cell_timeout=CELL_TIMEOUT_S, notebook_timeout=600, sandbox=level)
+    hangs = "mistake_never_finishes" in graded
+    settings = Settings(sandbox=level, **({"cell_timeout": CELL_TIMEOUT_S, "notebook_timeout": 600} if hangs else {}))
     with FileLock(str(shared) + ".lock"):
         if not folder.is_dir():
             folder.mkdir(parents=True)
@@ -203,6 +207,14 @@ def test_junit_and_html_reports(batch, graded):
     assert "torch.rand" in page and "image.png" in page and "denoise_time" in page
     index = (out / "index.html").read_text()
     assert all(f"submissions/{name}/report.html" in index for name in graded)
+
+
+def test_every_named_mistake_is_in_the_catalog(batch):
+    """What the notebook grader emits, one catalog (the laptop tier: mistake_rand; slow: every sample)."""
+    grades, *_ = batch
+    checks = [c for g in grades.values() for e in g.exercises for c in e.checks]
+    named = {c.details["mistake"] for c in checks if c.details.get("mistake")}
+    assert "rand_not_randn" in named and named <= set(MISTAKES), sorted(named - set(MISTAKES))
 
 
 def test_summary_counts_the_named_mistake_with_its_student(batch, graded):

@@ -1,6 +1,7 @@
-"""Grading inside course platforms: Gradescope's ``results.json``, the autograder bundle, its run.
+"""Grading inside course platforms: the autograder bundle and its run.
 
-``gradescope`` converts a graded submission to Gradescope's format, ``bundle`` writes the
-``autograder.zip`` that ``sdverify autograder gradescope`` builds, and ``run`` is what that
-zip's ``run_autograder`` calls for one submission.
+``bundle`` writes the ``autograder.zip`` that ``sdverify autograder gradescope`` builds, and
+``run`` is what that zip's ``run_autograder`` calls for one submission.  Gradescope's
+``results.json`` is a report format of a grade, so it lives with the others
+(:mod:`sdverify.notebooks.gradescope`): this integration sits on top of the batch, never under it.
 """

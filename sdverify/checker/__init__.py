@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from sdverify import contract as C
 from sdverify.checker.report import CheckEntry, SubmissionReport, summary_table, to_json, to_junit, to_text
-from sdverify.checker.submission import API_NAMES, Target, resolve_target
+from sdverify.checker.submission import Target, resolve_target
+from sdverify.contract import API_NAMES
 
 if TYPE_CHECKING:
     from sdverify.checker.checks import CheckContext

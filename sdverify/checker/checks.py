@@ -24,7 +24,7 @@ from sdverify.checker import mistakes
 from sdverify.checker.points import Graded, Role
 from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, is_case, run_probe, with_function
 from sdverify.checker.protocol import Outcome, Value
-from sdverify.mistakes import Mistake, simulated
+from sdverify.mistakes import Mistake, named, simulated
 from sdverify.properties.cfg import cfg_algebra
 from sdverify.properties.embeddings import embedding_properties
 from sdverify.properties.tokens import token_id_properties
@@ -118,11 +118,11 @@ def _returned(id: str, probe: Probe, outcome: Outcome | None, clause: str) -> Ou
     return outcome
 
 
-def _with_mistake(result: CheckResult, named: tuple[str, str] | None) -> CheckResult:
-    if named is None or result.passed:
+def _with_mistake(result: CheckResult, found: mistakes.Found | None) -> CheckResult:
+    if found is None:
         return result
-    mistake_id, words = named
-    return replace(result, message=f"{words}\n{result.message}", details={**result.details, "mistake": mistake_id})
+    mistake, fields = found
+    return named(result, mistake, **fields)
 
 
 def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> bool:
@@ -147,20 +147,20 @@ def _simulated(ctx: CheckContext, mistake: Mistake, impl: Callable, probe: Probe
     return ctx.simulated[key]
 
 
-def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> tuple[str, str] | None:
+def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> mistakes.Found | None:
     """The known mistake whose signature ``values`` carry, if any."""
     for value in values:
-        named = mistakes.from_value(probe.function, value)
-        if named:
-            return named
+        found = mistakes.from_value(probe.function, value)
+        if found:
+            return found
         if value.kind == "tensor" and value.tensor is not None:
-            named = mistakes.from_statistics(probe.function, value.tensor)
-            if named:
-                return named
+            found = mistakes.from_statistics(probe.function, value.tensor)
+            if found:
+                return found
     for mistake, impl in simulated(probe.function):
         target = _simulated(ctx, mistake, impl, probe)
         if target is not None and _matches(probe.function, values, target):
-            return mistake.id, mistake.message
+            return mistake.id, {}
     if probe.function == "cfg_combine":
         a = probe.args
         return mistakes.from_cfg(values, ctx.plan.inputs[a["u"]], ctx.plan.inputs[a["c"]], a["w"])
@@ -260,7 +260,7 @@ def reproducible_check(id: str, first: Probe, again: Probe, outcomes: dict[str, 
         return fail(id, f"{first.id}: the two runs returned {len(a)} and {len(b)} values", clause)
     for x, y in zip(tensors[: len(a)], tensors[len(a) :]):
         if x.shape != y.shape or not torch.equal(x, y):
-            return fail(id, mistakes.NOT_REPRODUCIBLE[first.function], clause, mistake="generator_ignored")
+            return named(fail(id, "", clause), mistakes.NOT_REPRODUCIBLE[first.function])
     return ok(id, clause)
 
 
@@ -275,8 +275,8 @@ def _merged(function: str, per_probe: list[tuple[Probe, list[CheckResult]]]) -> 
             if not r.passed:
                 failed.setdefault(key, []).append(probe.id)
             if key not in merged or (merged[key].passed and not r.passed):
-                named = r.passed or r.message.startswith(probe.id)
-                merged[key] = replace(r, id=key, message=r.message if named else f"{probe.id}: {r.message}")
+                says_case = r.passed or r.message.startswith(probe.id)
+                merged[key] = replace(r, id=key, message=r.message if says_case else f"{probe.id}: {r.message}")
     return [
         replace(r, details={**r.details, "failed_cases": failed[k]}) if k in failed else r for k, r in merged.items()
     ]
@@ -296,8 +296,8 @@ def _value_properties(
             ids = [r.id for r in properties(probe, ctx.expected[probe.id][0])]
             per_probe.append((probe, [replace(outcome, id=id) for id in ids]))
             continue
-        named = mistakes.from_value(function, outcome.values[0])
-        results = [_with_mistake(r, named) for r in properties(probe, _student_tensor(outcome.values[0]))]
+        found = mistakes.from_value(function, outcome.values[0])
+        results = [_with_mistake(r, found) for r in properties(probe, _student_tensor(outcome.values[0]))]
         per_probe.append((probe, results))
     return _merged(function, per_probe)
 

@@ -19,7 +19,8 @@ from PIL import Image
 from sdverify import hub, isolation
 from sdverify.checker import protocol
 from sdverify.checker.probes import Env, Probe, run_probe
-from sdverify.checker.submission import API_NAMES, Target, load_module
+from sdverify.checker.submission import Target, load_module
+from sdverify.contract import API_NAMES
 from sdverify.delegation.tripwire import PSEUDO_FILES, Tripwire
 from sdverify.properties.untrusted import plain_tensor
 

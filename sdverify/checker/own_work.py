@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from sdverify.checker.probes import Probe
 from sdverify.checker.protocol import SandboxResult
-from sdverify.checker.submission import API_NAMES, Target, source_of
+from sdverify.checker.submission import Target, source_of
+from sdverify.contract import API_NAMES
 from sdverify.delegation.policy import Policy, Use, covers, own_work
 from sdverify.delegation.static import scan_module
 from sdverify.results import CheckResult, fail

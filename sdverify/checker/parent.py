@@ -41,7 +41,8 @@ from sdverify.checker.child import child_main
 from sdverify.checker.jail import WORK as JAIL_WORK
 from sdverify.checker.probes import Plan, Probe
 from sdverify.checker.protocol import Outcome, SandboxResult
-from sdverify.checker.submission import API_NAMES, Target
+from sdverify.checker.submission import Target
+from sdverify.contract import API_NAMES
 from sdverify.delegation.policy import Watch
 from sdverify.results import OutcomeStatus
 

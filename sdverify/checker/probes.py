@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sdverify import reference
-from sdverify.checker.submission import API_NAMES
+from sdverify.contract import API_NAMES
 from sdverify.schedulers import make_scheduler
 from sdverify.zoo import Components
 

@@ -16,17 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
-# The reference API a submission may implement (any subset: partial credit).
-API_NAMES = (
-    "tokenize",
-    "encode_prompt",
-    "initial_latents",
-    "cfg_combine",
-    "denoise_step",
-    "decode_latents",
-    "to_pil",
-    "generate",
-)
+from sdverify.contract import API_NAMES
 
 REFERENCE = "sdverify.reference"
 

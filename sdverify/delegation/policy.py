@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from sdverify.checker.submission import API_NAMES
+from sdverify.contract import API_NAMES
 from sdverify.results import CheckResult, fail, ok
 
 How = Literal["import", "reference", "call", "is"]
@@ -237,10 +237,7 @@ def own_work(id: str, subject: str, uses: Iterable[Use], policy: Policy, relax: 
         f"delegation: {found}{more}. The work must be the submission's own, not handed to "
         f"{' / '.join(dict.fromkeys(broken.values()))}: no points for {subject} ({relax})"
     )
-    return fail(
-        id,
-        message,
-        clause,
-        mistake="delegation",
-        uses=[{"how": u.how, "names": list(u.names), "at": u.at, "forbidden_by": e} for u, e in broken.items()],
-    )
+    from sdverify.mistakes import named  # the catalog imports torch and the tokenizer: only on a failure
+
+    uses_found = [{"how": u.how, "names": list(u.names), "at": u.at, "forbidden_by": e} for u, e in broken.items()]
+    return named(fail(id, message, clause, uses=uses_found), "delegation")

@@ -23,7 +23,7 @@ import torch
 from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
-from sdverify.mistakes import MISTAKES, replayed, uniform_draw
+from sdverify.mistakes import MISTAKES, named, replayed, uniform_draw
 from sdverify.notebooks.runner import KERNEL_SEED, Variable
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
@@ -173,15 +173,6 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
     return actual.shape == expected.shape and bool(((actual.double() - expected.double()).abs() <= atol).all())
 
 
-def _named(result: CheckResult, mistake: str, context: str = "", **fields: Any) -> CheckResult:
-    """``result`` explained as the catalog's mistake ``mistake`` (:mod:`sdverify.mistakes`): an id the
-    class page counts, and ``context — the catalog's words`` (filled with ``fields``), what a student
-    sees of a hidden check (sdverify/autograder/gradescope.py)."""
-    words = MISTAKES[mistake].words(**fields)
-    message = f"{context} — {words}" if context else words
-    return replace(result, message=message, details={**result.details, "mistake": mistake})
-
-
 def _labelled(result: CheckResult, clause: str, prefix: str = "") -> CheckResult:
     message = f"{prefix}: {result.message}" if prefix and not result.passed else result.message
     return replace(result, clause=clause, message=message)
@@ -247,9 +238,9 @@ def param_count(ctx: ExerciseContext, var: VarLookup, *, value: str, component: 
     )
     other = next((k for k, n in counts.items() if n == got), None)
     if other:
-        return _named(result, "param_count_of_another_model", result.message, other=_COMPONENT_WORDS[other])
+        return named(result, "param_count_of_another_model", other=_COMPONENT_WORDS[other])
     if abs(got * 1e6 - expected) < 1e6:
-        return _named(result, "param_count_in_millions", result.message)
+        return named(result, "param_count_in_millions")
     return result
 
 
@@ -270,7 +261,7 @@ def token_ids(ctx: ExerciseContext, var: VarLookup, *, value: str = "token_ids")
     if tuple(ids.shape) != C.TOKEN_IDS_SHAPE:
         result = fail(id, f"`{value}` has shape {list(ids.shape)}; expected {list(C.TOKEN_IDS_SHAPE)}", clause)
         if ids.shape[-1] < C.MAX_TOKENS:
-            return _named(result, "ids_not_padded", result.message)
+            return named(result, "ids_not_padded")
         return result
     if ids.dtype != C.TOKEN_DTYPE:
         return fail(
@@ -293,7 +284,7 @@ def prompt_embeddings(ctx: ExerciseContext, var: VarLookup, *, value: str, promp
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.embeddings(other), C.GRADE_ATOL_FP32):
-                result = _named(result, "embeddings_of_wrong_prompt", f"`{value}`", other=other, prompt=prompt)
+                result = named(result, "embeddings_of_wrong_prompt", f"in `{value}`", other=other, prompt=prompt)
     return result
 
 
@@ -343,7 +334,7 @@ def latent_noise(
         return fail(id, f"`{value}` is on {meta['device']} but `{device}` is {want_device.value}", clause)
     mean, std, problem_text = normal_statistics(x)
     if problem_text == MISTAKES["rand_not_randn"].message:
-        return _named(fail(id, problem_text, clause, mean=mean, std=std), "rand_not_randn", f"`{value}`")
+        return named(fail(id, problem_text, clause, mean=mean, std=std), "rand_not_randn", f"in `{value}`")
     if problem_text:
         return fail(id, f"`{value}`: {problem_text}", clause, mean=mean, std=std)
     return ok(id, clause, mean=mean, std=std)
@@ -362,7 +353,7 @@ def timestep(ctx: ExerciseContext, var: VarLookup, *, value: str = "t", index: i
         return ok(id, clause, value=got)
     result = fail(id, f"`{value}` = {got:g}; expected {expected:g}", clause)
     if got == float(steps[-1]):
-        return _named(result, "last_timestep_first", result.message)
+        return named(result, "last_timestep_first")
     return result
 
 
@@ -396,7 +387,7 @@ def unet_prediction(
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
             if _close(x, ctx.unet(z, t_tensor, other), C.GRADE_ATOL_FP32):
-                result = _named(result, "conditioned_on_wrong_prompt", f"`{value}`", other=other, prompt=prompt)
+                result = named(result, "conditioned_on_wrong_prompt", f"in `{value}`", other=other, prompt=prompt)
     return result
 
 
@@ -414,9 +405,9 @@ def cfg_combination(
     atol = C.GRADE_ATOL_FP32 * (1 + 2 * abs(w))
     result = compare_tensors(id, out, R.cfg_combine(u, c, w), atol=atol, clause=clause)
     if not result.passed:
-        named = name_cfg_mistake(out, u, c, w, atol)
-        if named:
-            result = _named(result, named[0])
+        mistake = name_cfg_mistake(out, u, c, w, atol)
+        if mistake:
+            result = named(result, mistake, "")
     return result
 
 
@@ -456,7 +447,7 @@ def ddpm_step(
     v = var(value)
     if v.kind == "mapping" and "prev_sample" in v.meta.get("keys", []):
         type_name = v.meta["type"].rsplit(".", 1)[-1]
-        return _named(fail(id, "", clause), "prev_sample_missing", f"`{value}`", type_name=type_name)
+        return named(fail(id, "", clause), "prev_sample_missing", f"in `{value}`", type_name=type_name)
     got = _tensors(
         id,
         clause,
@@ -477,7 +468,7 @@ def ddpm_step(
         return compare_tensors(id, x.double(), mean, atol=C.GRADE_ATOL_FP32, clause=clause)
     residual = (x.double() - mean) / std
     if float(residual.abs().max()) * std <= C.GRADE_ATOL_FP32:
-        return _named(fail(id, "", clause), "ddpm_noise_missing", f"`{value}`", std=std)
+        return named(fail(id, "", clause), "ddpm_noise_missing", f"in `{value}`", std=std)
     _, _, problem_text = normal_statistics(residual)
     if problem_text:
         return fail(
@@ -520,7 +511,7 @@ def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", 
     if not result.passed:
         for mistake, scaled in (("scaling_factor_not_divided", z), ("scaling_factor_multiplied", z * sf)):
             if _close(x, ctx.decode(scaled), C.GRADE_ATOL_FP32):
-                result = _named(result, mistake, f"`{latents}` (scaling factor {sf:g})")
+                result = named(result, mistake, f"`{latents}` (scaling factor {sf:g})")
     return result
 
 
@@ -549,12 +540,12 @@ def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "ima
     z = var(latents).tensor if var(latents).kind == "tensor" else None
     if z is not None and z.shape == C.LATENT_SHAPE:
         if _close(z, ctx.replay(seeds[0])[0], C.GRADE_ATOL_REPLAY):
-            return _named(
+            return named(
                 result, "decode_differs", f"the final latents `{latents}` match the replay but `{value}` does not"
             )
         for mistake, options in replayed():
             if _close(z, ctx.replay(seeds[0], **options)[0], C.GRADE_ATOL_REPLAY):
-                return _named(result, mistake.id, f"the final latents `{latents}` match a replay with this mistake")
+                return named(result, mistake.id, f"the final latents `{latents}` match a replay with this mistake")
     return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
 
 

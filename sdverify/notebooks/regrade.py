@@ -19,7 +19,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sdverify.checker.submission import API_NAMES
+from sdverify.contract import API_NAMES
 from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade, digest, runner_for
 from sdverify.notebooks.spec import Spec
 

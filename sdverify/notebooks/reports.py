@@ -23,9 +23,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdverify.autograder.gradescope import to_gradescope
 from sdverify.isolation import describe as isolation_text
 from sdverify.notebooks import analytics
+from sdverify.notebooks.gradescope import to_gradescope
 from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
 from sdverify.notebooks.lms import ROSTER_COLUMNS, LmsExport
 from sdverify.notebooks.submissions import Skipped

@@ -29,7 +29,7 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15.toml"
 # Who sees an exercise's checks on Gradescope: always, after the due date, or instructors only
-# (students then see only the mistakes its failed checks name; sdverify/autograder/gradescope.py).
+# (students then see only the mistakes its failed checks name; sdverify/notebooks/gradescope.py).
 VISIBILITIES = ("visible", "after_due_date", "hidden")
 _EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility", "forbid", "allow"}
 _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

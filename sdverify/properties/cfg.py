@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 
 from sdverify import contract as C
-from sdverify.mistakes import MISTAKES, cfg_formulas
+from sdverify.mistakes import MISTAKES, cfg_formulas, named
 from sdverify.properties.untrusted import call, call_tensor, tensor_result
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 
@@ -110,14 +110,10 @@ def _matches(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, form
     return distinguishable and float((out.double() - candidate).abs().max()) <= atol
 
 
-def name_cfg_mistake(
-    out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float
-) -> tuple[str, str] | None:
-    """``(id, words)`` of the known CFG mistake (:mod:`sdverify.mistakes`) whose formula reproduces
-    ``out`` (e.g. swapped predictions), or None."""
-    found = (
-        (m.id, m.message) for m in cfg_formulas() if m.formula is not None and _matches(out, u, c, w, m.formula, atol)
-    )
+def name_cfg_mistake(out: torch.Tensor, u: torch.Tensor, c: torch.Tensor, w: float, atol: float) -> str | None:
+    """The id of the known CFG mistake (:mod:`sdverify.mistakes`) whose formula reproduces ``out``
+    (e.g. swapped predictions), or None."""
+    found = (m.id for m in cfg_formulas() if m.formula is not None and _matches(out, u, c, w, m.formula, atol))
     return next(found, None)
 
 
@@ -247,8 +243,8 @@ def cfg_algebra(
         results.append(replace(f_plain, id="cfg.formula", clause=clause))
     else:
         result = _close("cfg.formula", clause, plain, _reference(u, c, w), tol, f"at w={w:g}")
-        named = None if result.passed else name_cfg_mistake(plain, u, c, w, tol)
-        results.append(replace(result, message=f"{named[1]}\n{result.message}") if named else result)
+        mistake = None if result.passed else name_cfg_mistake(plain, u, c, w, tol)
+        results.append(named(result, mistake) if mistake else result)
 
     # The swap detector: f equals eps_cond + w·(eps_uncond − eps_cond), i.e. f(1 − w).
     clause = "eps_uncond and eps_cond are not swapped"
