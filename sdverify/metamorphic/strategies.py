@@ -81,6 +81,10 @@ SOURCE_EDITS: dict[str, SourceEdit] = {
     "inference_mode": SourceEdit(S.no_grad_sites, S.use_inference_mode, _none, most=None),
     "return_dict=False": SourceEdit(S.output_field_sites, S.use_tuple_outputs, _none, most=None),
     "batched CFG": SourceEdit(S.cfg_pair_sites, S.batch_cfg, _none, most=None),
+    "rebound decode": SourceEdit(S.decode_rebinding_sites, S.rebind_decode, _none, most=None),
+    "seeded generator": SourceEdit(
+        S.seeded_generator_sites, S.use_seeded_generator, lambda site: st.integers(0, 2**31), most=None
+    ),
 }
 # Notebook cells only (IPython syntax).
 CELL_SOURCE_EDITS: dict[str, SourceEdit] = {"%%time": SourceEdit(S.timed_cell_sites, S.time_cell, _none)}
