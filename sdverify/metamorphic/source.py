@@ -517,14 +517,15 @@ def batch_cfg(source: str, sites: Collection[int]) -> str:
 
 
 def _decode_scalings(parsed: _Parsed) -> list[tuple[ast.stmt, ast.BinOp, ast.Name]]:
-    """``y = ....decode(v <op> s, ...)...`` statements (alone on their line) whose first argument is a
-    pure arithmetic expression of one name ``v``, read nowhere after the statement in the source."""
+    """``y = ....decode(v <op> s, ...)...`` (or ``return ...``) statements, alone on their line, whose
+    first argument is pure arithmetic on one name ``v``, read nowhere after the statement in the source."""
     found = []
     for _owner, _field, body in _bodies(parsed.tree):
         for stmt in body:
-            if not isinstance(stmt, ast.Assign) or parsed.lines[stmt.lineno - 1].encode()[: stmt.col_offset].strip():
+            value = stmt.value if isinstance(stmt, (ast.Assign, ast.Return)) else None
+            if value is None or parsed.lines[stmt.lineno - 1].encode()[: stmt.col_offset].strip():
                 continue
-            for call in (n for n in ast.walk(stmt.value) if isinstance(n, ast.Call)):
+            for call in (n for n in ast.walk(value) if isinstance(n, ast.Call)):
                 if not (isinstance(call.func, ast.Attribute) and call.func.attr == "decode" and call.args):
                     continue
                 arg = call.args[0]
@@ -536,13 +537,23 @@ def _decode_scalings(parsed: _Parsed) -> list[tuple[ast.stmt, ast.BinOp, ast.Nam
                     continue
                 others = [
                     n
-                    for n in ast.walk(parsed.tree)
+                    for n in ast.walk(_scope(parsed.tree, stmt))
                     if isinstance(n, ast.Name) and n.id == named[0].id and n is not named[0]
                     if (n.lineno, n.col_offset) > after or n in set(ast.walk(stmt))
                 ]
                 if not others:
                     found.append((stmt, arg, named[0]))
     return sorted(found, key=lambda f: f[0].lineno)
+
+
+def _scope(tree: ast.Module, stmt: ast.stmt) -> ast.AST:
+    """The innermost function holding ``stmt`` (its local names), or the module."""
+    holders = [
+        f
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt in set(ast.walk(f)) and f is not stmt
+    ]
+    return min(holders, key=lambda f: (f.end_lineno or f.lineno) - f.lineno, default=tree)
 
 
 def decode_rebinding_sites(source: str) -> list[Site]:

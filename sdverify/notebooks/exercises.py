@@ -126,24 +126,27 @@ class ExerciseContext:
         and passed to ``randn`` and ``scheduler.step`` draws too.  Two U-Net calls per step,
         as the lesson writes them (a batched call rounds differently).
         """
-        return self.cached(("replay", seed), lambda: self._replay(seed))
 
-    def mistaken_replay(self, seed: int, mistake: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """:meth:`replay` with a catalog mistake made (its ``replay`` options), or None when that
-        simulation cannot run on the lesson's scheduler: then it is not the mistake made."""
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            z = self._denoised(seed)
+            return z, R.decode_latents(self.components.vae, z)
 
-        def compute() -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.cached(("replay", seed), compute)
+
+    def mistaken_replay(self, seed: int, mistake: Mapping[str, Any]) -> torch.Tensor | None:
+        """The final latents of :meth:`replay` with a catalog mistake made (its ``replay`` options),
+        or None when that simulation cannot run on the lesson's scheduler: not the mistake made."""
+
+        def compute() -> torch.Tensor | None:
             try:  # e.g. reversed timesteps run multistep and sigma schedulers off their tables
-                return self._replay(seed, **mistake)
+                return self._denoised(seed, **mistake)
             except Exception:
                 return None
 
         return self.cached(("replay", seed, tuple(sorted(mistake.items()))), compute)
 
-    def _replay(
-        self, seed: int, *, reverse: bool = False, swap: bool = False, init: str = "randn"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        c, w = self.components, self.lesson.guidance_scale
+    def _denoised(self, seed: int, *, reverse: bool = False, swap: bool = False, init: str = "randn") -> torch.Tensor:
+        w = self.lesson.guidance_scale
         combine = (lambda u, k, w: R.cfg_combine(k, u, w)) if swap else R.cfg_combine
         step = partial(R.guided_step, combine=combine, batched=False)
         with torch.random.fork_rng(devices=[]):
@@ -153,8 +156,7 @@ class ExerciseContext:
             scheduler.set_timesteps(self.lesson.steps)
             draw = torch.rand if init == "rand" else torch.randn
             z = draw(C.LATENT_SHAPE) * scheduler.init_noise_sigma
-            z = R.denoise_loop(c.unet, scheduler, z, cond, uncond, w, step=step, reverse=reverse)
-            return z, R.decode_latents(c.vae, z)
+            return R.denoise_loop(self.components.unet, scheduler, z, cond, uncond, w, step=step, reverse=reverse)
 
     def replay_seeds(self, var: VarLookup) -> list[int]:
         """Seeds a replay tries: the lesson's, the one the kernel last set (``torch.initial_seed()``
@@ -668,7 +670,7 @@ def _replayed_mistake(ctx: ExerciseContext, seeds: Sequence[int], z: torch.Tenso
     for mistake, options in replayed():
         for seed in seeds:
             replay = ctx.mistaken_replay(seed, options)
-            if replay is not None and _close(z, replay[0], C.GRADE_ATOL_REPLAY):
+            if replay is not None and _close(z, replay, C.GRADE_ATOL_REPLAY):
                 return mistake.id
     return None
 
