@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from sdverify import contract as C
@@ -11,6 +14,7 @@ from sdverify.mistakes import MISTAKES, cfg_formulas, replayed, simulated, unifo
 from sdverify.notebooks.exercises import normal_statistics
 from sdverify.properties.cfg import name_cfg_mistake
 
+SUBMISSIONS = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 EXERCISE_STAGES = {"param_count"}  # notebook stages that are no API function
 
 
@@ -47,3 +51,16 @@ def test_rand_is_detected_once_for_checker_and_notebook_grader():
         words,
     )
     assert normal_statistics(torch.rand(C.LATENT_SHAPE, generator=g))[2] == words
+
+
+@pytest.mark.slow
+def test_a_points_check_carries_the_mistake_its_diagnostic_names():
+    """A denoise_step that never passes ``generator=`` loses its DDPM reference case; the
+    reproducibility diagnostic knows why, and the points check says it too."""
+    from sdverify.checker import check_submission
+
+    report = check_submission(str(SUBMISSIONS / "wrong_denoise_no_generator.py"))
+    lost = [c for c in report.checks if c.function == "denoise_step" and c.role == "points" and not c.passed]
+    assert lost, [c.id for c in report.checks if not c.passed]
+    assert all(c.details.get("mistake") == "generator_ignored" for c in lost), [(c.id, c.message) for c in lost]
+    assert all("pass generator= to scheduler.step" in c.message for c in lost)
