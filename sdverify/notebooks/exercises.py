@@ -209,9 +209,13 @@ def _scalar(var: Variable) -> float | None:
     return None
 
 
-def _timestep(t: float) -> torch.Tensor:
-    """A timestep read from the notebook as the scheduler holds it: an integer (DDPM, DDIM...)
-    or a float (LMS, Euler... space theirs evenly in [0, 999])."""
+def _timestep(ctx: ExerciseContext, t: float) -> torch.Tensor:
+    """A timestep read from the notebook as the lesson's scheduler holds it: its own entry where
+    it has one (int64 for DDPM, float for LMS or Euler, whose ``step`` refuses an integer tensor)."""
+    steps = ctx.timesteps()
+    found = (steps.double() == t).nonzero()
+    if len(found):
+        return steps[int(found[0, 0])]
     return torch.tensor(int(t)) if t == int(t) else torch.tensor(t)
 
 
@@ -437,7 +441,7 @@ def unet_prediction(
     t = _scalar(var(timestep))
     if t is None:
         return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
-    t_tensor = _timestep(t)
+    t_tensor = _timestep(ctx, t)
     result = compare_tensors(id, x.float(), ctx.unet(z, t_tensor, prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
@@ -486,7 +490,7 @@ def _chunks_swapped(
     z, t = var(latents).tensor, _scalar(var(timestep))
     if z is None or t is None or tuple(z.shape) != C.LATENT_SHAPE or _close(u, c, C.GRADE_ATOL_FP32):
         return False
-    t_tensor = _timestep(t)
+    t_tensor = _timestep(ctx, t)
     scheduler = ctx.scheduler()
     scheduler.set_timesteps(ctx.lesson.steps)
     try:
@@ -555,7 +559,7 @@ def ddpm_step(
         return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
     scheduler = ctx.scheduler()
     scheduler.set_timesteps(ctx.lesson.steps)
-    mean, std = ddpm_posterior_mean_std(scheduler, eps.float(), _timestep(t), z.float())
+    mean, std = ddpm_posterior_mean_std(scheduler, eps.float(), _timestep(ctx, t), z.float())
     if std == 0:
         return compare_tensors(id, x.double(), mean, atol=C.GRADE_ATOL_FP32, clause=clause)
     residual = (x.double() - mean) / std
