@@ -5,7 +5,7 @@ it (a seeded ``torch.Generator`` passed to ``randn`` and ``scheduler.step``, one
 call, ``z = 1 / 0.18215 * z`` before ``vae.decode(z)``), and the lesson's scheduler swapped
 for each registered one (in the notebook and in the spec).  Every check must pass: a replay
 or a check that "could not be checked" is the grader's failure, not the student's.  All in
-the slow tier (a notebook grading costs ~15 s idle); the laptop tier grades the generator
+the slow tier (a notebook grading costs ~15 s idle, one per scheduler); the laptop tier grades the generator
 and rebinding idioms through tests/test_grade_metamorphic.py's edits.
 """
 
@@ -72,33 +72,15 @@ def _idiomatic(scheduler: str) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.fixture(scope="module")
-def grades(tmp_path_factory: pytest.TempPathFactory):
-    """One batch per scheduler (each needs its spec): scheduler -> grade of its idiomatic notebook."""
-    base = tmp_path_factory.mktemp("idioms")
-    found = {}
-    for scheduler in SCHEDULERS:
-        spec_path = base / f"{scheduler}.toml"
-        spec_path.write_text(DEFAULT_SPEC.read_text().replace('scheduler = "ddpm"', f'scheduler = "{scheduler}"', 1))
-        folder = base / scheduler
-        folder.mkdir()
-        nbformat.write(_idiomatic(scheduler), folder / f"idiomatic_{scheduler}.ipynb")
-        settings = Settings(sandbox="process")
-        [grade] = grade_batch(
-            [folder],
-            base / f"{scheduler}-grades",
-            spec=load_spec(spec_path),
-            settings=settings,
-            workers=1,
-            progress=False,
-        )
-        found[scheduler] = grade
-    return found
-
-
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-def test_an_idiomatic_correct_lesson_keeps_full_marks(grades, scheduler):
-    grade = grades[scheduler]
+def test_an_idiomatic_correct_lesson_keeps_full_marks(tmp_path: Path, scheduler: str):
+    spec_path = tmp_path / f"{scheduler}.toml"
+    spec_path.write_text(DEFAULT_SPEC.read_text().replace('scheduler = "ddpm"', f'scheduler = "{scheduler}"', 1))
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(_idiomatic(scheduler), folder / f"idiomatic_{scheduler}.ipynb")
+    spec, settings = load_spec(spec_path), Settings(sandbox="process")
+    [grade] = grade_batch([folder], tmp_path / "grades", spec=spec, settings=settings, workers=1, progress=False)
     assert grade.error is None, grade.error
     failed = {f"{e.id}/{c.id}": c.message for e in grade.exercises for c in e.checks if not c.passed}
     assert not failed, failed
