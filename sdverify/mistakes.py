@@ -51,13 +51,18 @@ class Mistake:
 # ------------------------------------------------------------ simulated implementations
 def _denoise(*, scale_input: bool = True, combine: Callable = R.cfg_combine) -> Callable:
     def denoise_step(unet, scheduler, latents, t, cond, uncond, guidance_scale, generator=None):
-        model_input = torch.cat([latents] * 2)
-        if scale_input:
-            model_input = scheduler.scale_model_input(model_input, t)
-        with torch.no_grad():
-            eps = unet(model_input, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-        eps = combine(*eps.chunk(2), guidance_scale)
-        return scheduler.step(eps, t, latents, **R._step_kwargs(scheduler, generator)).prev_sample
+        return R.guided_step(
+            unet,
+            scheduler,
+            latents,
+            t,
+            cond,
+            uncond,
+            guidance_scale,
+            generator,
+            combine=combine,
+            scale_input=scale_input,
+        )
 
     return denoise_step
 
@@ -87,9 +92,9 @@ def _generate(
         latents = R.initial_latents(scheduler, generator, unet.device, cond.dtype)
         if not init_sigma:
             latents = latents / scheduler.init_noise_sigma
-        timesteps = scheduler.timesteps.flip(0) if reverse else scheduler.timesteps
-        for t in timesteps:
-            latents = denoise(unet, scheduler, latents, t, cond, uncond, guidance_scale, generator)
+        latents = R.denoise_loop(
+            unet, scheduler, latents, cond, uncond, guidance_scale, generator, step=denoise, reverse=reverse
+        )
         return decode(vae, latents)
 
     return generate
@@ -434,6 +439,15 @@ MISTAKES: dict[str, Mistake] = _mistakes(
         ANY,
         "delegation: the work must be the submission's own, not handed to another implementation "
         "(a library's pipeline or loop, or the reference)",
+    ),
+    # Found by the notebook grader against the reference's predictions; in a whole generation
+    # it equals cfg_swapped (the formula on swapped inputs), which names it there.
+    Mistake(
+        "cfg_chunks_swapped",
+        "denoise_step",
+        "`{uncond}` holds the prediction conditioned on the prompt and `{cond}` the unconditional one: "
+        "the batched U-Net output was unpacked in the wrong order (.chunk(2) returns the halves in the "
+        "order of torch.cat([...]) in encoder_hidden_states)",
     ),
 )
 

@@ -9,6 +9,7 @@ batched CFG ([uncond, cond] in one U-Net call), latents drawn the way
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,8 +60,9 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
-def _step_kwargs(scheduler: Scheduler, generator: torch.Generator | None) -> dict[str, Any]:
-    # Same rule as StableDiffusionPipeline.prepare_extra_step_kwargs.
+def step_kwargs(scheduler: Scheduler, generator: torch.Generator | None) -> dict[str, Any]:
+    """What ``scheduler.step`` takes besides its inputs: ``eta`` (0) and ``generator`` where it has them,
+    by the rule of ``StableDiffusionPipeline.prepare_extra_step_kwargs``."""
     params = inspect.signature(scheduler.step).parameters
     kwargs: dict[str, Any] = {}
     if "eta" in params:
@@ -81,13 +83,65 @@ def denoise_step(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One CFG step: scale input, predict noise for [uncond, cond], combine, step."""
-    model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+    return guided_step(unet, scheduler, latents, t, cond_embeddings, uncond_embeddings, guidance_scale, generator)
+
+
+def guided_step(
+    unet: UNet2DConditionModel,
+    scheduler: Scheduler,
+    latents: torch.Tensor,
+    t: torch.Tensor | int,
+    cond_embeddings: torch.Tensor,
+    uncond_embeddings: torch.Tensor,
+    guidance_scale: float,
+    generator: torch.Generator | None = None,
+    *,
+    combine: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = cfg_combine,
+    scale_input: bool = True,
+    batched: bool = True,
+) -> torch.Tensor:
+    """:func:`denoise_step` with its choices open, for replays and mistake simulations.
+
+    ``combine(eps_uncond, eps_cond, w)`` guides; ``scale_input=False`` skips
+    ``scale_model_input``; ``batched=False`` makes two U-Net calls (uncond, then cond), as
+    lessons write them: a batched call rounds differently.
+    """
+    model_input = torch.cat([latents] * 2) if batched else latents
+    if scale_input:
+        model_input = scheduler.scale_model_input(model_input, t)
     with torch.no_grad():
-        eps = unet(model_input, t, encoder_hidden_states=torch.cat([uncond_embeddings, cond_embeddings])).sample
-    eps_uncond, eps_cond = eps.chunk(2)
-    eps = cfg_combine(eps_uncond, eps_cond, guidance_scale)
-    prev_sample: torch.Tensor = scheduler.step(eps, t, latents, **_step_kwargs(scheduler, generator)).prev_sample
+        if batched:
+            eps = unet(model_input, t, encoder_hidden_states=torch.cat([uncond_embeddings, cond_embeddings])).sample
+            eps_uncond, eps_cond = eps.chunk(2)
+        else:
+            eps_uncond = unet(model_input, t, encoder_hidden_states=uncond_embeddings).sample
+            eps_cond = unet(model_input, t, encoder_hidden_states=cond_embeddings).sample
+    eps = combine(eps_uncond, eps_cond, guidance_scale)
+    prev_sample: torch.Tensor = scheduler.step(eps, t, latents, **step_kwargs(scheduler, generator)).prev_sample
     return prev_sample
+
+
+def denoise_loop(
+    unet: UNet2DConditionModel,
+    scheduler: Scheduler,
+    latents: torch.Tensor,
+    cond_embeddings: torch.Tensor,
+    uncond_embeddings: torch.Tensor,
+    guidance_scale: float,
+    generator: torch.Generator | None = None,
+    *,
+    step: Callable[..., torch.Tensor] = denoise_step,
+    reverse: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The denoising loop of :func:`generate`: ``step`` at each of ``scheduler.timesteps``
+    (set beforehand; ``reverse`` walks them backwards, a mistake), ``progress(i, n)`` after each."""
+    timesteps = scheduler.timesteps.flip(0) if reverse else scheduler.timesteps
+    for i, t in enumerate(timesteps):
+        latents = step(unet, scheduler, latents, t, cond_embeddings, uncond_embeddings, guidance_scale, generator)
+        if progress is not None:
+            progress(i, len(timesteps))
+    return latents
 
 
 def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
@@ -132,9 +186,7 @@ def generate(
         scheduler.set_timesteps(num_inference_steps, device=unet.device)
         latents = initial_latents(scheduler, generator, unet.device, cond.dtype)
         stage.record(initial_latents=latents)
-        for i, t in enumerate(scheduler.timesteps):
-            latents = denoise_step(unet, scheduler, latents, t, cond, uncond, guidance_scale, generator)
-            trace.step(i, len(scheduler.timesteps))
+        latents = denoise_loop(unet, scheduler, latents, cond, uncond, guidance_scale, generator, progress=trace.step)
         stage.record(final_latents=latents)
     with trace.stage("vae") as stage:
         image = decode_latents(vae, latents)

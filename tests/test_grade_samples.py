@@ -37,6 +37,11 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     "correct": {},
     "mistake_prev_sample": {"ex3": {"z_t_minus_1": ".prev_sample"}},
     "mistake_cfg_swapped": {"ex3": {"eps_cfg": "swapped"}, "ex4": {"image_replay": "swapped"}},
+    # Batched CFG unpacked in the wrong order: right formula on mislabelled predictions.
+    "mistake_chunk_order": {
+        "ex3": {"eps_uncond": "conditioned on", "eps_cond": "conditioned on", "eps_cfg": "unpacked in the wrong order"},
+        "ex4": {"image_replay": "swapped"},
+    },
     "mistake_uncond_prompt": {
         "ex3": {
             "uncond_embeddings": "encodes 'a cat sitting on a beach at sunset' instead of ''",

@@ -241,6 +241,30 @@ def test_batched_cfg_replaces_the_two_calls_by_one():
     )
 
 
+def test_rebound_decode_moves_the_scaling_into_the_latents():
+    source = "with torch.no_grad():\n    image = vae.decode(z / vae.config.scaling_factor).sample\n"
+    assert S.decode_rebinding_sites(source) == [S.Site(2)]
+    assert S.rebind_decode(source, [0]) == (
+        "with torch.no_grad():\n    z = z / vae.config.scaling_factor\n    image = vae.decode(z).sample\n"
+    )
+    # Not when the latents are read again after the decode, nor when the decode reads them twice.
+    assert not S.decode_rebinding_sites("image = vae.decode(z / 0.18215).sample\nprint(z)")
+    assert not S.decode_rebinding_sites("image = vae.decode(z / 0.18215, z).sample")
+
+
+def test_seeded_generator_feeds_every_draw_after_the_seed():
+    source = "torch.manual_seed(42)\nz = torch.randn(4, device=d,)\nfor t in ts:\n    z = s.step(e, t, z).prev_sample\n"
+    assert S.seeded_generator_sites(source) == [S.Site(1)]
+    assert S.use_seeded_generator(source, {0: 7}) == (
+        "torch.manual_seed(42)\ngenerator = torch.Generator(d).manual_seed(7)\n"
+        "z = torch.randn(4, device=d, generator=generator)\n"
+        "for t in ts:\n    z = s.step(e, t, z, generator=generator).prev_sample\n"
+    )
+    # Not when the name is taken, nor without a draw after the seed.
+    assert not S.seeded_generator_sites("generator = 1\n" + source)
+    assert not S.seeded_generator_sites("z = torch.randn(4)\ntorch.manual_seed(42)\n")
+
+
 @pytest.mark.parametrize("kind", [*SOURCE_EDITS, *CELL_SOURCE_EDITS, RENAME])
 def test_every_edit_applies_to_the_sample_notebook_and_a_sample_module(kind):
     """So the graded metamorphic tests exercise every kind on what they edit."""

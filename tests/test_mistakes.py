@@ -16,6 +16,7 @@ from sdverify.notebooks.exercises import normal_statistics
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import fail, ok
 
+SUBMISSIONS = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 EXERCISE_STAGES = {"param_count"}  # notebook stages that are no API function
 
 
@@ -99,3 +100,16 @@ def test_every_id_the_graders_spell_is_in_the_catalog():
     issue_18 |= {"pooled_output", "encode_no_padding", "latents_image_size", "image_channels_last", "pil_mode"}
     assert issue_18 | {"ids_not_padded", "delegation", "prev_sample_missing"} <= emitted  # the walk sees them
     assert emitted <= set(MISTAKES), sorted(emitted - set(MISTAKES))
+
+
+@pytest.mark.slow
+def test_a_points_check_carries_the_mistake_its_diagnostic_names():
+    """A denoise_step that never passes ``generator=`` loses its DDPM reference case; the
+    reproducibility diagnostic knows why, and the points check says it too."""
+    from sdverify.checker import check_submission
+
+    report = check_submission(str(SUBMISSIONS / "wrong_denoise_no_generator.py"))
+    lost = [c for c in report.checks if c.function == "denoise_step" and c.role == "points" and not c.passed]
+    assert lost, [c.id for c in report.checks if not c.passed]
+    assert all(c.details.get("mistake") == "step_generator_ignored" for c in lost), [(c.id, c.message) for c in lost]
+    assert all("pass generator= to scheduler.step" in c.message for c in lost)

@@ -442,4 +442,22 @@ def function_checks(ctx: CheckContext, function: str, outcomes: dict[str, Outcom
     for again in [p for p in probes if p.id.endswith(",again]")]:
         original = next(p for p in cases if p.args == again.args)
         graded.append(Graded(reproducible_check(f"{function}.reproducible", original, again, outcomes), "diagnostic"))
-    return graded
+    return _diagnosed(graded)
+
+
+def _diagnosed(graded: list[Graded]) -> list[Graded]:
+    """Failing points checks that name no mistake carry the one a failing diagnostic names: a
+    reference mismatch beside ``step_generator_ignored`` is that generator's missing noise."""
+    diagnosis = next(
+        (g.result for g in graded if g.role == "diagnostic" and not g.result.passed and "mistake" in g.result.details),
+        None,
+    )
+    if diagnosis is None:
+        return graded
+    mistake = diagnosis.details["mistake"]
+    return [
+        replace(g, result=named(g.result, mistake))
+        if g.role == "points" and not g.result.passed and "mistake" not in g.result.details
+        else g
+        for g in graded
+    ]

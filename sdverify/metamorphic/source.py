@@ -513,6 +513,160 @@ def batch_cfg(source: str, sites: Collection[int]) -> str:
     return _replace(source, edits)
 
 
+# --- the decode's rebinding idiom, seeded generators ---------------------------------
+
+
+def _decode_scalings(parsed: _Parsed) -> list[tuple[ast.stmt, ast.BinOp, ast.Name]]:
+    """``y = ....decode(v <op> s, ...)...`` (or ``return ...``) statements, alone on their line, whose
+    first argument is pure arithmetic on one name ``v``, read nowhere after the statement in the source."""
+    found = []
+    for _owner, _field, body in _bodies(parsed.tree):
+        for stmt in body:
+            value = stmt.value if isinstance(stmt, (ast.Assign, ast.Return)) else None
+            if value is None or parsed.lines[stmt.lineno - 1].encode()[: stmt.col_offset].strip():
+                continue
+            for call in (n for n in ast.walk(value) if isinstance(n, ast.Call)):
+                if not (isinstance(call.func, ast.Attribute) and call.func.attr == "decode" and call.args):
+                    continue
+                arg = call.args[0]
+                if not (isinstance(arg, ast.BinOp) and _pure(arg)):
+                    continue
+                named = [side for side in (arg.left, arg.right) if isinstance(side, ast.Name)]
+                after = (stmt.end_lineno or stmt.lineno, stmt.end_col_offset or 0)
+                if len(named) != 1:
+                    continue
+                others = [
+                    n
+                    for n in ast.walk(_scope(parsed.tree, stmt))
+                    if isinstance(n, ast.Name) and n.id == named[0].id and n is not named[0]
+                    if (n.lineno, n.col_offset) > after or n in set(ast.walk(stmt))
+                ]
+                if not others:
+                    found.append((stmt, arg, named[0]))
+    return sorted(found, key=lambda f: f[0].lineno)
+
+
+def _scope(tree: ast.Module, stmt: ast.stmt) -> ast.AST:
+    """The innermost function holding ``stmt`` (its local names), or the module."""
+    holders = [
+        f
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt in set(ast.walk(f)) and f is not stmt
+    ]
+    return min(holders, key=lambda f: (f.end_lineno or f.lineno) - f.lineno, default=tree)
+
+
+def decode_rebinding_sites(source: str) -> list[Site]:
+    """Decodes of scaled latents (``vae.decode(z / vae.config.scaling_factor)``) that the rebinding
+    idiom can rewrite."""
+    parsed = _parse(source)
+    return [Site(stmt.lineno) for stmt, _, _ in _decode_scalings(parsed)] if parsed else []
+
+
+def rebind_decode(source: str, sites: Collection[int]) -> str:
+    """The rebinding idiom for each chosen decode, as most lessons write it::
+
+        image = vae.decode(z / vae.config.scaling_factor).sample
+        # becomes
+        z = z / vae.config.scaling_factor
+        image = vae.decode(z).sample
+
+    The decode sees the same value; ``z`` changes, but nothing in the source reads it after
+    (a grader does: it must take the rebound latents for what they are).
+    """
+    parsed = _parse(source)
+    if parsed is None:
+        return source
+    found = _decode_scalings(parsed)
+    edits = []
+    for index in sites:
+        stmt, arg, name = found[index]
+        start = parsed.offset(stmt.lineno, 0)
+        line = f"{parsed.indent(stmt.lineno)}{name.id} = {ast.get_source_segment(source, arg)}\n"
+        edits += [(start, start, line), (parsed.start(arg), parsed.end(arg), name.id)]
+    return _replace(source, edits)
+
+
+def _seeded_draws(parsed: _Parsed) -> list[tuple[ast.stmt, list[ast.Call]]]:
+    """``torch.manual_seed(<int>)`` statements, each with the ``torch.randn(...)`` and
+    ``<scheduler>.step(a, b, c)`` calls after it in its body (none passes ``generator``)."""
+    found: list[tuple[ast.stmt, list[ast.Call]]] = []
+    if any(isinstance(n, ast.Name) and n.id == "generator" for n in ast.walk(parsed.tree)):
+        return found  # the name the edit binds is taken
+    for _owner, _field, body in _bodies(parsed.tree):
+        for index, stmt in enumerate(body):
+            call = stmt.value if isinstance(stmt, ast.Expr) else None
+            seeded = (
+                isinstance(call, ast.Call)
+                and ast.unparse(call.func) == "torch.manual_seed"
+                and len(call.args) == 1
+                and isinstance(call.args[0], ast.Constant)
+                and isinstance(call.args[0].value, int)
+            )
+            if not seeded or parsed.lines[stmt.lineno - 1].encode()[: stmt.col_offset].strip():
+                continue
+            calls = [
+                n
+                for later in body[index + 1 :]
+                for n in ast.walk(later)
+                if isinstance(n, ast.Call)
+                and all(k.arg not in (None, "generator") for k in n.keywords)
+                and (
+                    ast.unparse(n.func) == "torch.randn"
+                    or (isinstance(n.func, ast.Attribute) and n.func.attr == "step" and len(n.args) == 3)
+                )
+            ]
+            if any(ast.unparse(n.func) == "torch.randn" for n in calls):
+                found.append((stmt, sorted(calls, key=lambda n: (n.lineno, n.col_offset))))
+    return found
+
+
+def seeded_generator_sites(source: str) -> list[Site]:
+    """``torch.manual_seed(N)`` followed by ``torch.randn`` draws that a seeded generator can take."""
+    parsed = _parse(source)
+    return [Site(stmt.lineno) for stmt, _ in _seeded_draws(parsed)] if parsed else []
+
+
+def use_seeded_generator(source: str, choices: Mapping[int, int]) -> str:
+    """The diffusers idiom for each chosen site: a ``torch.Generator`` seeded with the chosen
+    seed, passed to every ``torch.randn`` and ``scheduler.step`` after ``torch.manual_seed``::
+
+        torch.manual_seed(42)
+        generator = torch.Generator(device).manual_seed(1234)  # device: the first draw's
+        z = torch.randn(1, 4, 64, 64, device=device, generator=generator)
+        ...
+        z = scheduler.step(noise, t, z, generator=generator).prev_sample
+
+    The draws now come from a stream of their own (on the CPU, what ``torch.manual_seed``
+    of the same seed gives), so the image is the lesson's for the generator's seed.
+    Expects ``torch`` to be the torch module, a fresh name ``generator``, and schedulers
+    whose ``step`` takes ``generator=`` (DDPM, DDIM, Euler, Euler ancestral, DPM-Solver).
+    """
+    parsed = _parse(source)
+    if parsed is None:
+        return source
+    found = _seeded_draws(parsed)
+    edits = []
+    for index, seed in choices.items():
+        stmt, calls = found[index]
+        first = next(n for n in calls if ast.unparse(n.func) == "torch.randn")
+        device = next((ast.get_source_segment(source, k.value) for k in first.keywords if k.arg == "device"), "")
+        at = parsed.offset((stmt.end_lineno or stmt.lineno) + 1, 0)
+        line = f"{parsed.indent(stmt.lineno)}generator = torch.Generator({device}).manual_seed({seed})\n"
+        edits.append((at, at, line))
+        for call in calls:
+            close = parsed.end(call) - 1  # the call's ")"
+            before = source[:close].rstrip()[-1:]
+            edits.append(
+                (
+                    close,
+                    close,
+                    {"(": "generator=generator", ",": " generator=generator"}.get(before, ", generator=generator"),
+                )
+            )
+    return _replace(source, edits)
+
+
 # --- %%time (notebook cells) -----------------------------------------------------------
 
 

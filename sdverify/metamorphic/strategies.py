@@ -81,9 +81,15 @@ SOURCE_EDITS: dict[str, SourceEdit] = {
     "inference_mode": SourceEdit(S.no_grad_sites, S.use_inference_mode, _none, most=None),
     "return_dict=False": SourceEdit(S.output_field_sites, S.use_tuple_outputs, _none, most=None),
     "batched CFG": SourceEdit(S.cfg_pair_sites, S.batch_cfg, _none, most=None),
+    "rebound decode": SourceEdit(S.decode_rebinding_sites, S.rebind_decode, _none, most=None),
 }
-# Notebook cells only (IPython syntax).
-CELL_SOURCE_EDITS: dict[str, SourceEdit] = {"%%time": SourceEdit(S.timed_cell_sites, S.time_cell, _none)}
+# Notebook cells only: IPython syntax, and the global seed a lesson sets (a module is handed its generator).
+CELL_SOURCE_EDITS: dict[str, SourceEdit] = {
+    "%%time": SourceEdit(S.timed_cell_sites, S.time_cell, _none),
+    "seeded generator": SourceEdit(
+        S.seeded_generator_sites, S.use_seeded_generator, lambda site: st.integers(0, 2**31), most=None
+    ),
+}
 RENAME = "renamed variables"
 # How a student might rename a variable (the result is made fresh if it is taken).
 _NEW_NAMES = (lambda n: f"{n}_", lambda n: f"my_{n}", lambda n: f"{n}2", lambda n: f"_{n}", lambda n: f"{n}_tmp")

@@ -11,10 +11,12 @@ references recomputed on the notebook's *own* upstream values (its ``z_t``, its
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,17 @@ from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
 from sdverify.mistakes import MISTAKES, named, replayed, uniform_draw
-from sdverify.notebooks.runner import KERNEL_SEED, Variable
+from sdverify.notebooks.runner import KERNEL_GENERATORS, KERNEL_SEED, Variable
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.schedulers import SCHEDULERS, make_scheduler
 
 VarLookup = Callable[[str], Variable]
+# The kernel reports at most this many generators' seeds; a forged report gets no more replays.
+MAX_GENERATOR_SEEDS = 16
+# U-Net predictions an ExerciseContext keeps: Exercise 3 asks for at most four (two prompts,
+# the latents as given and as scaled by scale_model_input).
+UNET_PREDICTIONS_KEPT = 8
 CheckFn = Callable[..., CheckResult]
 
 
@@ -69,6 +76,7 @@ class ExerciseContext:
     folder: Path
     contract_params: bool  # True for the sd15 preset or real weights: counts must be SD1.5's
     _cache: dict[Any, Any] = field(default_factory=dict)
+    _predictions: dict[Any, torch.Tensor] = field(default_factory=dict)  # see unet()
 
     @cached_property
     def components(self) -> zoo.Components:
@@ -96,8 +104,18 @@ class ExerciseContext:
         return self.cached(("embed", prompt), lambda: R.encode_prompt(c.tokenizer, c.text_encoder, prompt))
 
     def unet(self, latents: torch.Tensor, t: torch.Tensor, prompt: str) -> torch.Tensor:
-        with torch.no_grad():
-            return self.components.unet(latents.float(), t, encoder_hidden_states=self.embeddings(prompt)).sample
+        """The U-Net's prediction, kept for the last few inputs: one notebook's checks ask it
+        of the same latents several times (a class's latents all differ: the memory stays bounded)."""
+        x = latents.detach().float().contiguous()
+        key = (prompt, float(t), tuple(x.shape), hashlib.sha256(x.numpy().tobytes()).hexdigest())
+        if key not in self._predictions:
+            with torch.no_grad():
+                self._predictions[key] = self.components.unet(
+                    x, t, encoder_hidden_states=self.embeddings(prompt)
+                ).sample
+            while len(self._predictions) > UNET_PREDICTIONS_KEPT:
+                self._predictions.pop(next(iter(self._predictions)))
+        return self._predictions[key]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -107,17 +125,37 @@ class ExerciseContext:
         counts = self.cached("params", self.components.param_counts)
         return {**counts, "total": sum(counts.values())}
 
-    def replay(self, seed: int, *, reverse: bool = False, swap: bool = False, init: str = "randn"):
-        """The lesson's Exercise 4, replayed from ``torch.manual_seed(seed)``: (final latents, image).
+    def replay(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lesson's Exercise 4, replayed from ``seed``: (final latents, image).
 
-        Global-RNG draws in the lesson's order: ``z`` first, then DDPM's step noise once
-        per step.  Two U-Net calls per step, as the lesson writes them (a batched call
-        rounds differently).  ``reverse``/``swap``/``init`` replay known mistakes.
+        Draws in the lesson's order, ``z`` first, then each step's noise (DDPM, Euler...),
+        from ``torch.manual_seed(seed)``: on the CPU, what a ``torch.Generator`` seeded alike
+        and passed to ``randn`` and ``scheduler.step`` draws too.  Two U-Net calls per step,
+        as the lesson writes them (a batched call rounds differently).
         """
-        return self.cached(("replay", seed, reverse, swap, init), lambda: self._replay(seed, reverse, swap, init))
 
-    def _replay(self, seed: int, reverse: bool, swap: bool, init: str):
-        c, w = self.components, self.lesson.guidance_scale
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            z = self._denoised(seed)
+            return z, R.decode_latents(self.components.vae, z)
+
+        return self.cached(("replay", seed), compute)
+
+    def mistaken_replay(self, seed: int, mistake: Mapping[str, Any]) -> torch.Tensor | None:
+        """The final latents of :meth:`replay` with a catalog mistake made (its ``replay`` options),
+        or None when that simulation cannot run on the lesson's scheduler: not the mistake made."""
+
+        def compute() -> torch.Tensor | None:
+            try:  # e.g. reversed timesteps run multistep and sigma schedulers off their tables
+                return self._denoised(seed, **mistake)
+            except Exception:
+                return None
+
+        return self.cached(("replay", seed, tuple(sorted(mistake.items()))), compute)
+
+    def _denoised(self, seed: int, *, reverse: bool = False, swap: bool = False, init: str = "randn") -> torch.Tensor:
+        w = self.lesson.guidance_scale
+        combine = (lambda u, k, w: R.cfg_combine(k, u, w)) if swap else R.cfg_combine
+        step = partial(R.guided_step, combine=combine, batched=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             cond, uncond = self.embeddings(self.lesson.prompt), self.embeddings("")
@@ -125,14 +163,16 @@ class ExerciseContext:
             scheduler.set_timesteps(self.lesson.steps)
             draw = torch.rand if init == "rand" else torch.randn
             z = draw(C.LATENT_SHAPE) * scheduler.init_noise_sigma
-            for t in scheduler.timesteps.flip(0) if reverse else scheduler.timesteps:
-                x = scheduler.scale_model_input(z, t)
-                with torch.no_grad():
-                    u = c.unet(x, t, encoder_hidden_states=uncond).sample
-                    k = c.unet(x, t, encoder_hidden_states=cond).sample
-                eps = R.cfg_combine(k, u, w) if swap else R.cfg_combine(u, k, w)
-                z = scheduler.step(eps, t, z).prev_sample
-            return z, R.decode_latents(c.vae, z)
+            return R.denoise_loop(self.components.unet, scheduler, z, cond, uncond, w, step=step, reverse=reverse)
+
+    def replay_seeds(self, var: VarLookup) -> list[int]:
+        """Seeds a replay tries: the lesson's, the one the kernel last set (``torch.initial_seed()``
+        when the variables were read), then each seeded ``torch.Generator``'s (so a comment full of
+        seeds costs nothing, and ``generator=`` idioms replay)."""
+        generators = var(KERNEL_GENERATORS).value
+        found = [var(KERNEL_SEED).value, *(generators[:MAX_GENERATOR_SEEDS] if isinstance(generators, list) else [])]
+        kernel = [s for s in found if isinstance(s, int) and not isinstance(s, bool)]
+        return list(dict.fromkeys([self.lesson.seed, *kernel]))
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -167,6 +207,16 @@ def _scalar(var: Variable) -> float | None:
     if var.kind == "tensor" and var.tensor is not None and var.tensor.numel() == 1:
         return float(var.tensor.reshape(()).item())
     return None
+
+
+def _timestep(ctx: ExerciseContext, t: float) -> torch.Tensor:
+    """A timestep read from the notebook as the lesson's scheduler holds it: its own entry where
+    it has one (int64 for DDPM, float for LMS or Euler, whose ``step`` refuses an integer tensor)."""
+    steps = ctx.timesteps()
+    found = (steps.double() == t).nonzero()
+    if len(found):
+        return steps[int(found[0, 0])]
+    return torch.tensor(int(t)) if t == int(t) else torch.tensor(t)
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
@@ -382,7 +432,7 @@ def unet_prediction(
     t = _scalar(var(timestep))
     if t is None:
         return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
-    t_tensor = torch.tensor(int(t))
+    t_tensor = _timestep(ctx, t)
     result = compare_tensors(id, x.float(), ctx.unet(z, t_tensor, prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
         for other in {ctx.lesson.prompt, ""} - {prompt}:
@@ -391,11 +441,20 @@ def unet_prediction(
     return result
 
 
-@register("value", "uncond", "cond")
+@register("value", "uncond", "cond", "latents", "timestep")
 def cfg_combination(
-    ctx: ExerciseContext, var: VarLookup, *, value: str = "eps_cfg", uncond: str = "eps_uncond", cond: str = "eps_cond"
+    ctx: ExerciseContext,
+    var: VarLookup,
+    *,
+    value: str = "eps_cfg",
+    uncond: str = "eps_uncond",
+    cond: str = "eps_cond",
+    latents: str = "z_t",
+    timestep: str = "t",
 ) -> CheckResult:
-    """CFG applied to the notebook's own predictions with the lesson's guidance scale."""
+    """CFG applied to the notebook's own predictions with the lesson's guidance scale, and
+    those predictions not the reference's swapped (a batched call's halves unpacked in the
+    wrong order makes a formula that holds on mislabelled variables)."""
     w = ctx.lesson.guidance_scale
     id, clause = value, f"`{value}` = {uncond} + {w:g} · ({cond} − {uncond})"
     got = _tensors(id, clause, *((var(name), C.LATENT_SHAPE, "a noise prediction") for name in (value, uncond, cond)))
@@ -408,21 +467,49 @@ def cfg_combination(
         mistake = name_cfg_mistake(out, u, c, w, atol)
         if mistake:
             result = named(result, mistake, "")
+    elif _chunks_swapped(ctx, var, u, c, latents, timestep):
+        result = named(fail(id, "", clause), "cfg_chunks_swapped", uncond=uncond, cond=cond)
     return result
+
+
+def _chunks_swapped(
+    ctx: ExerciseContext, var: VarLookup, u: torch.Tensor, c: torch.Tensor, latents: str, timestep: str
+) -> bool:
+    """Are ``u`` and ``c`` the reference's (cond, uncond) predictions at the notebook's ``latents``
+    and ``timestep``, as given to the U-Net or scaled by ``scale_model_input``?  False when
+    those are not there to recompute from."""
+    z, t = var(latents).tensor, _scalar(var(timestep))
+    if z is None or t is None or tuple(z.shape) != C.LATENT_SHAPE or _close(u, c, C.GRADE_ATOL_FP32):
+        return False
+    t_tensor = _timestep(ctx, t)
+    scheduler = ctx.scheduler()
+    scheduler.set_timesteps(ctx.lesson.steps)
+    try:
+        inputs = [z.float(), scheduler.scale_model_input(z.float(), t_tensor)]
+    except Exception:  # t is not one of this scheduler's timesteps
+        inputs = [z.float()]
+    return any(
+        _close(u, ctx.unet(x, t_tensor, ctx.lesson.prompt), C.GRADE_ATOL_FP32)
+        and _close(c, ctx.unet(x, t_tensor, ""), C.GRADE_ATOL_FP32)
+        for x in inputs
+    )
 
 
 def ddpm_posterior_mean_std(
     scheduler, eps: torch.Tensor, t: torch.Tensor, sample: torch.Tensor
 ) -> tuple[torch.Tensor, float]:
-    """(posterior mean, noise std) of one stochastic ``scheduler.step``, via its public API.
+    """(posterior mean, noise std) of one ``scheduler.step``, via its public API.
 
     ``step`` returns mean + std·n with n drawn from the generator; two seeded calls give
-    two equations, solved for the scalar std by least squares, then for the mean.
+    two equations, solved for the scalar std by least squares, then for the mean.  A
+    deterministic scheduler (no ``generator`` parameter, or no noise) gives std 0.
     """
     outs, noises = [], []
     for seed in (0, 1):
         noises.append(torch.randn(sample.shape, generator=torch.Generator().manual_seed(seed), dtype=sample.dtype))
-        outs.append(scheduler.step(eps, t, sample, generator=torch.Generator().manual_seed(seed)).prev_sample)
+        fresh = copy.deepcopy(scheduler)  # a multistep scheduler's step moves its state on
+        kwargs = R.step_kwargs(fresh, torch.Generator().manual_seed(seed))
+        outs.append(fresh.step(eps, t, sample, **kwargs).prev_sample)
     dn, do = (noises[0] - noises[1]).double(), (outs[0] - outs[1]).double()
     std = float((do * dn).sum() / (dn * dn).sum())
     return outs[0].double() - std * noises[0].double(), std
@@ -463,7 +550,7 @@ def ddpm_step(
         return fail(id, f"cannot recompute: `{timestep}` is {var(timestep).describe()}", clause)
     scheduler = ctx.scheduler()
     scheduler.set_timesteps(ctx.lesson.steps)
-    mean, std = ddpm_posterior_mean_std(scheduler, eps.float(), torch.tensor(int(t)), z.float())
+    mean, std = ddpm_posterior_mean_std(scheduler, eps.float(), _timestep(ctx, t), z.float())
     if std == 0:
         return compare_tensors(id, x.double(), mean, atol=C.GRADE_ATOL_FP32, clause=clause)
     residual = (x.double() - mean) / std
@@ -498,7 +585,12 @@ def image_shape(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -
 
 @register("value", "latents")
 def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
-    """``image`` is ``vae.decode(latents / scaling_factor).sample`` of the notebook's final latents."""
+    """``image`` is ``vae.decode(latents / scaling_factor).sample`` of the notebook's final latents.
+
+    The rebinding idiom (``latents = 1 / 0.18215 * latents`` then ``vae.decode(latents)``)
+    leaves the divided latents in ``latents``: accepted when, times the scaling factor, they
+    are the final latents of a replay (:func:`generation_replay`'s, cached).
+    """
     sf = ctx.components.vae.config["scaling_factor"]
     id, clause = f"{value}_decode", f"`{value}` = vae.decode({latents} / vae.config.scaling_factor).sample"
     got = _tensors(
@@ -508,45 +600,81 @@ def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", 
         return got
     x, z = got
     result = compare_tensors(id, x.float(), ctx.decode(z / sf), atol=C.GRADE_ATOL_FP32, clause=clause)
-    if not result.passed:
-        for mistake, scaled in (("scaling_factor_not_divided", z), ("scaling_factor_multiplied", z * sf)):
-            if _close(x, ctx.decode(scaled), C.GRADE_ATOL_FP32):
-                result = named(result, mistake, f"`{latents}` (scaling factor {sf:g})")
-    return result
+    if result.passed or not _close(x, ctx.decode(z), C.GRADE_ATOL_FP32):
+        if not result.passed and _close(x, ctx.decode(z * sf), C.GRADE_ATOL_FP32):
+            result = named(result, "scaling_factor_multiplied", f"`{latents}` (scaling factor {sf:g})")
+        return result
+    if _rebound(ctx, var, z.float(), sf):
+        return ok(id, clause, rebound=True)
+    return named(result, "scaling_factor_not_divided", f"`{latents}` (scaling factor {sf:g})")
+
+
+def _rebound(ctx: ExerciseContext, var: VarLookup, z: torch.Tensor, sf: float) -> bool:
+    """Were the final latents ``z`` already divided by the scaling factor ``sf`` (rebound)?
+    Yes when ``z · sf``, not ``z``, is a replay's final latents: the correct replay from any
+    of the notebook's seeds, or one with a catalog mistake made in the loop."""
+    for seed in ctx.replay_seeds(var):
+        final = ctx.replay(seed)[0]
+        if _close(z, final, C.GRADE_ATOL_REPLAY):
+            return False
+        if _close(z * sf, final, C.GRADE_ATOL_REPLAY):
+            return True
+    return _replayed_mistake(ctx, ctx.replay_seeds(var), z * sf) is not None
 
 
 @register("value", "latents")
 def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", latents: str = "z") -> CheckResult:
-    """The image equals the lesson replayed from the notebook's seed (same global-RNG draws).
+    """The image equals the lesson replayed from one of the notebook's seeds (same RNG draws).
 
-    Seeds tried: the lesson's, then the one the kernel last set (``torch.initial_seed()`` when
-    the exercise's variables were read), so a comment full of seeds costs nothing.
-    On a mismatch, known mistakes are replayed to name the one made.
+    Seeds tried: :meth:`ExerciseContext.replay_seeds`.  On a mismatch, known mistakes are
+    replayed to name the one made; one that cannot run on this scheduler is not the one.
     """
+    cls = SCHEDULERS[ctx.lesson.scheduler][1]
     id = f"{value}_replay"
-    clause = f"`{value}` = the lesson's {ctx.lesson.steps}-step DDPM + CFG generation replayed from the notebook's seed"
+    clause = (
+        f"`{value}` = the lesson's {ctx.lesson.steps}-step {cls} + CFG generation replayed from the notebook's seed"
+    )
+    try:
+        return _generation_replay(ctx, var, id, clause, value, latents)
+    except Exception as exc:  # a grader fault: reported under this check's one id
+        return fail(id, f"could not be checked: {type(exc).__name__}: {exc}", clause)
+
+
+def _generation_replay(
+    ctx: ExerciseContext, var: VarLookup, id: str, clause: str, value: str, latents: str
+) -> CheckResult:
     got = _tensors(id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
-    used = var(KERNEL_SEED).value
-    kernel = [used] if isinstance(used, int) and not isinstance(used, bool) else []
-    seeds = list(dict.fromkeys([ctx.lesson.seed, *kernel]))
-    for seed in seeds:
-        image = ctx.replay(seed)[1]
+    seeds = ctx.replay_seeds(var)
+    replays = {seed: ctx.replay(seed) for seed in seeds}
+    for seed, (_, image) in replays.items():
         if _close(x, image, C.GRADE_ATOL_REPLAY):
             return ok(id, clause, seed=seed, max_abs_diff=float((x.double() - image.double()).abs().max()))
-    result = compare_tensors(id, x.float(), ctx.replay(seeds[0])[1], atol=C.GRADE_ATOL_REPLAY, clause=clause)
-    z = var(latents).tensor if var(latents).kind == "tensor" else None
-    if z is not None and z.shape == C.LATENT_SHAPE:
-        if _close(z, ctx.replay(seeds[0])[0], C.GRADE_ATOL_REPLAY):
-            return named(
-                result, "decode_differs", f"the final latents `{latents}` match the replay but `{value}` does not"
-            )
-        for mistake, options in replayed():
-            if _close(z, ctx.replay(seeds[0], **options)[0], C.GRADE_ATOL_REPLAY):
-                return named(result, mistake.id, f"the final latents `{latents}` match a replay with this mistake")
+    result = compare_tensors(id, x.float(), replays[seeds[0]][1], atol=C.GRADE_ATOL_REPLAY, clause=clause)
+    z = var(latents).tensor
+    if z is not None and tuple(z.shape) == C.LATENT_SHAPE:
+        sf = ctx.components.vae.config["scaling_factor"]
+        for final in (z.float(), z.float() * sf):  # as computed, or rebound to latents / scaling factor
+            if any(_close(final, replay[0], C.GRADE_ATOL_REPLAY) for replay in replays.values()):
+                return named(
+                    result, "decode_differs", f"the final latents `{latents}` match the replay but `{value}` does not"
+                )
+            mistake = _replayed_mistake(ctx, seeds, final)
+            if mistake:
+                return named(result, mistake, f"the final latents `{latents}` match a replay with this mistake")
     return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
+
+
+def _replayed_mistake(ctx: ExerciseContext, seeds: Sequence[int], z: torch.Tensor) -> str | None:
+    """The catalog mistake whose replay, from one of ``seeds``, ends at the final latents ``z``."""
+    for mistake, options in replayed():
+        for seed in seeds:
+            replay = ctx.mistaken_replay(seed, options)
+            if replay is not None and _close(z, replay, C.GRADE_ATOL_REPLAY):
+                return mistake.id
+    return None
 
 
 @register("names")

@@ -60,6 +60,9 @@ _KERNEL_NAME = "sdverify-python"
 # Read with every snapshot: torch.initial_seed() in the kernel, the seed its last
 # torch.manual_seed(N) set (what a replay must use; never parsed from source text).
 KERNEL_SEED = "__torch_initial_seed__"
+# Read with every snapshot too: initial_seed() of each seeded torch.Generator bound to a name
+# (``generator = torch.Generator(device).manual_seed(N)``, the diffusers idiom), at most 16.
+KERNEL_GENERATORS = "__torch_generator_seeds__"
 # Read with every snapshot too: the delegation tripwire's records so far (sdverify.delegation).
 KERNEL_USES = "__sdverify_tripwire__"
 # And the device map's records (sdverify.notebooks.device_map): kind -> execution counts.
@@ -360,6 +363,11 @@ for name in NAMES:
         manifest[name] = {"kind": "error", "error": qualname(exc) + ": " + B.str(exc)[:300]}
 manifest[SEED] = {"kind": "value", "value": torch.initial_seed()}  # the seed the notebook last set
 try:
+    seeds = [B.int(v.initial_seed()) for v in B.list(NS.values()) if B.type(v) is torch.Generator][:16]
+except B.BaseException:
+    seeds = []
+manifest[GENERATORS] = {"kind": "value", "value": seeds}
+try:
     wire = B.list(sys.modules[TRIPWIRE].TRIPWIRE.records)
 except B.BaseException:
     wire = None
@@ -383,8 +391,8 @@ def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
         "import builtins as _sdv_b\n"
         f"_sdv_b.exec(_sdv_b.compile({_EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
         f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}, "
-        f"'SEED': {KERNEL_SEED!r}, 'USES': {KERNEL_USES!r}, 'TRIPWIRE': {tripwire.KERNEL_MODULE!r}, "
-        f"'MAPPED': {KERNEL_MAPPED!r}, 'DEVICE_MAP': {device_map.KERNEL_MODULE!r}}})\n"
+        f"'SEED': {KERNEL_SEED!r}, 'GENERATORS': {KERNEL_GENERATORS!r}, 'USES': {KERNEL_USES!r}, "
+        f"'TRIPWIRE': {tripwire.KERNEL_MODULE!r}, 'MAPPED': {KERNEL_MAPPED!r}, 'DEVICE_MAP': {device_map.KERNEL_MODULE!r}}})\n"
         "del _sdv_b"
     )
 

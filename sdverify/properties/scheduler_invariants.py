@@ -25,7 +25,7 @@ import torch
 from sdverify import contract as C
 from sdverify import reference
 from sdverify.properties.untrusted import call, dims, tensor_result
-from sdverify.reference import _step_kwargs as step_kwargs  # what the pipeline passes: eta=0, generator
+from sdverify.reference import step_kwargs  # what the pipeline passes: eta=0, generator
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.schedulers import SCHEDULERS, SIGMA_BASED, STOCHASTIC, init_noise_sigma, make_scheduler, scheduler_name
 from sdverify.schedulers import sigmas as sigmas_of
