@@ -392,7 +392,8 @@ def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
         f"_sdv_b.exec(_sdv_b.compile({_EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
         f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}, "
         f"'SEED': {KERNEL_SEED!r}, 'GENERATORS': {KERNEL_GENERATORS!r}, 'USES': {KERNEL_USES!r}, "
-        f"'TRIPWIRE': {tripwire.KERNEL_MODULE!r}, 'MAPPED': {KERNEL_MAPPED!r}, 'DEVICE_MAP': {device_map.KERNEL_MODULE!r}}})\n"
+        f"'TRIPWIRE': {tripwire.KERNEL_MODULE!r}, 'MAPPED': {KERNEL_MAPPED!r}, "
+        f"'DEVICE_MAP': {device_map.KERNEL_MODULE!r}}})\n"
         "del _sdv_b"
     )
 
