@@ -256,19 +256,19 @@ def _tmpfs(path: str, size: int, perms: str = "0755") -> list[str]:
 
 
 def limit_resources() -> None:
-    """Cap this process and what it starts (soft and hard): file size, process count and CPU time
-    (contract ``SANDBOX_*``).  A write past the file size fails with EFBIG in the submission
-    instead of a SIGXFSZ that kills it.  The process count binds only a non-root uid
-    (:func:`sandbox_user`)."""
+    """Cap this process and what it starts (soft and hard): file size, CPU time and, where it runs
+    as ``SANDBOX_UID`` (:func:`sandbox_user`, or bwrap's user namespace), the process count
+    (contract ``SANDBOX_*``).  The kernel counts processes per uid: as your own user the count
+    would include your whole session, and root ignores it.  A write past the file size fails
+    with EFBIG in the submission instead of a SIGXFSZ that kills it."""
     import resource
     import signal
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    for which, limit in (
-        (resource.RLIMIT_FSIZE, C.SANDBOX_FILE_BYTES),
-        (resource.RLIMIT_NPROC, C.SANDBOX_PROCESSES),
-        (resource.RLIMIT_CPU, C.SANDBOX_CPU_S),
-    ):
+    limits = [(resource.RLIMIT_FSIZE, C.SANDBOX_FILE_BYTES), (resource.RLIMIT_CPU, C.SANDBOX_CPU_S)]
+    if os.getuid() == C.SANDBOX_UID:
+        limits.append((resource.RLIMIT_NPROC, C.SANDBOX_PROCESSES))
+    for which, limit in limits:
         hard = resource.getrlimit(which)[1]
         limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
         resource.setrlimit(which, (limit, limit))

@@ -58,7 +58,7 @@ def _fresh_namespaces() -> None:
     _enter(libc, _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET | _CLONE_NEWPID)
     if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-    covers = ((WORK, C.JAIL_WORK_BYTES), ("/dev/shm", C.JAIL_SHM_BYTES), (os.getcwd(), 1 << 20))
+    covers = ((WORK, C.SANDBOX_WORK_BYTES), ("/dev/shm", C.SANDBOX_SHM_BYTES), (os.getcwd(), C.SANDBOX_COVER_BYTES))
     for target, size in covers:
         options = f"mode=0700,size={size}".encode()
         if os.path.islink(target) or libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options):
