@@ -263,6 +263,43 @@ def test_run_grades_a_module_through_the_checker_and_writes_its_points(monkeypat
     ]
 
 
+# What runs during a script (the grader, the zoo build) rewrites the rest of that script in place
+# and appends to it, as a submission running as the grader's user could.  It stands in for the
+# interpreter the script calls: one short Python start, no sdverify.
+REWRITER = """#!{python} -IS
+import pathlib, sys
+script, marker, results = pathlib.Path({script!r}), {marker!r}, pathlib.Path({results!r})
+data = script.read_bytes()
+end = data.index(b"\\n", data.index({call!r})) + 1  # just after the line that called us
+inject = f'touch "{{marker}}"; exit 0\\n'.encode()
+script.write_bytes(data[:end] + inject + data[end:])
+with open(script, "ab") as f:
+    f.write(inject)
+results.parent.mkdir(exist_ok=True)
+results.write_text('{{"score": 7}}')
+"""
+
+
+@pytest.mark.parametrize(("script", "call"), [("run_autograder", b"--cell-timeout"), ("setup.sh", b"zoo install")])
+def test_the_scripts_are_parsed_whole_before_anything_runs(tmp_path, script, call):
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "sdverify" / "autograder" / "templates" / script, source)
+    (source / "autograder.env").write_text("SDVERIFY_PRESET=tiny\nSDVERIFY_TIMEOUT=60\nSDVERIFY_CELL_TIMEOUT=30\n")
+    marker, results = tmp_path / "injected", tmp_path / "results" / "results.json"
+    fake = tmp_path / "python"
+    fake.write_text(
+        REWRITER.format(python=sys.executable, script=str(source / script), marker=str(marker), results=str(results), call=call)
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "AUTOGRADER_ROOT": str(tmp_path), "SDVERIFY_PYTHON": str(fake)}
+    done = subprocess.run(["bash", str(source / script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (source / script).read_bytes().count(b"injected") == 2  # the rewrite happened...
+    assert not marker.exists()  # ...and ran neither in place nor appended
+    assert json.loads(results.read_text()) == {"score": 7}
+
+
 # --- the bundle end to end, as Gradescope runs it (slow tier) ---------------------------
 
 

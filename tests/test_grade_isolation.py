@@ -145,7 +145,7 @@ def test_each_probe_through_the_score(world, level):
     assert all(g.error is None and g.isolation == level for g in grades)
     # At the process level as the grader's own user it can read and write what the grader can; as
     # SANDBOX_UID (a root grader) it keeps only the network.
-    other_uid = level == "process" and _sandbox_uid(level) != os.getuid()
+    other_uid = level == "process" and _sandbox_uid(level, zoo.default_cache_root()) != os.getuid()
     assert lost == (set() if level == "bwrap" else {"tcp"} if other_uid else set(PROBES) - {"env"})
     assert (world["out"] / "breach.txt").exists() == (level == "process" and not other_uid)
 
@@ -222,9 +222,10 @@ sizes = {{p: os.statvfs(p).f_blocks * os.statvfs(p).f_frsize for p in ('/tmp', '
 x = [limits, past, sizes, os.getuid()]"""
 
 
-def _sandbox_uid(level: str) -> int:
-    """The uid a kernel of ``level`` runs as here (bwrap: 65534 inside, its own namespace or the host's)."""
-    if level == "bwrap" or isolation.sandbox_user("process") is not None:
+def _sandbox_uid(level: str, *needs: Path) -> int:
+    """The uid a kernel of ``level`` reading ``needs`` runs as here (bwrap: 65534 inside, in its
+    own user namespace or on the host)."""
+    if level == "bwrap" or isolation.sandbox_user("process", needs) is not None:
         return C.SANDBOX_UID
     return os.getuid()
 
