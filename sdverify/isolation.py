@@ -9,13 +9,14 @@ Two levels, chosen with ``--sandbox auto|bwrap|process`` (``auto``: bwrap where 
   writable place: no ``HOME``, no other user data, no submissions folder, no grader
   output.  No network (a private loopback only); the environment is an allow-list;
   nothing it starts outlives the run (``--die-with-parent`` and its own PID namespace).
-  Where the grader runs as root, root-owned files in the system folders that root may
-  read (``/etc/shadow``) stay readable, never writable: run the grader as an ordinary
-  user to close that.
+  Its ``/tmp``, ``/dev/shm`` and hidden folders are size-limited tmpfs (contract ``SANDBOX_*``).
+  Where the grader runs as root there is no user namespace (its uid 0 would be the host's
+  root): root builds the mounts and ``setpriv`` drops to ``SANDBOX_UID`` with no capabilities.
 * ``process`` — a child process with the same allow-listed environment, a scratch working
   folder, resource limits and a process group the grader kills; it can read what your user
   can read and use the network.  Used where bwrap cannot run (macOS, containers without
-  user namespaces); reports say so and one warning is printed.
+  user namespaces); reports say so and one warning is printed.  Where the grader is root
+  it runs as ``SANDBOX_UID``, which can write none of the grader's files.
 """
 
 from __future__ import annotations

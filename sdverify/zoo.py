@@ -188,6 +188,7 @@ def _build_in_place(snapshot: Path, preset: Preset, seed: int) -> None:
     """
     components = build_components(preset, seed)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=snapshot.parent))
+    tmp.chmod(0o755)  # readable by the sandbox's own uid, where a root grader drops to one
     with _quiet_bars():
         pipeline(components, components.scheduler).save_pretrained(tmp)
     manifest = {"preset": preset.name, "seed": seed, "revision": cache_key(preset, seed), "files": _fingerprint(tmp)}
@@ -327,6 +328,7 @@ def hub_cache_for(folder: Path) -> Path:
     if folder.parent.name == "snapshots" and folder.parents[1].name == REPO_FOLDER:
         return hub_cache_of(folder)
     cache = Path(tempfile.mkdtemp(prefix="sdverify-hub-"))
+    cache.chmod(0o755)  # as the snapshot: the sandbox's uid reads it
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     snapshot = snapshot_dir(cache, "local")
     snapshot.parent.mkdir(parents=True)

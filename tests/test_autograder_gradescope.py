@@ -14,11 +14,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 
+from sdverify import isolation
 from sdverify.autograder.bundle import SCRIPTS, BundleSettings, build_gradescope_bundle
 from sdverify.autograder.gradescope import to_gradescope
 from sdverify.autograder.run import UNFINISHED, find_submission, run
@@ -289,7 +294,9 @@ def test_the_scripts_are_parsed_whole_before_anything_runs(tmp_path, script, cal
     marker, results = tmp_path / "injected", tmp_path / "results" / "results.json"
     fake = tmp_path / "python"
     fake.write_text(
-        REWRITER.format(python=sys.executable, script=str(source / script), marker=str(marker), results=str(results), call=call)
+        REWRITER.format(
+            python=sys.executable, script=str(source / script), marker=str(marker), results=str(results), call=call
+        )
     )
     fake.chmod(0o755)
     env = {**os.environ, "AUTOGRADER_ROOT": str(tmp_path), "SDVERIFY_PYTHON": str(fake)}
@@ -304,9 +311,19 @@ def test_the_scripts_are_parsed_whole_before_anything_runs(tmp_path, script, cal
 
 
 @pytest.fixture(scope="module")
-def gradescope_root(tmp_path_factory) -> Path:
-    """A Gradescope root made from a fresh bundle (Exercise 3 hidden): source/ unzipped, setup.sh run."""
-    base = tmp_path_factory.mktemp("gradescope")
+def gradescope_root() -> Iterator[Path]:
+    """A Gradescope root made from a fresh bundle (Exercise 3 hidden): source/ unzipped, setup.sh run.
+
+    In a folder others may pass, as ``/autograder`` is: the sandbox's uid reads the zoo there."""
+    base = Path(tempfile.mkdtemp(prefix="sdverify-gradescope-"))
+    base.chmod(0o755)
+    try:
+        yield _gradescope_root(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _gradescope_root(base: Path) -> Path:
     spec = _spec_with(base, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
     # Cells as slow as on a loaded 2-core machine (test_grade_samples' figure), well under the default.
     settings = BundleSettings(cell_timeout=100)
@@ -324,13 +341,16 @@ def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "AUTOGRADER_ROOT": str(root), "SDVERIFY_PYTHON": sys.executable}
 
 
-def _run_autograder(root: Path, *submissions: Path) -> dict:
+def _run_autograder(root: Path, *submissions: Path, wrap: list[str] | None = None, **env: str) -> dict:
     shutil.rmtree(root / "submission", ignore_errors=True)
     (root / "submission").mkdir()
     for path in submissions:
         shutil.copy(path, root / "submission")
     done = subprocess.run(
-        ["bash", str(root / "source" / "run_autograder")], env=_env(root), capture_output=True, text=True
+        [*(wrap or []), "bash", str(root / "source" / "run_autograder")],
+        env={**_env(root), **env},
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
@@ -432,3 +452,81 @@ def test_bundle_keeps_the_points_of_the_other_functions_when_one_hangs(gradescop
     assert any("timed out" in t["output"] for t in results["tests"] if t["name"].startswith("cfg_combine()"))
     kept = [t for t in results["tests"] if t["name"].startswith(("tokenize()", "encode_prompt()"))]
     assert results["score"] >= sum(t["max_score"] for t in kept) > 0
+
+
+# --- a submission that tries to forge its own grade (issue 21) --------------------------------
+
+# The last cell of a correct notebook: find --root in a parent's command line, then rewrite the
+# running run_autograder after `status=$?`, write results.json, change the bundle's settings, and
+# leave a daemon that keeps writing results.json after the grader has.
+FORGERY = """import os, pathlib, subprocess, sys
+forged = '{"score": 1000, "output": "forged", "tests": []}'
+pid = os.getpid()
+for _ in range(8):
+    try:
+        pid = int(pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
+        argv = pathlib.Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\\0')
+    except (OSError, ValueError, IndexError):
+        break
+    if b'--root' not in argv:
+        continue
+    root = pathlib.Path(argv[argv.index(b'--root') + 1].decode())
+    script, results = root / 'source' / 'run_autograder', root / 'results' / 'results.json'
+    inject = f"printf '%s' '{forged}' > '{results}'; exit 0\\n".encode()
+    attempts = (
+        lambda: script.write_bytes(script.read_bytes().replace(b'status=$?\\n', b'status=$?\\n' + inject)),
+        lambda: results.write_text(forged),
+        lambda: (root / 'source' / 'autograder.env').write_text('SDVERIFY_PRESET=forged\\n'),
+    )
+    for attempt in attempts:
+        try:
+            attempt()
+        except OSError:
+            pass
+    daemon = (f'import time, pathlib\\nfor _ in range(150):\\n    try:\\n'
+              f'        pathlib.Path({str(results)!r}).write_text({forged!r})\\n'
+              '    except OSError:\\n        pass\\n    time.sleep(0.2)')
+    subprocess.Popen([sys.executable, '-c', daemon], start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    break"""
+
+
+def _as_on_gradescope() -> list[str]:
+    """A wrapper under which the sandbox's uid can run this Python, as on Gradescope (whose venv is
+    ``/autograder/venv``): a runtime under a private folder (pyenv under ``/root``) is shown through
+    a passable one, in a mount namespace of the grader's own (root's bwrap, nothing else changed)."""
+    runtime = isolation.runtime_paths()
+    blocked = {p for path in runtime for p in path.parents if p.is_dir() and not p.stat().st_mode & 0o001}
+    tops = sorted(p for p in blocked if not any(q in blocked for q in p.parents))
+    if not tops:
+        return []
+    out = ["bwrap", "--dev-bind", "/", "/"]
+    for top in tops:
+        out += ["--perms", "0755", "--tmpfs", str(top)]
+        for child in sorted({top / path.relative_to(top).parts[0] for path in runtime if top in path.parents}):
+            out += ["--dev-bind", str(child), str(child)]
+    return [*out, "--"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("gradescope_bundle")
+@pytest.mark.parametrize("level", ["bwrap", "process"])
+def test_a_submission_cannot_forge_its_grade(gradescope_root, tmp_path, level):
+    if level == "bwrap" and isolation.bwrap_problem() is not None:
+        pytest.skip(f"bwrap cannot isolate here: {isolation.bwrap_problem()}")
+    if level == "process" and os.geteuid() != 0:
+        pytest.skip("the grader is not root (Gradescope's is): the kernel runs as the grader's own user")
+    notebook = nbformat.read(str(EXAMPLES / "notebooks" / "correct.ipynb"), as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(FORGERY))
+    path = tmp_path / "forger.ipynb"
+    nbformat.write(notebook, str(path))
+    path.chmod(0o644)
+    source = gradescope_root / "source"
+    before = {name: (source / name).read_bytes() for name in ("run_autograder", "autograder.env")}
+    wrap = _as_on_gradescope() if level == "process" else []
+    results = _run_autograder(gradescope_root, path, wrap=wrap, SDVERIFY_SANDBOX=level)
+    time.sleep(3)  # the daemon, where it outlived the grader, writes every 0.2 s
+    after = json.loads((gradescope_root / "results" / "results.json").read_text())
+    assert after == results and results["score"] == load_spec(source / "spec.toml").max_points
+    assert results["output"].startswith(f"isolation: {level}")
+    assert {name: (source / name).read_bytes() for name in before} == before

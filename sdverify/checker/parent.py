@@ -287,6 +287,8 @@ def run_submission(
         log = Path(tmp) / "child.log"
         while pending:
             with tempfile.TemporaryDirectory(prefix="work-", dir=tmp) as work:
+                user = _process_user(target) if level == "process" else None
+                isolation.hand_over(user, Path(work))
                 job = {
                     "target": _target_job(target, level),
                     "search_dir": os.getcwd(),
@@ -300,9 +302,8 @@ def run_submission(
                     "memory_limit_mb": memory_limit_mb,
                     "watch": watch.to_json() if watch else None,
                     "probes": [{"id": p.id, "function": p.function, "args": p.args} for p in pending],
-                    "user": _process_user(target) if level == "process" else None,
+                    "user": user,
                 }
-                isolation.hand_over(job["user"], Path(work))
                 run: Run
                 if level == "process":
                     run = _ForkRun(job)

@@ -50,8 +50,8 @@ from nbformat import NotebookNode
 from safetensors.torch import load
 
 from sdverify import contract as C
-from sdverify.delegation import tripwire
 from sdverify import isolation
+from sdverify.delegation import tripwire
 from sdverify.isolation import Confinement, Level, sandbox_env
 
 _KERNEL_NAME = "sdverify-python"
