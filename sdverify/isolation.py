@@ -282,7 +282,7 @@ def sandbox_user(level: Level, needs: Iterable[Path] = ()) -> int | None:
     (weights), or start bwrap (then a warning names why)."""
     if os.geteuid() != 0:
         return None
-    problem = _unreachable(level, tuple(sorted({*runtime_paths(), *needs})))
+    problem = _unreachable(level, tuple(runtime_paths()), tuple(sorted(set(needs))))
     if problem is None:
         return C.SANDBOX_UID
     _warn_root(problem)
@@ -290,16 +290,23 @@ def sandbox_user(level: Level, needs: Iterable[Path] = ()) -> int | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _unreachable(level: Level, paths: tuple[Path, ...]) -> str | None:
-    """Why a sandbox of ``level`` running as ``SANDBOX_UID`` cannot read ``paths``, or None
-    when it can (tried once: a Python started exactly as the sandbox will start one)."""
-    code = "import os, sys; sys.exit(next((p for p in sys.argv[1:] if not os.access(p, os.R_OK | os.X_OK)), None))"
+def _unreachable(level: Level, runtime: tuple[Path, ...], needs: tuple[Path, ...]) -> str | None:
+    """Why a sandbox of ``level`` running as ``SANDBOX_UID`` cannot read the ``runtime`` and
+    ``needs``, or None when it can (tried once: a Python started as the sandbox will start one)."""
+    # The runtime's folders are checked, ``needs`` (weights: a few files) file by file.
+    code = (
+        "import os, sys\n"
+        "cut = sys.argv.index('--')\n"
+        "shallow, deep = sys.argv[1:cut], sys.argv[cut + 1:]\n"
+        "files = [os.path.join(d, f) for p in deep for d, _, fs in os.walk(p, onerror=sys.exit) for f in fs]\n"
+        "sys.exit(next((p for p in [*shallow, *deep, *files] if not os.access(p, os.R_OK)), None))\n"
+    )
     with tempfile.TemporaryDirectory(prefix="sdverify-user-") as tmp:
-        trial = Confinement(level, Path(tmp), sandbox_env(Path(tmp)), readable=paths, user=C.SANDBOX_UID)
+        trial = Confinement(level, Path(tmp), sandbox_env(Path(tmp)), readable=needs, user=C.SANDBOX_UID)
         hand_over(trial.user, Path(tmp))
         try:
             done = subprocess.run(
-                trial.command([sys.executable, "-I", "-S", "-c", code, *map(str, paths)]),
+                trial.command([sys.executable, "-I", "-S", "-c", code, *map(str, runtime), "--", *map(str, needs)]),
                 **trial.popen_kwargs(),  # type: ignore[call-overload]
                 capture_output=True,
                 text=True,
@@ -316,8 +323,9 @@ def _unreachable(level: Level, paths: tuple[Path, ...]) -> str | None:
 @functools.cache
 def _warn_root(problem: str) -> None:
     print(
-        f"sdverify: the grader runs as root and {problem}: student code runs as root, can write your files "
-        "and has no process-count limit; make the Python environment and the weights readable by others",
+        f"sdverify: the grader runs as root and {problem}: student code keeps root's uid (at the process level "
+        "it can write your files, under bwrap read root-only ones) with no process-count limit; make the Python "
+        "environment and the weights readable by others (zoo snapshots this version builds are)",
         file=sys.stderr,
     )
 

@@ -188,9 +188,10 @@ def _build_in_place(snapshot: Path, preset: Preset, seed: int) -> None:
     """
     components = build_components(preset, seed)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=snapshot.parent))
-    tmp.chmod(0o755)  # readable by the sandbox's own uid, where a root grader drops to one
     with _quiet_bars():
         pipeline(components, components.scheduler).save_pretrained(tmp)
+    for path in [tmp, *tmp.rglob("*")]:  # readable by the sandbox's uid, where a root grader drops to one
+        path.chmod(0o755 if path.is_dir() else 0o644)
     manifest = {"preset": preset.name, "seed": seed, "revision": cache_key(preset, seed), "files": _fingerprint(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     (tmp / _DONE).write_text(json.dumps({k: manifest[k] for k in ("preset", "seed", "revision")}))
