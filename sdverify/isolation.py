@@ -154,7 +154,7 @@ class Confinement:
                 out += ["--symlink", os.readlink(name), name]
             elif os.path.isdir(name):
                 out += ["--ro-bind", name, name]
-        out += self._passable_parents((*runtime_paths(), *self.readable))
+        out += self._passable_parents((*runtime_paths(), *self.readable, *self.hidden, self.scratch, *self.writable))
         for path in (*runtime_paths(), *self.readable):
             if path.exists():
                 out += ["--ro-bind", str(path), str(path)]
@@ -198,7 +198,8 @@ class Confinement:
         if self.user is None:
             return []
         parents = sorted({parent for path in paths for parent in path.parents if parent.parent != parent})
-        return [arg for p in parents if p.parts[1] not in _SYSTEM_NAMES for arg in ("--perms", "0755", "--dir", str(p))]
+        parents = [p for p in parents if p.parts[1] not in _SYSTEM_NAMES and str(p) not in ("/tmp", "/dev", "/proc")]
+        return [arg for p in parents for arg in ("--perms", "0755", "--dir", str(p))]
 
     def _as_user(self, argv: list[str]) -> list[str]:
         """``argv`` run as :attr:`user` inside a root bwrap (no capabilities, no new privileges)."""

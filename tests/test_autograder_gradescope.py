@@ -458,9 +458,12 @@ def test_bundle_keeps_the_points_of_the_other_functions_when_one_hangs(gradescop
 
 # The last cell of a correct notebook: find --root in a parent's command line, then rewrite the
 # running run_autograder after `status=$?`, write results.json, change the bundle's settings, and
-# leave a daemon that keeps writing results.json after the grader has.
+# leave a daemon that keeps writing results.json after the grader has.  WITNESS (a folder anyone
+# may write, outside the sandbox's view under bwrap) records that the attack found its target and
+# that the daemon outlived the grader.
 FORGERY = """import os, pathlib, subprocess, sys
 forged = '{"score": 1000, "output": "forged", "tests": []}'
+witness = pathlib.Path(WITNESS)
 pid = os.getpid()
 for _ in range(8):
     try:
@@ -483,8 +486,9 @@ for _ in range(8):
             attempt()
         except OSError:
             pass
-    daemon = (f'import time, pathlib\\nfor _ in range(150):\\n    try:\\n'
-              f'        pathlib.Path({str(results)!r}).write_text({forged!r})\\n'
+    (witness / 'found').write_text(str(root))
+    daemon = (f'import time, pathlib\\nfor _ in range(150):\\n    pathlib.Path({str(witness / "daemon")!r}).touch()\\n'
+              f'    try:\\n        pathlib.Path({str(results)!r}).write_text({forged!r})\\n'
               '    except OSError:\\n        pass\\n    time.sleep(0.2)')
     subprocess.Popen([sys.executable, '-c', daemon], start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -516,17 +520,26 @@ def test_a_submission_cannot_forge_its_grade(gradescope_root, tmp_path, level):
         pytest.skip(f"bwrap cannot isolate here: {isolation.bwrap_problem()}")
     if level == "process" and os.geteuid() != 0:
         pytest.skip("the grader is not root (Gradescope's is): the kernel runs as the grader's own user")
+    witness = Path(tempfile.mkdtemp(prefix="sdverify-witness-"))
+    witness.chmod(0o777)
     notebook = nbformat.read(str(EXAMPLES / "notebooks" / "correct.ipynb"), as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(FORGERY))
+    notebook.cells.append(nbformat.v4.new_code_cell(FORGERY.replace("WITNESS", repr(str(witness)))))
     path = tmp_path / "forger.ipynb"
     nbformat.write(notebook, str(path))
     path.chmod(0o644)
     source = gradescope_root / "source"
     before = {name: (source / name).read_bytes() for name in ("run_autograder", "autograder.env")}
     wrap = _as_on_gradescope() if level == "process" else []
-    results = _run_autograder(gradescope_root, path, wrap=wrap, SDVERIFY_SANDBOX=level)
-    time.sleep(3)  # the daemon, where it outlived the grader, writes every 0.2 s
-    after = json.loads((gradescope_root / "results" / "results.json").read_text())
+    try:
+        results = _run_autograder(gradescope_root, path, wrap=wrap, SDVERIFY_SANDBOX=level)
+        (witness / "daemon").unlink(missing_ok=True)
+        time.sleep(3)  # the daemon, where it outlived the grader, writes every 0.2 s
+        after = json.loads((gradescope_root / "results" / "results.json").read_text())
+        # Under bwrap the attack finds no grader; at the process level it does, and its daemon lives on.
+        live = {"found": level == "process", "daemon": level == "process"}
+        assert {name: (witness / name).exists() for name in live} == live
+    finally:
+        shutil.rmtree(witness, ignore_errors=True)
     assert after == results and results["score"] == load_spec(source / "spec.toml").max_points
     assert results["output"].startswith(f"isolation: {level}")
     assert {name: (source / name).read_bytes() for name in before} == before

@@ -45,9 +45,13 @@ def _enter(libc: ctypes.CDLL, flags: int) -> None:
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(_CLONE_NEWUSER | flags) != 0:
         raise OSError(ctypes.get_errno(), "unshare")
+    # A non-dumpable process's /proc/self files are root's on the host: writable for the maps
+    # only while dumpable (this child alone, in its fresh namespaces; not dumpable again after).
+    libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _fresh_namespaces() -> None:
