@@ -185,10 +185,27 @@ GRADE_KERNEL_MEMORY_MB = 12288
 # before it is read; only the last CHECK_LOG_TAIL_BYTES of a child's output are kept.
 CHECK_MAX_RESULT_BYTES = 16 * 2**20
 CHECK_LOG_TAIL_BYTES = 4000
-# A bwrap child's writable memory: its scratch folder and /dev/shm are tmpfs, which RLIMIT_AS
-# does not count; these bound them (the probes themselves write nothing).
-JAIL_WORK_BYTES = 256 << 20
-JAIL_SHM_BYTES = 64 << 20
+# What every sandboxed process (a notebook kernel, a checker child) gets besides memory, at both
+# levels: its /tmp and /dev/shm under bwrap are tmpfs of these sizes (RAM the address-space
+# limit does not count), as is its working folder (a kernel's disk quota, a checker child's
+# scratch; at the process level only RLIMIT_FSIZE bounds a file there); a folder hidden from it
+# is an empty tmpfs of 1 MiB.  The probes themselves write nothing.
+SANDBOX_TMP_BYTES = 256 << 20
+SANDBOX_SHM_BYTES = 64 << 20
+SANDBOX_WORK_BYTES = 256 << 20
+SANDBOX_COVER_BYTES = 1 << 20
+# RLIMIT_FSIZE: no file it writes may pass its working folder's quota.
+SANDBOX_FILE_BYTES = SANDBOX_WORK_BYTES
+# RLIMIT_NPROC: processes and threads of the sandbox's uid, where it runs as SANDBOX_UID (root
+# ignores the limit; your own user's count would include your whole session).  A grading kernel
+# holds 14 threads (measured: ipykernel, torch at one thread), and the count is per uid on the
+# host (a root grader's sandboxes) or per sandbox (bwrap's user namespace), so 1024 fits ~70
+# parallel kernels while a fork bomb stops there.
+SANDBOX_PROCESSES = 1024
+SANDBOX_UID = 65534  # nobody
+# RLIMIT_CPU: CPU seconds of one kernel or checker child (all its threads): generous, a
+# backstop under the wall-clock limits for what they do not see (a child busy after its reply).
+SANDBOX_CPU_S = 3600
 
 # --- Notebook grading (sdverify.notebooks) ----------------------------------------------
 # The grader recomputes references from the notebook's own upstream values, float32 on CPU,

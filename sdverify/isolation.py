@@ -9,13 +9,14 @@ Two levels, chosen with ``--sandbox auto|bwrap|process`` (``auto``: bwrap where 
   writable place: no ``HOME``, no other user data, no submissions folder, no grader
   output.  No network (a private loopback only); the environment is an allow-list;
   nothing it starts outlives the run (``--die-with-parent`` and its own PID namespace).
-  Where the grader runs as root, root-owned files in the system folders that root may
-  read (``/etc/shadow``) stay readable, never writable: run the grader as an ordinary
-  user to close that.
+  Its ``/tmp``, ``/dev/shm`` and hidden folders are size-limited tmpfs (contract ``SANDBOX_*``).
+  Where the grader runs as root there is no user namespace (its uid 0 would be the host's
+  root): root builds the mounts and ``setpriv`` drops to ``SANDBOX_UID`` with no capabilities.
 * ``process`` — a child process with the same allow-listed environment, a scratch working
   folder, resource limits and a process group the grader kills; it can read what your user
   can read and use the network.  Used where bwrap cannot run (macOS, containers without
-  user namespaces); reports say so and one warning is printed.
+  user namespaces); reports say so and one warning is printed.  Where the grader is root
+  it runs as ``SANDBOX_UID``, which can write none of the grader's files.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,7 @@ _ENV_ALLOWED = (
 _UNPRIVILEGED = "65534"  # nobody, inside the user namespace
 # What any program needs to run (binaries, libraries, /etc for the loader, /sys for CPU facts).
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
+_SYSTEM_NAMES = {name.lstrip("/") for name in _SYSTEM}
 
 
 def bwrap_problem() -> str | None:
@@ -131,6 +134,8 @@ class Confinement:
     # A mount point made under /tmp, which is then read-only: for a process that gives each of
     # its children a fresh tmpfs there (the checker's jail), so no writable place is shared.
     private_work: Path | None = None
+    quota: int | None = None  # bytes: the working folder is a tmpfs of that size (bwrap only)
+    user: int | None = None  # the uid it runs as (:func:`sandbox_user`); None: the grader's
 
     def command(self, argv: Iterable[str]) -> list[str]:
         """``argv`` wrapped for this level (unchanged for ``process``)."""
@@ -140,7 +145,8 @@ class Confinement:
         exe = shutil.which("bwrap")
         if exe is None:
             raise RuntimeError(bwrap_problem() or "bwrap vanished")
-        out = [exe, "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc", "--tmpfs", "/tmp"]
+        out = [exe, "--dev", "/dev", *_tmpfs("/dev/shm", C.SANDBOX_SHM_BYTES, "1777"), "--proc", "/proc"]
+        out += _tmpfs("/tmp", C.SANDBOX_TMP_BYTES, "1777")
         # In order: the system folders and the runtime, the inputs, all read-only; then empty
         # what must stay unseen even inside those; last the writable folders.
         for name in _SYSTEM:
@@ -148,28 +154,70 @@ class Confinement:
                 out += ["--symlink", os.readlink(name), name]
             elif os.path.isdir(name):
                 out += ["--ro-bind", name, name]
+        out += self._passable_parents((*runtime_paths(), *self.readable, *self.hidden, self.scratch, *self.writable))
         for path in (*runtime_paths(), *self.readable):
             if path.exists():
                 out += ["--ro-bind", str(path), str(path)]
         for path in self.hidden:
             if path.is_dir():
-                out += ["--tmpfs", str(path)]
-        for path in (self.scratch, *self.writable):
+                out += _tmpfs(str(path), C.SANDBOX_COVER_BYTES)
+        out += self._scratch_mount()
+        for path in self.writable:
             out += ["--bind", str(path), str(path)]
         if self.private_work is not None:
             out += ["--dir", str(self.private_work), "--remount-ro", "/tmp"]
         # Nothing else is writable: bwrap's own root and /dev are tmpfs, read-only from here on.
         out += ["--remount-ro", "/dev", "--remount-ro", "/"]
-        out += ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
-        out += ["--uid", _UNPRIVILEGED, "--gid", _UNPRIVILEGED]
+        out += [*self._namespaces(), "--die-with-parent", "--new-session"]
         out += ["--clearenv", "--chdir", str(self.scratch)]
         for key, value in sorted(self.env.items()):
             out += ["--setenv", key, value]
-        return [*out, "--", *argv]
+        return [*out, "--", *self._as_user(argv)]
 
     def popen_kwargs(self) -> dict[str, object]:
-        """What ``subprocess.Popen`` needs besides the command: environment, folder, own session."""
-        return {"env": dict(self.env), "cwd": str(self.scratch), "start_new_session": True}
+        """What ``subprocess.Popen`` needs besides the command: environment, folder, own session,
+        and the uid it runs as (:attr:`user`, at both levels: bwrap is started as that user)."""
+        kwargs: dict[str, object] = {"env": dict(self.env), "cwd": str(self.scratch), "start_new_session": True}
+        if self.user is not None and self.level == "process":
+            kwargs.update(user=self.user, group=self.user, extra_groups=[])
+        return kwargs
+
+    def _namespaces(self) -> list[str]:
+        """Fresh namespaces: user, PID, mount, network, IPC, UTS.  With :attr:`user` (the grader
+        is root) no user namespace, whose uid would be the host's root: real root builds the
+        mounts and :meth:`_as_user` then becomes ``user`` on the host, with no capabilities."""
+        if self.user is None:
+            return ["--unshare-all", "--unshare-user", "--uid", _UNPRIVILEGED, "--gid", _UNPRIVILEGED]
+        out = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        return [*out, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+
+    def _passable_parents(self, paths: Iterable[Path]) -> list[str]:
+        """With :attr:`user`: the parents of ``paths``, made as empty passable folders before
+        the binds (a root bwrap makes missing parents 0700, and a runtime under ``/root`` has
+        one on the host too)."""
+        if self.user is None:
+            return []
+        parents = sorted({parent for path in paths for parent in path.parents if parent.parent != parent})
+        parents = [p for p in parents if p.parts[1] not in _SYSTEM_NAMES and str(p) not in ("/tmp", "/dev", "/proc")]
+        return [arg for p in parents for arg in ("--perms", "0755", "--dir", str(p))]
+
+    def _as_user(self, argv: list[str]) -> list[str]:
+        """``argv`` run as :attr:`user` inside a root bwrap (no capabilities, no new privileges)."""
+        if self.user is None:
+            return argv
+        uid = str(self.user)
+        drop = ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+        return [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", *drop, "--", *argv]
+
+    def _scratch_mount(self) -> list[str]:
+        """The working folder: bound from the host, or with :attr:`quota` a tmpfs of that size
+        holding the host folder's files read-only (a full disk is then the submission's own)."""
+        if self.quota is None:
+            return ["--bind", str(self.scratch), str(self.scratch)]
+        out = _tmpfs(str(self.scratch), self.quota, "1777")
+        for path in sorted(self.scratch.iterdir()):
+            out += ["--ro-bind", str(path), str(path)]
+        return out
 
 
 def describe(level: str) -> str:
@@ -200,3 +248,103 @@ def limit_address_space(extra_mb: int) -> None:
         mapped = int(f.read().split()[0]) * resource.getpagesize()
     limit = mapped + extra_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _tmpfs(path: str, size: int, perms: str = "0755") -> list[str]:
+    """bwrap arguments for an empty tmpfs of at most ``size`` bytes at ``path``: its pages are
+    the host's shared memory, which no limit of the process inside counts.  A root bwrap makes
+    it root's, so one the sandbox writes is ``1777``, as ``/tmp`` is."""
+    return ["--perms", perms, "--size", str(size), "--tmpfs", path]
+
+
+def limit_resources() -> None:
+    """Cap this process and what it starts (soft and hard): file size, CPU time and, where it runs
+    as ``SANDBOX_UID`` (:func:`sandbox_user`, or bwrap's user namespace), the process count
+    (contract ``SANDBOX_*``).  The kernel counts processes per uid: as your own user the count
+    would include your whole session, and root ignores it.  A write past the file size fails
+    with EFBIG in the submission instead of a SIGXFSZ that kills it."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limits = [(resource.RLIMIT_FSIZE, C.SANDBOX_FILE_BYTES), (resource.RLIMIT_CPU, C.SANDBOX_CPU_S)]
+    if os.getuid() == C.SANDBOX_UID:
+        limits.append((resource.RLIMIT_NPROC, C.SANDBOX_PROCESSES))
+    for which, limit in limits:
+        hard = resource.getrlimit(which)[1]
+        limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(which, (limit, limit))
+
+
+def sandbox_user(level: Level, needs: Iterable[Path] = ()) -> int | None:
+    """The uid student code runs as: ``SANDBOX_UID`` where the grader is root, so that it can
+    write none of the grader's files and its process count is bounded; None (the grader's own
+    uid) where the grader is not root, or where that uid cannot reach the runtime, ``needs``
+    (weights), or start bwrap (then a warning names why)."""
+    if os.geteuid() != 0:
+        return None
+    problem = _unreachable(level, tuple(runtime_paths()), tuple(sorted(set(needs))))
+    if problem is None:
+        return C.SANDBOX_UID
+    _warn_root(problem)
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _unreachable(level: Level, runtime: tuple[Path, ...], needs: tuple[Path, ...]) -> str | None:
+    """Why a sandbox of ``level`` running as ``SANDBOX_UID`` cannot read the ``runtime`` and
+    ``needs``, or None when it can (tried once: a Python started as the sandbox will start one)."""
+    # The runtime's folders are checked, ``needs`` (weights: a few files) file by file.
+    code = (
+        "import os, sys\n"
+        "cut = sys.argv.index('--')\n"
+        "shallow, deep = sys.argv[1:cut], sys.argv[cut + 1:]\n"
+        "files = [os.path.join(d, f) for p in deep for d, _, fs in os.walk(p, onerror=sys.exit) for f in fs]\n"
+        "sys.exit(next((p for p in [*shallow, *deep, *files] if not os.access(p, os.R_OK)), None))\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="sdverify-user-") as tmp:
+        trial = Confinement(level, Path(tmp), sandbox_env(Path(tmp)), readable=needs, user=C.SANDBOX_UID)
+        hand_over(trial.user, Path(tmp))
+        try:
+            done = subprocess.run(
+                trial.command([sys.executable, "-I", "-S", "-c", code, *map(str, runtime), "--", *map(str, needs)]),
+                **trial.popen_kwargs(),  # type: ignore[call-overload]
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"uid {C.SANDBOX_UID} cannot start Python: {exc}"
+    if done.returncode != 0:
+        return f"uid {C.SANDBOX_UID} cannot read {done.stderr.strip()[-300:] or sys.executable}"
+    return None
+
+
+@functools.cache
+def _warn_root(problem: str) -> None:
+    print(
+        f"sdverify: the grader runs as root and {problem}: student code keeps root's uid (at the process level "
+        "it can write your files, under bwrap read root-only ones) with no process-count limit; make the Python "
+        "environment and the weights readable by others (zoo snapshots this version builds are)",
+        file=sys.stderr,
+    )
+
+
+def hand_over(user: int | None, *paths: Path) -> None:
+    """Make ``paths`` (folders made by the grader for the sandbox) the sandbox user's, and their
+    parents passable, so that a sandbox running as ``user`` can write there; nothing for None."""
+    if user is None:
+        return
+    for path in paths:
+        os.chown(path, user, user)
+        mode = path.parent.stat().st_mode
+        if mode & 0o111 != 0o111:
+            os.chmod(path.parent, mode | 0o111)
+
+
+def become(user: int) -> None:
+    """Take ``user``'s uid and gid for good (no supplementary groups): for a root process only."""
+    os.setgroups([])
+    os.setresgid(user, user, user)
+    os.setresuid(user, user, user)

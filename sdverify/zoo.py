@@ -252,6 +252,8 @@ def _build_in_place(snapshot: Path, preset: Preset, seed: int) -> None:
     components = build_components(preset, seed)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=snapshot.parent))
     write_snapshot(tmp, preset, components)
+    for path in [tmp, *tmp.rglob("*")]:  # readable by the sandbox's uid, where a root grader drops to one
+        path.chmod(0o755 if path.is_dir() else 0o644)
     manifest = {"preset": preset.name, "seed": seed, "revision": cache_key(preset, seed), "files": _fingerprint(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     (tmp / _DONE).write_text(json.dumps({k: manifest[k] for k in ("preset", "seed", "revision")}))
@@ -389,6 +391,7 @@ def hub_cache_for(folder: Path) -> Path:
     if folder.parent.name == "snapshots" and folder.parents[1].name == REPO_FOLDER:
         return hub_cache_of(folder)
     cache = Path(tempfile.mkdtemp(prefix="sdverify-hub-"))
+    cache.chmod(0o755)  # as the snapshot: the sandbox's uid reads it
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     snapshot = snapshot_dir(cache, "local")
     snapshot.parent.mkdir(parents=True)

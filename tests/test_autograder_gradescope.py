@@ -14,11 +14,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 
+from sdverify import isolation
 from sdverify.autograder.bundle import SCRIPTS, BundleSettings, build_gradescope_bundle
 from sdverify.autograder.run import UNFINISHED, find_submission, run
 from sdverify.checker.report import CheckEntry
@@ -264,13 +269,62 @@ def test_run_grades_a_module_through_the_checker_and_writes_its_points(monkeypat
     ]
 
 
+# What runs during a script (the grader, the zoo build) rewrites the rest of that script in place
+# and appends to it, as a submission running as the grader's user could.  It stands in for the
+# interpreter the script calls: one short Python start, no sdverify.
+REWRITER = """#!{python} -IS
+import pathlib, sys
+script, marker, results = pathlib.Path({script!r}), {marker!r}, pathlib.Path({results!r})
+data = script.read_bytes()
+end = data.index(b"\\n", data.index({call!r})) + 1  # just after the line that called us
+inject = f'touch "{{marker}}"; exit 0\\n'.encode()
+script.write_bytes(data[:end] + inject + data[end:])
+with open(script, "ab") as f:
+    f.write(inject)
+results.parent.mkdir(exist_ok=True)
+results.write_text('{{"score": 7}}')
+"""
+
+
+@pytest.mark.parametrize(("script", "call"), [("run_autograder", b"--cell-timeout"), ("setup.sh", b"zoo install")])
+def test_the_scripts_are_parsed_whole_before_anything_runs(tmp_path, script, call):
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "sdverify" / "autograder" / "templates" / script, source)
+    (source / "autograder.env").write_text("SDVERIFY_PRESET=tiny\nSDVERIFY_TIMEOUT=60\nSDVERIFY_CELL_TIMEOUT=30\n")
+    marker, results = tmp_path / "injected", tmp_path / "results" / "results.json"
+    fake = tmp_path / "python"
+    fake.write_text(
+        REWRITER.format(
+            python=sys.executable, script=str(source / script), marker=str(marker), results=str(results), call=call
+        )
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "AUTOGRADER_ROOT": str(tmp_path), "SDVERIFY_PYTHON": str(fake)}
+    done = subprocess.run(["bash", str(source / script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (source / script).read_bytes().count(b"injected") == 2  # the rewrite happened...
+    assert not marker.exists()  # ...and ran neither in place nor appended
+    assert json.loads(results.read_text()) == {"score": 7}
+
+
 # --- the bundle end to end, as Gradescope runs it (slow tier) ---------------------------
 
 
 @pytest.fixture(scope="module")
-def gradescope_root(tmp_path_factory) -> Path:
-    """A Gradescope root made from a fresh bundle (Exercise 3 hidden): source/ unzipped, setup.sh run."""
-    base = tmp_path_factory.mktemp("gradescope")
+def gradescope_root() -> Iterator[Path]:
+    """A Gradescope root made from a fresh bundle (Exercise 3 hidden): source/ unzipped, setup.sh run.
+
+    In a folder others may pass, as ``/autograder`` is: the sandbox's uid reads the zoo there."""
+    base = Path(tempfile.mkdtemp(prefix="sdverify-gradescope-"))
+    base.chmod(0o755)
+    try:
+        yield _gradescope_root(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _gradescope_root(base: Path) -> Path:
     spec = _spec_with(base, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
     # Cells as slow as on a loaded 2-core machine (test_grade_samples' figure), well under the default.
     settings = BundleSettings(cell_timeout=100)
@@ -288,13 +342,16 @@ def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "AUTOGRADER_ROOT": str(root), "SDVERIFY_PYTHON": sys.executable}
 
 
-def _run_autograder(root: Path, *submissions: Path) -> dict:
+def _run_autograder(root: Path, *submissions: Path, wrap: list[str] | None = None, **env: str) -> dict:
     shutil.rmtree(root / "submission", ignore_errors=True)
     (root / "submission").mkdir()
     for path in submissions:
         shutil.copy(path, root / "submission")
     done = subprocess.run(
-        ["bash", str(root / "source" / "run_autograder")], env=_env(root), capture_output=True, text=True
+        [*(wrap or []), "bash", str(root / "source" / "run_autograder")],
+        env={**_env(root), **env},
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
@@ -396,3 +453,94 @@ def test_bundle_keeps_the_points_of_the_other_functions_when_one_hangs(gradescop
     assert any("timed out" in t["output"] for t in results["tests"] if t["name"].startswith("cfg_combine()"))
     kept = [t for t in results["tests"] if t["name"].startswith(("tokenize()", "encode_prompt()"))]
     assert results["score"] >= sum(t["max_score"] for t in kept) > 0
+
+
+# --- a submission that tries to forge its own grade (issue 21) --------------------------------
+
+# The last cell of a correct notebook: find --root in a parent's command line, then rewrite the
+# running run_autograder after `status=$?`, write results.json, change the bundle's settings, and
+# leave a daemon that keeps writing results.json after the grader has.  WITNESS (a folder anyone
+# may write, outside the sandbox's view under bwrap) records that the attack found its target and
+# that the daemon outlived the grader.
+FORGERY = """import os, pathlib, subprocess, sys
+forged = '{"score": 1000, "output": "forged", "tests": []}'
+witness = pathlib.Path(WITNESS)
+pid = os.getpid()
+for _ in range(8):
+    try:
+        pid = int(pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
+        argv = pathlib.Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\\0')
+    except (OSError, ValueError, IndexError):
+        break
+    if b'--root' not in argv:
+        continue
+    root = pathlib.Path(argv[argv.index(b'--root') + 1].decode())
+    script, results = root / 'source' / 'run_autograder', root / 'results' / 'results.json'
+    inject = f"printf '%s' '{forged}' > '{results}'; exit 0\\n".encode()
+    attempts = (
+        lambda: script.write_bytes(script.read_bytes().replace(b'status=$?\\n', b'status=$?\\n' + inject)),
+        lambda: results.write_text(forged),
+        lambda: (root / 'source' / 'autograder.env').write_text('SDVERIFY_PRESET=forged\\n'),
+    )
+    for attempt in attempts:
+        try:
+            attempt()
+        except OSError:
+            pass
+    (witness / 'found').write_text(str(root))
+    daemon = (f'import time, pathlib\\nfor _ in range(150):\\n    pathlib.Path({str(witness / "daemon")!r}).touch()\\n'
+              f'    try:\\n        pathlib.Path({str(results)!r}).write_text({forged!r})\\n'
+              '    except OSError:\\n        pass\\n    time.sleep(0.2)')
+    subprocess.Popen([sys.executable, '-c', daemon], start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    break"""
+
+
+def _as_on_gradescope() -> list[str]:
+    """A wrapper under which the sandbox's uid can run this Python, as on Gradescope (whose venv is
+    ``/autograder/venv``): a runtime under a private folder (pyenv under ``/root``) is shown through
+    a passable one, in a mount namespace of the grader's own (root's bwrap, nothing else changed)."""
+    runtime = isolation.runtime_paths()
+    blocked = {p for path in runtime for p in path.parents if p.is_dir() and not p.stat().st_mode & 0o001}
+    tops = sorted(p for p in blocked if not any(q in blocked for q in p.parents))
+    if not tops:
+        return []
+    out = ["bwrap", "--dev-bind", "/", "/"]
+    for top in tops:
+        out += ["--perms", "0755", "--tmpfs", str(top)]
+        for child in sorted({top / path.relative_to(top).parts[0] for path in runtime if top in path.parents}):
+            out += ["--dev-bind", str(child), str(child)]
+    return [*out, "--"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("gradescope_bundle")
+@pytest.mark.parametrize("level", ["bwrap", "process"])
+def test_a_submission_cannot_forge_its_grade(gradescope_root, tmp_path, level):
+    if level == "bwrap" and isolation.bwrap_problem() is not None:
+        pytest.skip(f"bwrap cannot isolate here: {isolation.bwrap_problem()}")
+    if level == "process" and os.geteuid() != 0:
+        pytest.skip("the grader is not root (Gradescope's is): the kernel runs as the grader's own user")
+    witness = Path(tempfile.mkdtemp(prefix="sdverify-witness-"))
+    witness.chmod(0o777)
+    notebook = nbformat.read(str(EXAMPLES / "notebooks" / "correct.ipynb"), as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(FORGERY.replace("WITNESS", repr(str(witness)))))
+    path = tmp_path / "forger.ipynb"
+    nbformat.write(notebook, str(path))
+    path.chmod(0o644)
+    source = gradescope_root / "source"
+    before = {name: (source / name).read_bytes() for name in ("run_autograder", "autograder.env")}
+    wrap = _as_on_gradescope() if level == "process" else []
+    try:
+        results = _run_autograder(gradescope_root, path, wrap=wrap, SDVERIFY_SANDBOX=level)
+        (witness / "daemon").unlink(missing_ok=True)
+        time.sleep(3)  # the daemon, where it outlived the grader, writes every 0.2 s
+        after = json.loads((gradescope_root / "results" / "results.json").read_text())
+        # Under bwrap the attack finds no grader; at the process level it does, and its daemon lives on.
+        live = {"found": level == "process", "daemon": level == "process"}
+        assert {name: (witness / name).exists() for name in live} == live
+    finally:
+        shutil.rmtree(witness, ignore_errors=True)
+    assert after == results and results["score"] == load_spec(source / "spec.toml").max_points
+    assert results["output"].startswith(f"isolation: {level}")
+    assert {name: (source / name).read_bytes() for name in before} == before

@@ -2,7 +2,8 @@
 
 Each submission is correct, except that its ``cfg_combine`` answers wrongly when it manages
 something the sandbox forbids (seeing a grader secret, reading the instructor's HOME,
-writing the weights, reaching a listener on 127.0.0.1, importing a sibling submission):
+writing the weights, reaching a listener on 127.0.0.1, importing a sibling submission, running
+without the sandbox's limits):
 full marks mean the attempt failed.  bwrap cases skip, naming why, where bwrap cannot run.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from sdverify import contract as C
 from sdverify import isolation, zoo
 from sdverify.checker import check_submission
 
@@ -48,6 +50,8 @@ ATTEMPTS = {
     "network": "lambda: socket.create_connection(('127.0.0.1', PORT), timeout=2) is not None",
     "sibling": "lambda: __import__('sibling').VALUE == 42",
     "sibling_file": "lambda: Path(SIBLING_FILE).read_text().startswith('VALUE')",
+    # Not an escape: the child runs without the sandbox's limits (contract SANDBOX_*).
+    "unlimited": "lambda: LIMITS != [list(__import__('resource').getrlimit(r)) for r in LIMITED]",
 }
 
 
@@ -70,8 +74,12 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             "WEIGHTS_FILE": str(weights / "vae" / "diffusion_pytorch_model.safetensors"),
             "PORT": listener.getsockname()[1],
             "SIBLING_FILE": str(folder / "sibling.py"),
+            "LIMITS": [[C.SANDBOX_FILE_BYTES] * 2, [C.SANDBOX_CPU_S] * 2, [C.SANDBOX_PROCESSES] * 2],
         }
         body = "".join(f"{k} = {v!r}\n" for k, v in constants.items()) + textwrap.dedent(CFG)
+        # The process count is set only where the child runs as the sandbox's uid.
+        body += "import resource\nLIMITED = [resource.RLIMIT_FSIZE, resource.RLIMIT_CPU, resource.RLIMIT_NPROC]\n"
+        body += f"if os.getuid() != {C.SANDBOX_UID}:\n    LIMITS, LIMITED = LIMITS[:2], LIMITED[:2]\n"
         body += "ATTEMPTS = [" + ", ".join(ATTEMPTS[n] for n in names) + "]\n"
         path = folder / "student.py"
         path.write_text(body)
@@ -116,9 +124,16 @@ def test_process_level_hides_the_graders_environment(hostile):
 
 
 @pytest.mark.slow
+def test_process_level_child_gets_the_sandbox_limits(hostile):
+    path, weights = hostile("unlimited")
+    points, most = _cfg_points(check_submission(path, sandbox="process", weights=str(weights), timeout=30))
+    assert points == most > 0
+
+
+@pytest.mark.slow
 def test_process_level_is_what_the_oracles_detect(hostile):
-    # The same oracle without bwrap: reading the planted HOME file works, so points are lost.
-    path, weights = hostile("home")
+    # The same oracle without bwrap: the network works (as any uid), so points are lost.
+    path, weights = hostile("network")
     points, most = _cfg_points(check_submission(path, sandbox="process", weights=str(weights), timeout=30))
     assert points < most
 

@@ -9,10 +9,13 @@ shows the oracles can fire.  Shell escapes must not run at either level.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,8 +143,11 @@ def test_each_probe_through_the_score(world, level):
     grades = grade_batch(paths, world["out"], spec=load_spec(), settings=settings, workers=2, progress=False)
     lost = {g.name.removeprefix("probe_") for g in grades if g.score < g.max_score}
     assert all(g.error is None and g.isolation == level for g in grades)
-    assert lost == (set() if level == "bwrap" else set(PROBES) - {"env"})
-    assert (world["out"] / "breach.txt").exists() == (level == "process")
+    # At the process level as the grader's own user it can read and write what the grader can; as
+    # SANDBOX_UID (a root grader) it keeps only the network.
+    other_uid = level == "process" and _sandbox_uid(level, zoo.default_cache_root()) != os.getuid()
+    assert lost == (set() if level == "bwrap" else {"tcp"} if other_uid else set(PROBES) - {"env"})
+    assert (world["out"] / "breach.txt").exists() == (level == "process" and not other_uid)
 
 
 def _run(tmp_path: Path, cells: list[str], level: str, env: dict[str, str] | None = None, **limits: float):
@@ -199,3 +205,125 @@ def test_kernel_allocation_past_its_memory_limit_fails_in_its_cell(tmp_path, lev
     ]
     run = _run(tmp_path, cells, level, env={MEMORY_VARIABLE: "2048"})
     assert run.variable("all", "x").value == ["refused", None]  # a tuple comes back as a list
+
+
+# --- the kernel's limits (contract SANDBOX_*): what a notebook may take from the host ------------
+
+LIMITS_CELL = """import os, resource
+limits = {{n: list(resource.getrlimit(getattr(resource, n))) for n in ('RLIMIT_FSIZE', 'RLIMIT_CPU', 'RLIMIT_NPROC')}}
+try:
+    with open('sparse', 'wb') as f:  # one byte past the file-size limit, without writing the rest
+        f.seek({size})
+        f.write(b'x')
+    past = 'written'
+except OSError as exc:
+    past = exc.errno
+sizes = {{p: os.statvfs(p).f_blocks * os.statvfs(p).f_frsize for p in ('/tmp', '/dev/shm', os.getcwd())}}
+x = [limits, past, sizes, os.getuid()]"""
+
+
+def _sandbox_uid(level: str, *needs: Path) -> int:
+    """The uid a kernel of ``level`` reading ``needs`` runs as here (bwrap: 65534 inside, in its
+    own user namespace or on the host)."""
+    if level == "bwrap" or isolation.sandbox_user("process", needs) is not None:
+        return C.SANDBOX_UID
+    return os.getuid()
+
+
+@pytest.mark.parametrize("level", [pytest.param("bwrap", marks=[needs_bwrap, pytest.mark.slow]), "process"])
+def test_kernel_gets_the_sandbox_limits(tmp_path, level):
+    run = _run(tmp_path, [LIMITS_CELL.format(size=C.SANDBOX_FILE_BYTES)], level)
+    limits, past, sizes, uid = run.variable("all", "x").value
+    assert limits["RLIMIT_FSIZE"] == [C.SANDBOX_FILE_BYTES] * 2 and past == errno.EFBIG
+    assert limits["RLIMIT_CPU"] == [C.SANDBOX_CPU_S] * 2
+    assert uid == _sandbox_uid(level)
+    if uid == C.SANDBOX_UID:  # as your own user the count would be your whole session's: not set
+        assert limits["RLIMIT_NPROC"] == [C.SANDBOX_PROCESSES] * 2
+    if level == "bwrap":  # RAM-backed and size-limited; at the process level they are the host's (README)
+        work = next(p for p in sizes if p not in ("/tmp", "/dev/shm"))
+        assert sizes == {"/tmp": C.SANDBOX_TMP_BYTES, "/dev/shm": C.SANDBOX_SHM_BYTES, work: C.SANDBOX_WORK_BYTES}
+
+
+# Fills each RAM-backed folder with files under the file-size limit until it is full, or past
+# twice its cap (so a regression fails the test instead of taking the host's memory).
+FLOOD_CELL = """import os
+def shmem():
+    return int(next(l for l in open('/proc/meminfo') if l.startswith('Shmem:')).split()[1]) << 10
+before, written = shmem(), {{}}
+for folder, budget in (('/dev/shm', {shm}), ('/tmp', {tmp}), (os.getcwd(), {work})):
+    n = 0
+    try:
+        while n < 2 * budget:
+            with open(os.path.join(folder, f'flood{{n}}'), 'wb') as f:
+                for _ in range(32):
+                    f.write(b'x' * (1 << 20))
+                    n += 1 << 20
+    except OSError:
+        pass
+    written[folder] = n
+x = [written, shmem() - before]"""
+
+
+def _peak_shmem(stop: threading.Event, peak: list[int]) -> None:
+    """The host's shared memory, sampled until ``stop``: its highest value lands in ``peak``."""
+    while not stop.wait(0.05):
+        peak[0] = max(peak[0], _shmem())
+
+
+def _shmem() -> int:
+    with open("/proc/meminfo") as f:
+        return int(next(line for line in f if line.startswith("Shmem:")).split()[1]) << 10
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_a_flooding_kernel_takes_no_more_host_memory_than_its_caps(tmp_path):
+    caps = {"shm": C.SANDBOX_SHM_BYTES, "tmp": C.SANDBOX_TMP_BYTES, "work": C.SANDBOX_WORK_BYTES}
+    before, peak, stop = _shmem(), [0], threading.Event()
+    sampler = threading.Thread(target=_peak_shmem, args=(stop, peak))
+    sampler.start()
+    try:
+        run = _run(tmp_path, [FLOOD_CELL.format(**caps)], "bwrap")
+    finally:
+        stop.set()
+        sampler.join()
+    written, grown = run.variable("all", "x").value
+    for filled, cap in zip(written.values(), caps.values()):  # each filled to its cap (less what IPython keeps)
+        assert cap - (16 << 20) <= filled <= cap
+    slack = 128 << 20  # the rest of the machine (other tests) moves Shmem too
+    assert grown <= sum(caps.values()) + slack and peak[0] - before <= sum(caps.values()) + slack
+    deadline = time.monotonic() + 30  # and all of it is given back once the kernel's namespaces are gone
+    while _shmem() - before >= slack and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _shmem() - before < slack
+
+
+FORK_CELL = """import subprocess, sys
+code = '''
+import os, time
+kids = []
+while len(kids) < {budget}:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.kill(pid, 9)
+print(len(kids))
+'''
+x = int(subprocess.run([sys.executable, '-I', '-S', '-c', code], capture_output=True, text=True).stdout)"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", [pytest.param("bwrap", marks=needs_bwrap), "process"])
+def test_a_fork_bomb_stops_at_the_process_limit(tmp_path, level):
+    budget = C.SANDBOX_PROCESSES + 100
+    forks = _run(tmp_path, [FORK_CELL.format(budget=budget)], level).variable("all", "x").value
+    if _sandbox_uid(level) == C.SANDBOX_UID:
+        assert 0 < forks < C.SANDBOX_PROCESSES
+    else:  # the OS limit: a process-level kernel as the grader's own user has no count (README)
+        assert forks == budget

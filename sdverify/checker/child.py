@@ -107,6 +107,9 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
     env = preloaded
     protocol.send(conn, {"event": "loaded"})
     _limit_memory(job["memory_limit_mb"], job["device"])
+    if job.get("user") is not None:  # process level, root grader: the submission runs as another uid
+        isolation.become(job["user"])
+    isolation.limit_resources()
     running = [""]  # the API function whose probe runs: what a tripwire record is charged to
     watch = job.get("watch")
     tripwire = Tripwire(**watch, kit=(_PACKAGE, PSEUDO_FILES), where=lambda: running[0]).install() if watch else None

@@ -45,9 +45,13 @@ def _enter(libc: ctypes.CDLL, flags: int) -> None:
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(_CLONE_NEWUSER | flags) != 0:
         raise OSError(ctypes.get_errno(), "unshare")
+    # A non-dumpable process's /proc/self files are root's on the host: writable for the maps
+    # only while dumpable (this child alone, in its fresh namespaces; not dumpable again after).
+    libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _fresh_namespaces() -> None:
@@ -58,7 +62,7 @@ def _fresh_namespaces() -> None:
     _enter(libc, _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET | _CLONE_NEWPID)
     if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-    covers = ((WORK, C.JAIL_WORK_BYTES), ("/dev/shm", C.JAIL_SHM_BYTES), (os.getcwd(), 1 << 20))
+    covers = ((WORK, C.SANDBOX_WORK_BYTES), ("/dev/shm", C.SANDBOX_SHM_BYTES), (os.getcwd(), C.SANDBOX_COVER_BYTES))
     for target, size in covers:
         options = f"mode=0700,size={size}".encode()
         if os.path.islink(target) or libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options):

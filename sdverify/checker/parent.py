@@ -141,8 +141,11 @@ class _Jail:
         scratch.mkdir()
         env = isolation.sandbox_env(scratch, _hub_env(Path(weights)))
         hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
+        readable = (hub, Path(weights), *readable)
+        user = isolation.sandbox_user("bwrap", readable)
+        isolation.hand_over(user, scratch)
         confinement = isolation.Confinement(
-            "bwrap", scratch, env, readable=(hub, Path(weights), *readable), private_work=Path(JAIL_WORK)
+            "bwrap", scratch, env, readable=readable, private_work=Path(JAIL_WORK), user=user
         )
         ours, theirs = socket.socketpair()
         argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
@@ -153,9 +156,7 @@ class _Jail:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 pass_fds=(theirs.fileno(),),
-                env=env,
-                cwd=scratch,
-                start_new_session=True,
+                **confinement.popen_kwargs(),  # type: ignore[call-overload]
             )
         theirs.close()
         self.ctrl = Connection(ours.detach())
@@ -287,6 +288,8 @@ def run_submission(
         log = Path(tmp) / "child.log"
         while pending:
             with tempfile.TemporaryDirectory(prefix="work-", dir=tmp) as work:
+                user = _process_user(target) if level == "process" else None
+                isolation.hand_over(user, Path(work))
                 job = {
                     "target": _target_job(target, level),
                     "search_dir": os.getcwd(),
@@ -300,6 +303,7 @@ def run_submission(
                     "memory_limit_mb": memory_limit_mb,
                     "watch": watch.to_json() if watch else None,
                     "probes": [{"id": p.id, "function": p.function, "args": p.args} for p in pending],
+                    "user": user,
                 }
                 run: Run
                 if level == "process":
@@ -341,6 +345,13 @@ def _hub_env(weights: Path) -> dict[str, str]:
     from sdverify import zoo
 
     return zoo.offline_env(zoo.hub_cache_for(weights.resolve()))
+
+
+def _process_user(target: Target) -> int | None:
+    """The uid a process-level child drops to after loading the weights: it must still read the
+    submission (a path's folder, or where module names resolve)."""
+    where = Path(target.value).resolve().parent if target.kind == "path" else Path.cwd()
+    return isolation.sandbox_user("process", (where,))
 
 
 def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:

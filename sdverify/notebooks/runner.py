@@ -52,6 +52,7 @@ from nbformat import NotebookNode
 from safetensors.torch import load
 
 from sdverify import contract as C
+from sdverify import isolation
 from sdverify.delegation import tripwire
 from sdverify.isolation import Confinement, Level, sandbox_env
 from sdverify.notebooks import device_map
@@ -455,7 +456,11 @@ class _ConfinedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
-        return self.confinement.command(cmd) if self.confinement else cmd
+        if self.confinement is None:
+            return cmd
+        # Written (0600) just before this call: the kernel's own uid must be able to read it.
+        isolation.hand_over(self.confinement.user, Path(self.connection_file))
+        return self.confinement.command(cmd)
 
     def client(self, **kwargs: Any) -> Any:
         """A client whose sockets refuse any one message over ``GRADE_KERNEL_MESSAGE_BYTES``
@@ -486,7 +491,7 @@ class _Client(NotebookClient):
     keeping at most ``GRADE_CELL_TEXT_BYTES`` of text and ``GRADE_CELL_IMAGE_BYTES`` of
     images per cell (a cell printing gigabytes must not fill the grader's memory)."""
 
-    def __init__(self, *args: Any, confinement: Confinement, sockets: Path | None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, confinement: Confinement, sockets: Path, **kwargs: Any) -> None:
         super().__init__(*args, on_cell_executed=self._remember, **kwargs)
         self.last_reply: dict[str, Any] = {}
         self.confinement = confinement
@@ -545,9 +550,10 @@ class _Client(NotebookClient):
 
     def create_kernel_manager(self) -> AsyncKernelManager:
         confined = self.confinement.level == "bwrap"
-        ipc: dict[str, Any] = {}
-        if self.sockets is not None:
-            ipc = {"transport": "ipc", "ip": str(self.sockets / "k"), "connection_file": str(self.sockets / "k.json")}
+        # The connection file lives in the socket folder, which the kernel's uid can read.
+        ipc: dict[str, Any] = {"connection_file": str(self.sockets / "k.json")}
+        if confined:
+            ipc |= {"transport": "ipc", "ip": str(self.sockets / "k")}
         km = _ConfinedKernelManager(
             kernel_name=_KERNEL_CONFINED if confined else _KERNEL_NAME,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[_kernel_dir()]),
@@ -641,12 +647,15 @@ def run_notebook(
             writable=(extract, sockets),
             readable=readable,
             hidden=hidden,
+            quota=C.SANDBOX_WORK_BYTES,
+            user=isolation.sandbox_user(level, readable),
         )
+        isolation.hand_over(confinement.user, work, extract, sockets)
         for _attempt in range(MAX_RESTARTS + 1):
             client = _Client(
                 nb,
                 confinement=confinement,
-                sockets=sockets if level == "bwrap" else None,
+                sockets=sockets,
                 allow_errors=True,
                 interrupt_on_timeout=True,
                 error_on_timeout={"ename": _TIMEOUT_ENAME, "evalue": "", "traceback": []},
@@ -662,7 +671,7 @@ def run_notebook(
                     client.run(nbformat.v4.new_code_cell(setup), None, EXTRACT_TIMEOUT_S)
                     for step in steps:
                         if step.kind == "snapshot":
-                            _take_snapshot(client, step, extract, taken, errors)
+                            _take_snapshot(client, step, extract, taken, errors, confinement.user)
                             if step.snapshot is not None and step.snapshot.id in taken:
                                 records["latest"] = taken[step.snapshot.id].pop(KERNEL_USES, None)
                                 records["mapped"] = taken[step.snapshot.id].pop(KERNEL_MAPPED, None)
@@ -787,10 +796,11 @@ def _probe(client: _Client) -> bool:
     return reply.get("ename") != _TIMEOUT_ENAME
 
 
-def _take_snapshot(client: _Client, step: _Step, tmp: Path, taken: dict, errors: dict) -> None:
+def _take_snapshot(client: _Client, step: _Step, tmp: Path, taken: dict, errors: dict, user: int | None) -> None:
     snap = step.snapshot
     assert snap is not None
     folder = Path(tempfile.mkdtemp(prefix=f"{snap.id}-", dir=tmp))
+    isolation.hand_over(user, folder)
     cell = nbformat.v4.new_code_cell(_extraction_source(snap.names, folder))
     try:
         reply = client.run(cell, None, EXTRACT_TIMEOUT_S)
