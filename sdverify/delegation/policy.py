@@ -3,8 +3,9 @@
 A policy entry is a dotted name of a module or of a class.  For a module (``sdverify``),
 any use counts: importing it or anything under it, calling its functions, handing in one of
 its functions as your own.  For a class (``diffusers.DiffusionPipeline``) only *calling an
-instance* counts, so loading the components through a pipeline stays allowed while
-generating with it does not.  ``allow`` wins over ``forbid``: ``allow = ["sdverify.contract"]``
+instance* counts, or one of its stage methods (:data:`STAGE_METHODS`: ``pipe.encode_prompt``,
+``pipe.decode_latents``...), so loading the components through a pipeline stays allowed
+while generating with it, or any stage of it, does not.  ``allow`` wins over ``forbid``: ``allow = ["sdverify.contract"]``
 keeps the contract's numbers usable under ``forbid = ["sdverify"]``.
 """
 
@@ -34,6 +35,18 @@ DEFAULT_FORBID = (
     "diffusers.AutoPipelineForText2Image",
     "diffusers.AutoPipelineForImage2Image",
     "diffusers.AutoPipelineForInpainting",
+)
+# What "calling an instance" of a forbidden class covers: the instance itself (``pipe(...)``)
+# and the pipeline's stage methods, each of which does one stage's work for the student.
+STAGE_METHODS = (
+    "__call__",
+    "_encode_prompt",
+    "encode_prompt",
+    "prepare_latents",
+    "prepare_extra_step_kwargs",
+    "decode_latents",
+    "run_safety_checker",
+    "numpy_to_pil",
 )
 # The contract's numbers (shapes, ids, the scaling factor) are facts a student may import.
 DEFAULT_ALLOW = ("sdverify.contract",)
@@ -167,13 +180,14 @@ CHECK_POLICY: Mapping[str, Policy] = {name: Policy() for name in API_NAMES}
 @dataclass(frozen=True)
 class Watch:
     """What a tripwire watches for a set of policies: module prefixes (imports), classes
-    (instances' calls: the entry, the module defining the class and its qualified name, so
+    (calls of instances and of their ``methods``: the entry, the module defining the class and its qualified name, so
     that it is wrapped once that module is loaded, never importing it early) and modules
     whose functions' calls are recorded."""
 
     modules: tuple[str, ...]
     classes: tuple[tuple[str, str, str], ...]
     calls: tuple[str, ...]
+    methods: tuple[str, ...] = STAGE_METHODS  # of the classes: what a call of counts
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -181,7 +195,12 @@ class Watch:
         return (*self.modules, *(entry for entry, _, _ in self.classes))
 
     def to_json(self) -> dict[str, list[Any]]:
-        return {"modules": list(self.modules), "classes": [list(c) for c in self.classes], "calls": list(self.calls)}
+        return {
+            "modules": list(self.modules),
+            "classes": [list(c) for c in self.classes],
+            "calls": list(self.calls),
+            "methods": list(self.methods),
+        }
 
 
 def watch_lists(policies: Iterable[Policy]) -> Watch:

@@ -51,7 +51,8 @@ class Tripwire:
 
     ``modules``: import-watched prefixes; ``calls``: modules whose public functions are
     wrapped; ``classes``: ``(entry, defining module, qualified name)`` of classes whose
-    (library-defined) ``__call__`` is wrapped, subclasses included.  Each is wrapped as soon
+    (library-defined) ``methods`` (``__call__`` and the stage methods) are wrapped,
+    subclasses included.  Each is wrapped as soon
     as its module is loaded (nothing is imported early).  ``where()`` says what is running
     (the probe's function, the cell's execution count).
     """
@@ -63,8 +64,10 @@ class Tripwire:
         calls: Iterable[str],
         kit: tuple[str, ...],
         where: Callable[[], Any],
+        methods: Iterable[str] = ("__call__",),
     ) -> None:
         self.modules = tuple(modules)
+        self.methods = tuple(methods)
         self.kit = kit
         self.where = where
         self.records: list[dict[str, Any]] = []
@@ -180,17 +183,20 @@ class Tripwire:
                 setattr(module, attr, self._wrapped(fn, "call", (f"{name}.{attr}",)))
 
     def _watch_class(self, name: str, cls: type) -> None:
-        """Wrap the ``__call__`` of ``cls`` and of its subclasses from its package, now and later."""
+        """Wrap the watched methods of ``cls`` and of its subclasses from its package, now and later."""
         package = cls.__module__.split(".")[0]
 
         def wrap(klass: type) -> None:
-            call = vars(klass).get("__call__")
-            if (
-                isinstance(call, types.FunctionType)
-                and not getattr(call, "_sdverify_tripwire", False)
-                and klass.__module__.split(".")[0] == package  # a student's own subclass is their code
-            ):
-                klass.__call__ = self._wrapped(call, "call", (f"{package}.{klass.__name__}", name))  # type: ignore[method-assign]
+            if klass.__module__.split(".")[0] != package:  # a student's own subclass is their code
+                return
+            for method in self.methods:
+                fn = vars(klass).get(method)
+                static = isinstance(fn, staticmethod)
+                fn = fn.__func__ if static else fn
+                if isinstance(fn, types.FunctionType) and not getattr(fn, "_sdverify_tripwire", False):
+                    called = f"{package}.{klass.__name__}" + ("" if method == "__call__" else f".{method}")
+                    wrapped = self._wrapped(fn, "call", (called, name))
+                    setattr(klass, method, staticmethod(wrapped) if static else wrapped)
 
         todo, seen = [cls], set()
         while todo:
@@ -242,7 +248,7 @@ def kernel_setup(watch: dict[str, list[Any]], kit: str) -> str:
         f"_sdv_b.exec(_sdv_b.compile({source!r}, {PSEUDO_FILES + 'tripwire>'!r}, 'exec'), _sdv_m.__dict__)\n"
         "_sdv_m.TRIPWIRE = _sdv_m.Tripwire(\n"
         f"    {watch['modules']!r}, {watch['classes']!r}, {watch['calls']!r}, ({kit!r}, {PSEUDO_FILES!r}),\n"
-        "    _sdv_m.cell_count,\n"
+        f"    _sdv_m.cell_count, {watch.get('methods', ['__call__'])!r},\n"
         ").install()\n"
         "del _sdv_b, _sdv_sys, _sdv_types, _sdv_m"
     )
