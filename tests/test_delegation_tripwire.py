@@ -128,3 +128,45 @@ def test_the_kernel_setup_installs_a_tripwire_charging_cell_counts(tmp_path: Pat
         {"how": "call", "names": ["fakekit.helper"], "where": 7},
         {"how": "import", "names": ["fakekit"], "where": None},
     ]
+
+
+STAGES_LIBRARY = """
+class Pipeline:
+    @staticmethod
+    def numpy_to_pil(images):
+        return ["pil"]
+
+class Text2Image(Pipeline):
+    def encode_prompt(self, prompt):
+        return "embedding of " + prompt
+
+    def __call__(self, prompt):
+        return self.encode_prompt(prompt)
+"""
+
+STAGES_RUN = """
+import json, sys
+sys.path[:0] = [{folder!r}]
+from sdverify.delegation.policy import STAGE_METHODS
+from sdverify.delegation.tripwire import Tripwire
+running = ["encode_prompt"]
+wire = Tripwire([], [("fakepipes.Pipeline", "fakepipes", "Pipeline")], [], ({kit!r},), lambda: running[0],
+                STAGE_METHODS).install()
+import fakepipes
+pipe = fakepipes.Text2Image()
+out = {{"value": pipe.encode_prompt("a cat"), "encode_prompt": wire.take()}}
+running[0] = "to_pil"
+out["pil"] = pipe.numpy_to_pil(None)
+out["to_pil"] = wire.take()
+print(json.dumps(out))
+"""
+
+
+def test_a_pipeline_stage_method_is_recorded_as_a_call_of_the_pipeline(tmp_path: Path):
+    (tmp_path / "fakepipes.py").write_text(STAGES_LIBRARY)
+    out = _run(tmp_path, STAGES_RUN.format(folder=str(tmp_path), kit=KIT))
+    assert out["value"] == "embedding of a cat" and out["pil"] == ["pil"]  # the methods still work
+    assert out["encode_prompt"] == [
+        {"how": "call", "names": ["fakepipes.Text2Image.encode_prompt", "fakepipes.Pipeline"], "where": "encode_prompt"}
+    ]
+    assert _names(out["to_pil"]) == {("call", "fakepipes.Pipeline.numpy_to_pil")}
