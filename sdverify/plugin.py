@@ -48,7 +48,6 @@ class Settings:
     allow: tuple[str, ...] = ()
     given: bool = False  # an --sdverify-* option was given: the session is sdverify's own
 
-
     @property
     def device_text(self) -> str:
         return self.device or "cuda"

@@ -158,7 +158,13 @@ def test_a_pipeline_stage_method_is_using_the_pipeline():
     }
     # Judged as the class: a policy naming only the base class forbids them too.
     base_only = Policy(forbid=("diffusers.DiffusionPipeline",), allow=())
-    assert set(_charged(source, base_only)) == {"encode_prompt", "initial_latents", "decode_latents", "to_pil", "generate"}
+    assert set(_charged(source, base_only)) == {
+        "encode_prompt",
+        "initial_latents",
+        "decode_latents",
+        "to_pil",
+        "generate",
+    }
 
 
 def test_a_notebook_cell_calling_a_stage_method_uses_the_pipeline():

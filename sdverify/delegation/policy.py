@@ -5,8 +5,8 @@ any use counts: importing it or anything under it, calling its functions, handin
 its functions as your own.  For a class (``diffusers.DiffusionPipeline``) only *calling an
 instance* counts, or one of its stage methods (:data:`STAGE_METHODS`: ``pipe.encode_prompt``,
 ``pipe.decode_latents``...), so loading the components through a pipeline stays allowed
-while generating with it, or any stage of it, does not.  ``allow`` wins over ``forbid``: ``allow = ["sdverify.contract"]``
-keeps the contract's numbers usable under ``forbid = ["sdverify"]``.
+while generating with it, or any stage of it, does not.  ``allow`` wins over ``forbid``:
+``allow = ["sdverify.contract"]`` keeps the contract's numbers usable under ``forbid = ["sdverify"]``.
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ class Tripwire:
             if klass.__module__.split(".")[0] != package:  # a student's own subclass is their code
                 return
             for method in self.methods:
-                fn = vars(klass).get(method)
+                fn: Any = vars(klass).get(method)
                 static = isinstance(fn, staticmethod)
                 fn = fn.__func__ if static else fn
                 if isinstance(fn, types.FunctionType) and not getattr(fn, "_sdverify_tripwire", False):

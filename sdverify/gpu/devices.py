@@ -73,4 +73,3 @@ def worker_index(worker_id: str) -> int:
 def gpu_for_worker(worker_id: str, gpus: list[str]) -> str | None:
     """The GPU id worker ``worker_id`` should see (round robin), or None when there are none."""
     return gpus[worker_index(worker_id) % len(gpus)] if gpus else None
-
