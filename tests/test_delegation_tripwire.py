@@ -170,3 +170,67 @@ def test_a_pipeline_stage_method_is_recorded_as_a_call_of_the_pipeline(tmp_path:
         {"how": "call", "names": ["fakepipes.Text2Image.encode_prompt", "fakepipes.Pipeline"], "where": "encode_prompt"}
     ]
     assert _names(out["to_pil"]) == {("call", "fakepipes.Pipeline.numpy_to_pil")}
+
+
+# Run-time copies of the reference (issue 21): each attack records what the policy forbids.
+COPIES_RUN = """
+import json, sys, importlib.util
+from sdverify.delegation.policy import watch_lists, Policy
+from sdverify.delegation.tripwire import Tripwire
+watch = watch_lists([Policy()]).to_json()
+running = ["import"]
+wire = Tripwire(**watch, kit=({kit!r},), where=lambda: running[0]).install()
+out = {{}}
+path = {reference!r}
+src = open(path).read()
+
+namespace = {{}}
+exec(compile(src, path, "exec"), namespace)          # a copy under the kit's own file name
+out["exec_compile"] = wire.take()
+running[0] = "cfg_combine"
+exec(src, {{}})                                       # a copy under no name
+out["exec"] = wire.take()
+spec = importlib.util.spec_from_file_location("fresh", path)  # a fresh copy of the kit's module
+out["spec"] = wire.take()
+import importlib._bootstrap
+importlib._bootstrap._gcd_import("sdverify.reference")
+out["gcd"] = wire.take()
+# A forged kit file name does not make code the kit's own: its calls are recorded.
+exec(compile("import sdverify.reference as r\\nr.to_pil", path, "exec"), {{}})
+out["forged"] = wire.take()
+ref = sys.modules["sdverify.reference"]
+out["wrapped"] = [hasattr(ref.cfg_combine, "__wrapped__")]
+student = type(sys)("student")
+student.cfg_combine = namespace["cfg_combine"]
+wire.check_identity(student, ["cfg_combine"])
+out["identity"] = wire.take()
+print(json.dumps(out))
+"""
+
+
+def test_run_time_copies_of_the_reference_are_recorded(tmp_path: Path):
+    reference = str(Path(sdverify.__file__).parent / "reference.py")
+    out = _run(tmp_path, COPIES_RUN.format(kit=KIT, reference=reference))
+    assert ("copy", "sdverify.reference") in _names(out["exec_compile"])
+    assert ("copy", "sdverify.reference") in _names(out["exec"])
+    assert {r["where"] for r in out["exec"]} == {"cfg_combine"}
+    assert _names(out["spec"]) == {("import", "sdverify.reference")}
+    assert _names(out["gcd"]) == {("import", "sdverify.reference")}
+    assert ("import", "sdverify.reference") in _names(out["forged"])
+    assert out["wrapped"] == [False]  # no __wrapped__ leads around the record
+    assert out["identity"] == [{"how": "copy", "names": ["sdverify.reference"], "where": "cfg_combine"}]
+
+
+def test_honest_compiled_code_is_not_a_copy(tmp_path: Path):
+    code = COPIES_RUN.split("namespace = {{}}")[0] + (
+        "exec('def cfg_combine(u, c, w):\\n    return u + w * (c - u)\\n', {{}})\nprint(json.dumps(wire.take()))\n"
+    )
+    reference = str(Path(sdverify.__file__).parent / "reference.py")
+    done = subprocess.run(
+        [sys.executable, "-c", code.format(kit=KIT, reference=reference)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -53,8 +53,7 @@ _PRELOAD = [
     "transformers",
     "diffusers",
     "sdverify.zoo",
-    "sdverify.reference",
-    "sdverify.checker.child",
+    "sdverify.checker.child",  # not sdverify.reference: nothing of it is in a child's memory
 ]
 
 

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from sdverify.checker.submission import API_NAMES
+from sdverify.delegation.tripwire import line_hashes
 from sdverify.results import CheckResult, fail, ok
 
-How = Literal["import", "reference", "call", "is"]
+How = Literal["import", "reference", "call", "is", "copy"]
 Kind = Literal["module", "class"]
 
 # The kit itself and the ready-made text-to-image pipelines (StableDiffusionPipeline and every
@@ -53,7 +56,7 @@ DEFAULT_ALLOW = ("sdverify.contract",)
 # The module whose functions are the reference API: the tripwire watches calls of them.
 REFERENCE = "sdverify.reference"
 _NAME = re.compile(r"\*|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_HOW_WORDS = {"import": "imports", "reference": "uses", "call": "calls", "is": "is"}
+_HOW_WORDS = {"import": "imports", "reference": "uses", "call": "calls", "is": "is", "copy": "runs a copy of"}
 MAX_NAME = 200  # characters of a name a sandboxed process may report
 
 
@@ -188,18 +191,20 @@ class Watch:
     classes: tuple[tuple[str, str, str], ...]
     calls: tuple[str, ...]
     methods: tuple[str, ...] = STAGE_METHODS  # of the classes: what a call of counts
+    texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # of ``calls``: their lines' hashes
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every watched entry (what the static scan looks for)."""
         return (*self.modules, *(entry for entry, _, _ in self.classes))
 
-    def to_json(self) -> dict[str, list[Any]]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "modules": list(self.modules),
             "classes": [list(c) for c in self.classes],
             "calls": list(self.calls),
             "methods": list(self.methods),
+            "texts": {name: list(hashes) for name, hashes in self.texts.items()},
         }
 
 
@@ -209,7 +214,15 @@ def watch_lists(policies: Iterable[Policy]) -> Watch:
     modules = tuple(e for e in entries if kind(e) == "module")
     classes = tuple((e, cls.__module__, cls.__qualname__) for e in entries if (cls := _resolve(e)) is not None)
     calls = (REFERENCE,) if any(covers(m, REFERENCE) for m in modules) else ()
-    return Watch(modules, classes, calls)
+    return Watch(modules, classes, calls, texts={name: _text_hashes(name) for name in calls})
+
+
+def _text_hashes(module: str) -> tuple[str, ...]:
+    """The line hashes of a kit module's source, read here (the grader) from its file: a sandboxed
+    process that compiles text sharing enough of them runs a copy of it (:mod:`.tripwire`)."""
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    return tuple(sorted(line_hashes(Path(origin).read_text(encoding="utf-8")))) if origin else ()
 
 
 def from_records(records: object, where: str | None, at: str, limit: int = 200) -> list[Use]:
