@@ -27,6 +27,8 @@ DELEGATING = {
     "delegating_star_import": (set(API_NAMES), set()),
     "delegating_pipeline": ({"generate"}, {"decode_latents"}),
     "delegating_pipeline_stages": ({"encode_prompt"}, {"tokenize"}),
+    "delegating_runtime_copy": (set(API_NAMES), set()),
+    "delegating_fresh_module": ({"tokenize", "encode_prompt", "cfg_combine"}, set()),
     "delegating_obfuscated": ({"cfg_combine", "denoise_step"}, {"tokenize"}),
 }
 LAPTOP = {"degenerate_zeros", "delegating_obfuscated"}

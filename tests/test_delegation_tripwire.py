@@ -202,7 +202,10 @@ ref = sys.modules["sdverify.reference"]
 out["wrapped"] = [hasattr(ref.cfg_combine, "__wrapped__")]
 student = type(sys)("student")
 student.cfg_combine = namespace["cfg_combine"]
-wire.check_identity(student, ["cfg_combine"])
+fresh = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fresh)
+student.tokenize, student.to_pil = fresh.tokenize, fresh.to_pil
+wire.check_identity(student, ["cfg_combine", "tokenize", "to_pil"])
 out["identity"] = wire.take()
 print(json.dumps(out))
 """
@@ -218,7 +221,11 @@ def test_run_time_copies_of_the_reference_are_recorded(tmp_path: Path):
     assert _names(out["gcd"]) == {("import", "sdverify.reference")}
     assert ("import", "sdverify.reference") in _names(out["forged"])
     assert out["wrapped"] == [False]  # no __wrapped__ leads around the record
-    assert out["identity"] == [{"how": "copy", "names": ["sdverify.reference"], "where": "cfg_combine"}]
+    assert out["identity"] == [
+        {"how": "copy", "names": ["sdverify.reference"], "where": "cfg_combine"},
+        {"how": "is", "names": ["sdverify.reference.tokenize"], "where": "tokenize"},  # a fresh copy is the kit's
+        {"how": "is", "names": ["sdverify.reference.to_pil"], "where": "to_pil"},
+    ]
 
 
 def test_honest_compiled_code_is_not_a_copy(tmp_path: Path):

@@ -345,11 +345,11 @@ class Tripwire:
             if copied is not None:
                 self.record("copy", [copied], where=name)
             elif code is not None and id(code) not in self.foreign and code.co_filename.startswith(self.kit):
-                target: Any = fn
-                while callable(getattr(target, "_sdverify_tripwire", None)) or hasattr(target, "__wrapped__"):
-                    target = getattr(target, "_sdverify_tripwire", None) or target.__wrapped__
-                qualified = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', name)}"
-                self.record("is", [qualified.lstrip(".")], where=name)
+                # Named by the kit file its code is in: a fresh copy of a kit module (loaded under
+                # another module name) is still that module's code.
+                owner = self._kit_module(code.co_filename) if code.co_filename.startswith(self.kit[0]) else None
+                qualname = getattr(code, "co_qualname", code.co_name)  # Python 3.11+
+                self.record("is", [f"{owner or code.co_filename}.{qualname}"], where=name)
 
 
 def cell_count() -> Any:
