@@ -241,3 +241,22 @@ def test_honest_compiled_code_is_not_a_copy(tmp_path: Path):
         check=True,
     )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+REMAINS_RUN = """
+import json
+from sdverify.delegation.policy import watch_lists, Policy
+from sdverify.delegation.tripwire import Tripwire
+wire = Tripwire(**watch_lists([Policy()]).to_json(), kit=({kit!r},), where=lambda: "cfg_combine").install()
+import sdverify.reference as ref
+wire.take()
+original = next(c.cell_contents for c in ref.cfg_combine.__closure__ if callable(c.cell_contents))
+original(1.0, 2.0, 3.0)
+print(json.dumps(wire.take()))
+"""
+
+
+def test_what_remains_a_wrappers_closure_leads_around_the_record(tmp_path: Path):
+    """A finding, documented in docs/checker.md: same-process code can take the original function
+    out of a wrapper's closure.  When this fails, the evasion is closed: update the docs."""
+    assert _run(tmp_path, REMAINS_RUN.format(kit=KIT)) == []
