@@ -53,6 +53,14 @@ def process_level(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SDVERIFY_SANDBOX", "process")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The plugin shares the cores among xdist workers only in sdverify's own sessions; the kit's
+    # self-tests are one too (torch in every worker).
+    from sdverify.gpu.session import share_cpu_threads
+
+    share_cpu_threads()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run the tests marked slow")
 

@@ -129,6 +129,7 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--canvas-assignment", default=None, help="its score column (default: the spec's title)")
     _add_allow(p)
+    _add_probe_seed(p)
     p.set_defaults(func=_cmd_grade)
 
 
@@ -267,6 +268,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=C.CHECK_TIMEOUT_S, help="seconds per call of a student function")
     _add_sandbox(p)
     _add_allow(p)
+    _add_probe_seed(p)
     p.set_defaults(func=_cmd_check)
 
 
@@ -289,6 +291,7 @@ def _add_lesson(p: argparse.ArgumentParser) -> None:
 
 
 def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> Settings:
+    from sdverify.checker.cases import new_seed
     from sdverify.delegation import validate_names
     from sdverify.notebooks.grading import Settings
 
@@ -301,6 +304,7 @@ def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> S
         notebook_timeout=args.timeout,
         sandbox=args.sandbox,
         allow=validate_names(args.allow, "--allow"),
+        probe_seed=new_seed() if getattr(args, "probe_seed", None) is None else args.probe_seed,  # one per batch
     )
 
 
@@ -315,16 +319,29 @@ def _add_allow(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_probe_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--probe-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw the .py checks' drawn cases from this seed (default: a new one, printed in the report; "
+        "a regrade with the printed seed draws the same cases)",
+    )
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sdverify.checker import check_submission, resolve_target, summary_table, to_json, to_junit, to_text
+    from sdverify.checker.cases import new_seed
     from sdverify.delegation import validate_names
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
     allow = validate_names(args.allow, "--allow")
     targets = [resolve_target(t) for t in args.targets or [None]]  # every usage error before any work
+    probe_seed = new_seed() if args.probe_seed is None else args.probe_seed  # one draw for every target
     reports = []
     for target in targets:
         report = check_submission(
@@ -335,6 +352,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             weights=args.weights,
             sandbox=args.sandbox,
             allow=allow,
+            probe_seed=probe_seed,
         )
         print(printable(to_text(report)), end="\n\n" if len(targets) > 1 else "\n", flush=True)
         reports.append(report)

@@ -155,20 +155,21 @@ CHECK_ATOL_DECODE = 1e-4  # raw VAE image, |x| ~ 1
 CHECK_ATOL_GENERATE = 2e-4  # raw image after 3 steps + VAE: per-step rounding accumulates
 CHECK_PIL_LEVELS = 1  # 8-bit image: rounding vs truncation of x*255 differ by one level
 # Points of `sdverify check`: only correctness against the reference earns points, per function
-# and per probe case (a prompt, a scheduler, a guidance scale: sdverify.checker.probes), so a
+# and per probe case (a prompt, a scheduler, a guidance scale: sdverify.checker.cases), so a
 # function right for PNDM but wrong for Euler keeps the PNDM share.  Contract and property checks
 # are gates and diagnostics (sdverify.checker.points), never points of their own.  The weights
 # follow the lesson's emphasis (the denoising loop and the whole generation weigh most) and sum
-# to 100 over the cases: 4, 3, 2, 2, 3, 1, 1 and 3 of them.
+# to 100 over the cases: 4, 3, 2, 5, 4, 1, 1 and 4 of them, of which 3, 1 and 1 are drawn per
+# run (a submission special-cased to the documented values loses those).
 CHECK_POINTS_PER_CASE = {
     "tokenize": 2,  # 4 prompts: short, empty, > 77 tokens, unicode
     "encode_prompt": 3,  # 3 prompts
     "initial_latents": 4,  # PNDM (sigma 1) and Euler (sigma ~14.6)
-    "cfg_combine": 5,  # w = 7.5 and w = 3
-    "denoise_step": 8,  # PNDM, DDPM (stochastic), Euler (sigma-based)
+    "cfg_combine": 2,  # w = 7.5 and w = 3, and 3 drawn scales (sdverify.checker.cases)
+    "denoise_step": 6,  # PNDM, DDPM (stochastic), Euler (sigma-based), and DDPM with a drawn scale and seed
     "decode_latents": 9,  # one latent
     "to_pil": 8,  # one image with values beyond [-1, 1]
-    "generate": 8,  # PNDM, DDPM, Euler, each with its own prompt and guidance scale
+    "generate": 6,  # PNDM, DDPM, Euler, each with its own prompt and scale; PNDM with a drawn prompt, scale, seed
 }
 # Sandbox limits: per probe (one call of a student function, a whole generate() included);
 # the startup limit covers the first forkserver start (imports torch/diffusers) and

@@ -4,7 +4,8 @@ Two levels, chosen with ``--sandbox auto|bwrap|process`` (``auto``: bwrap where 
 
 * ``bwrap`` — bubblewrap (the sandbox Flatpak is built on) puts each run of student code
   in fresh user, PID, mount, network, IPC and UTS namespaces.  It sees only the system
-  folders (``/usr``, ``/etc``, the libraries), the Python runtime and sdverify, read-only,
+  folders (``/usr``, ``/etc``, the libraries), the Python runtime and sdverify (its reference
+  emptied: nothing sandboxed needs it), read-only,
   plus what the caller names (the weights, read-only) and one scratch folder, the only
   writable place: no ``HOME``, no other user data, no submissions folder, no grader
   output.  No network (a private loopback only); the environment is an allow-list;
@@ -158,6 +159,7 @@ class Confinement:
         for path in (*runtime_paths(), *self.readable):
             if path.exists():
                 out += ["--ro-bind", str(path), str(path)]
+        out += _without_reference()
         for path in self.hidden:
             if path.is_dir():
                 out += _tmpfs(str(path), C.SANDBOX_COVER_BYTES)
@@ -218,6 +220,15 @@ class Confinement:
         for path in sorted(self.scratch.iterdir()):
             out += ["--ro-bind", str(path), str(path)]
         return out
+
+
+def _without_reference() -> list[str]:
+    """bwrap arguments that empty the kit's reference (its source and any compiled copy) in the
+    sandbox: student code cannot read it to run a copy, and the sandboxed side never needs it
+    (the grader computes the expected values)."""
+    kit = Path(__file__).resolve().parent
+    hidden = [kit / "reference.py", *kit.glob("__pycache__/reference.*.pyc")]
+    return [arg for path in hidden if path.is_file() for arg in ("--ro-bind", "/dev/null", str(path))]
 
 
 def describe(level: str) -> str:

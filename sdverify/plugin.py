@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ class Settings:
     impl: str | None
     sandbox: str | None
     allow: tuple[str, ...] = ()
+    given: bool = False  # an --sdverify-* option was given: the session is sdverify's own
 
     @property
     def device_text(self) -> str:
@@ -137,11 +139,12 @@ def pytest_configure(config: pytest.Config) -> None:
         impl=config.getoption("sdverify_impl"),
         sandbox=config.getoption("sdverify_sandbox"),
         allow=_allowed(config.getoption("sdverify_allow")),
+        given=_options_given(config),
     )
-    _share_cpu_threads()
-    from sdverify.gpu import session as gpu_session  # light: no torch until a gpu test needs it
+    if config.stash[_SETTINGS].given:  # else only once gpu tests are collected: unrelated projects untouched
+        from sdverify.gpu import session as gpu_session  # light: no torch until a gpu test needs it
 
-    gpu_session.pin_worker_gpu(config)
+        gpu_session.claim_worker(config, config.stash[_SETTINGS].device)
     if config.stash[_SETTINGS].impl:
         pytest_contract.register_markers(config, (*C.API_NAMES, "sandbox"))
 
@@ -164,16 +167,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if any(item.get_closest_marker("gpu") for item in items):
         from sdverify.gpu import session as gpu_session
 
+        if not s.given:  # a worker's tests have not run yet: CUDA is not started
+            gpu_session.claim_worker(config, s.device)
         gpu_session.configure(config, settings_of(config).device)
         gpu_session.skip_without_device(items, settings_of(config).device)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: Any) -> None:  # pytest-xdist controller: one GPU per worker
-    if settings_of(node.config).device_text.startswith("cuda"):
-        from sdverify.gpu import session as gpu_session
-
-        gpu_session.configure_node(node, settings_of(node.config).device)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -209,17 +206,15 @@ def _allowed(names: list[str]) -> tuple[str, ...]:
         raise pytest.UsageError(str(exc)) from None
 
 
-def _share_cpu_threads() -> None:
-    """Give each xdist worker its share of the cores.
-
-    N workers each running torch's default of all-cores threads oversubscribe the CPU,
-    and OpenMP's spin-waiting then makes the suite several times slower.  Set through the
-    environment (read when torch starts) so that no torch import happens here.
-    """
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+def _options_given(config: pytest.Config) -> bool:
+    """Whether an ``--sdverify-*`` option is on the command line, in ``PYTEST_ADDOPTS`` or in the
+    ini file's ``addopts`` (an xdist worker gets the controller's arguments: the same answer)."""
+    words = [
+        *map(str, config.invocation_params.args),
+        *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
+        *config.getini("addopts"),
+    ]
+    return any(word.startswith("--sdverify-") for word in words)
 
 
 def settings_of(config: pytest.Config) -> Settings:

@@ -34,6 +34,8 @@ WRONG = {
     "wrong_cfg_swapped": ("cfg_combine.reference[w=7.5]", "the two predictions are swapped"),
     "wrong_cfg_paper_convention": ("cfg_combine.reference[w=7.5]", "(1 + w) convention"),
     "wrong_cfg_inplace": ("cfg_combine.reference[w=7.5]", "in place"),
+    # Right at the documented scales only: the drawn cases catch it (no mistake to name).
+    "wrong_cfg_documented_scales_only": ("cfg_combine.reference[drawn1]", "cfg_combine[drawn1]"),
     "wrong_denoise_scheduler_output": ("denoise_step.reference[pndm]", "`.prev_sample` is missing"),
     "wrong_denoise_no_scale_input": ("denoise_step.reference[euler]", "scale_model_input was not called"),
     "wrong_denoise_chunk_order": ("denoise_step.reference[pndm]", "the two predictions are swapped"),

@@ -26,6 +26,9 @@ DEGENERATE = sorted(p.stem for p in CATALOG.glob("degenerate_*.py"))
 DELEGATING = {
     "delegating_star_import": (set(API_NAMES), set()),
     "delegating_pipeline": ({"generate"}, {"decode_latents"}),
+    "delegating_pipeline_stages": ({"encode_prompt"}, {"tokenize"}),
+    "delegating_runtime_copy": (set(API_NAMES), set()),
+    "delegating_fresh_module": ({"tokenize", "encode_prompt", "cfg_combine"}, set()),
     "delegating_obfuscated": ({"cfg_combine", "denoise_step"}, {"tokenize"}),
 }
 LAPTOP = {"degenerate_zeros", "delegating_obfuscated"}

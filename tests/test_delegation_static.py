@@ -124,3 +124,54 @@ def test_policy_names_are_validated():
     for bad in ("sdverify", ["sdverify reference"], [3], ["sdverify."]):
         with pytest.raises(ValueError, match="x:"):
             validate_names(bad, "x")
+
+
+def test_a_pipeline_stage_method_is_using_the_pipeline():
+    """``pipe._encode_prompt(...)`` scored 9/9 with ``own_work`` passed (issue 20)."""
+    source = """
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline.from_pretrained("model-id")
+        unet = pipe.unet                                # loading through a pipeline: allowed
+
+        def encode_prompt(tokenizer, text_encoder, prompt):
+            return pipe._encode_prompt(prompt, "cpu", 1, False)
+
+        def initial_latents(scheduler, generator, device, dtype):
+            return pipe.prepare_latents(1, 4, 512, 512, dtype, device, generator)
+
+        def decode_latents(vae, latents):
+            return pipe.to("cpu").decode_latents(latents)
+
+        def to_pil(image):
+            return pipe.numpy_to_pil(image)[0]
+
+        def generate(*args, **kwargs):
+            return pipe.run_safety_checker(pipe.unet(*args), "cpu", None)
+        """
+    assert _charged(source) == {
+        "encode_prompt": {"diffusers.StableDiffusionPipeline._encode_prompt"},
+        "initial_latents": {"diffusers.StableDiffusionPipeline.prepare_latents"},
+        "decode_latents": {"diffusers.StableDiffusionPipeline.decode_latents"},
+        "to_pil": {"diffusers.StableDiffusionPipeline.numpy_to_pil"},
+        "generate": {"diffusers.StableDiffusionPipeline.run_safety_checker"},
+    }
+    # Judged as the class: a policy naming only the base class forbids them too.
+    base_only = Policy(forbid=("diffusers.DiffusionPipeline",), allow=())
+    assert set(_charged(source, base_only)) == {
+        "encode_prompt",
+        "initial_latents",
+        "decode_latents",
+        "to_pil",
+        "generate",
+    }
+
+
+def test_a_notebook_cell_calling_a_stage_method_uses_the_pipeline():
+    cells = [
+        "from diffusers import StableDiffusionPipeline\npipe = StableDiffusionPipeline.from_pretrained(m)",
+        "emb = pipe.encode_prompt(prompt, 'cpu', 1, True)",
+        "vae = pipe.vae",
+    ]
+    forbidden = [[u.names[0] for u in uses if DEFAULT.broken_by(u)] for uses in scan_cells(cells, DEFAULT_FORBID)]
+    assert forbidden == [[], ["diffusers.StableDiffusionPipeline.encode_prompt"], []]

@@ -128,3 +128,135 @@ def test_the_kernel_setup_installs_a_tripwire_charging_cell_counts(tmp_path: Pat
         {"how": "call", "names": ["fakekit.helper"], "where": 7},
         {"how": "import", "names": ["fakekit"], "where": None},
     ]
+
+
+STAGES_LIBRARY = """
+class Pipeline:
+    @staticmethod
+    def numpy_to_pil(images):
+        return ["pil"]
+
+class Text2Image(Pipeline):
+    def encode_prompt(self, prompt):
+        return "embedding of " + prompt
+
+    def __call__(self, prompt):
+        return self.encode_prompt(prompt)
+"""
+
+STAGES_RUN = """
+import json, sys
+sys.path[:0] = [{folder!r}]
+from sdverify.delegation.policy import STAGE_METHODS
+from sdverify.delegation.tripwire import Tripwire
+running = ["encode_prompt"]
+wire = Tripwire([], [("fakepipes.Pipeline", "fakepipes", "Pipeline")], [], ({kit!r},), lambda: running[0],
+                STAGE_METHODS).install()
+import fakepipes
+pipe = fakepipes.Text2Image()
+out = {{"value": pipe.encode_prompt("a cat"), "encode_prompt": wire.take()}}
+running[0] = "to_pil"
+out["pil"] = pipe.numpy_to_pil(None)
+out["to_pil"] = wire.take()
+print(json.dumps(out))
+"""
+
+
+def test_a_pipeline_stage_method_is_recorded_as_a_call_of_the_pipeline(tmp_path: Path):
+    (tmp_path / "fakepipes.py").write_text(STAGES_LIBRARY)
+    out = _run(tmp_path, STAGES_RUN.format(folder=str(tmp_path), kit=KIT))
+    assert out["value"] == "embedding of a cat" and out["pil"] == ["pil"]  # the methods still work
+    assert out["encode_prompt"] == [
+        {"how": "call", "names": ["fakepipes.Text2Image.encode_prompt", "fakepipes.Pipeline"], "where": "encode_prompt"}
+    ]
+    assert _names(out["to_pil"]) == {("call", "fakepipes.Pipeline.numpy_to_pil")}
+
+
+# Run-time copies of the reference (issue 21): each attack records what the policy forbids.
+COPIES_RUN = """
+import json, sys, importlib.util
+from sdverify.delegation.policy import watch_lists, Policy
+from sdverify.delegation.tripwire import Tripwire
+watch = watch_lists([Policy()]).to_json()
+running = ["import"]
+wire = Tripwire(**watch, kit=({kit!r},), where=lambda: running[0]).install()
+out = {{}}
+path = {reference!r}
+src = open(path).read()
+
+namespace = {{}}
+exec(compile(src, path, "exec"), namespace)          # a copy under the kit's own file name
+out["exec_compile"] = wire.take()
+running[0] = "cfg_combine"
+exec(src, {{}})                                       # a copy under no name
+out["exec"] = wire.take()
+spec = importlib.util.spec_from_file_location("fresh", path)  # a fresh copy of the kit's module
+out["spec"] = wire.take()
+import importlib._bootstrap
+importlib._bootstrap._gcd_import("sdverify.reference")
+out["gcd"] = wire.take()
+# A forged kit file name does not make code the kit's own: its calls are recorded.
+exec(compile("import sdverify.reference as r\\nr.to_pil", path, "exec"), {{}})
+out["forged"] = wire.take()
+ref = sys.modules["sdverify.reference"]
+out["wrapped"] = [hasattr(ref.cfg_combine, "__wrapped__")]
+student = type(sys)("student")
+student.cfg_combine = namespace["cfg_combine"]
+fresh = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fresh)
+student.tokenize, student.to_pil = fresh.tokenize, fresh.to_pil
+wire.check_identity(student, ["cfg_combine", "tokenize", "to_pil"])
+out["identity"] = wire.take()
+print(json.dumps(out))
+"""
+
+
+def test_run_time_copies_of_the_reference_are_recorded(tmp_path: Path):
+    reference = str(Path(sdverify.__file__).parent / "reference.py")
+    out = _run(tmp_path, COPIES_RUN.format(kit=KIT, reference=reference))
+    assert ("copy", "sdverify.reference") in _names(out["exec_compile"])
+    assert ("copy", "sdverify.reference") in _names(out["exec"])
+    assert {r["where"] for r in out["exec"]} == {"cfg_combine"}
+    assert _names(out["spec"]) == {("import", "sdverify.reference")}
+    assert _names(out["gcd"]) == {("import", "sdverify.reference")}
+    assert ("import", "sdverify.reference") in _names(out["forged"])
+    assert out["wrapped"] == [False]  # no __wrapped__ leads around the record
+    assert out["identity"] == [
+        {"how": "copy", "names": ["sdverify.reference"], "where": "cfg_combine"},
+        {"how": "is", "names": ["sdverify.reference.tokenize"], "where": "tokenize"},  # a fresh copy is the kit's
+        {"how": "is", "names": ["sdverify.reference.to_pil"], "where": "to_pil"},
+    ]
+
+
+def test_honest_compiled_code_is_not_a_copy(tmp_path: Path):
+    code = COPIES_RUN.split("namespace = {{}}")[0] + (
+        "exec('def cfg_combine(u, c, w):\\n    return u + w * (c - u)\\n', {{}})\nprint(json.dumps(wire.take()))\n"
+    )
+    reference = str(Path(sdverify.__file__).parent / "reference.py")
+    done = subprocess.run(
+        [sys.executable, "-c", code.format(kit=KIT, reference=reference)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+REMAINS_RUN = """
+import json
+from sdverify.delegation.policy import watch_lists, Policy
+from sdverify.delegation.tripwire import Tripwire
+wire = Tripwire(**watch_lists([Policy()]).to_json(), kit=({kit!r},), where=lambda: "cfg_combine").install()
+import sdverify.reference as ref
+wire.take()
+original = next(c.cell_contents for c in ref.cfg_combine.__closure__ if callable(c.cell_contents))
+original(1.0, 2.0, 3.0)
+print(json.dumps(wire.take()))
+"""
+
+
+def test_what_remains_a_wrappers_closure_leads_around_the_record(tmp_path: Path):
+    """A finding, documented in docs/checker.md: same-process code can take the original function
+    out of a wrapper's closure.  When this fails, the evasion is closed: update the docs."""
+    assert _run(tmp_path, REMAINS_RUN.format(kit=KIT)) == []

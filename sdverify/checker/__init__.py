@@ -45,6 +45,7 @@ def check_submission(
     sandbox: str | None = None,
     total_timeout: float | None = None,
     allow: Sequence[str] = (),
+    probe_seed: int | None = None,
 ) -> SubmissionReport:
     """Grade ``target`` (path, module name or resolved :class:`Target`; empty/None: the bundled reference).
 
@@ -60,9 +61,10 @@ def check_submission(
     or auto); a bwrap child sees
     the submission's source, not its folder (nor siblings, nor any user data).  ``allow``
     adds names to every function's delegation policy (``--allow``; :mod:`sdverify.delegation`).
+    ``probe_seed`` draws the run's drawn cases (:mod:`.cases`; None: a new seed, in the report).
     """
     from sdverify import isolation
-    from sdverify.checker import checks, own_work, parent, points
+    from sdverify.checker import cases, checks, own_work, parent, points
     from sdverify.delegation import CHECK_POLICY, watch_lists
 
     start = time.perf_counter()
@@ -75,7 +77,8 @@ def check_submission(
     device = _canonical_device(device)
     isolation.warn_once(level)
     resolved = target if isinstance(target, Target) else resolve_target(target)
-    ctx = checks.context(preset, device, weights)
+    fixed = checks.context(preset, device, weights)
+    ctx = checks.with_drawn(fixed, cases.new_seed() if probe_seed is None else probe_seed)
     policies = {f: CHECK_POLICY[f].relaxed(allow) for f in API_NAMES}
     watch = None if resolved.bundled else watch_lists(policies.values())
     result = parent.run_submission(
@@ -98,7 +101,7 @@ def check_submission(
             gate = own_work.gate(function, uses, policies[function], result, ctx.plan.of(function))
             graded.insert(0, points.Graded(gate, "gate"))
         entries += [g.entry(function) for g in graded]
-    entries.append(points.Graded(_weights_unchanged(ctx), "gate").entry(points.EVERYWHERE))
+    entries.append(points.Graded(_weights_unchanged(fixed), "gate").entry(points.EVERYWHERE))
     notes += own_work.unused(uses, policies)
     return SubmissionReport(
         resolved.display,
@@ -108,6 +111,7 @@ def check_submission(
         isolation=level,
         notes=notes,
         output=result.log_tail,
+        probe_seed=ctx.plan.seed,
     )
 
 

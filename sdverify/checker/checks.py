@@ -8,9 +8,11 @@ simulations are computed here too, so a submission cannot reach any of them.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,9 +23,11 @@ from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
 from sdverify.checker import mistakes
+from sdverify.checker.cases import build_plan, draw
 from sdverify.checker.points import Graded, Role
-from sdverify.checker.probes import PROMPTS, Env, Plan, Probe, build_plan, is_case, run_probe, with_function
+from sdverify.checker.probes import Env, Plan, Probe, is_case, run_probe
 from sdverify.checker.protocol import Outcome, Value
+from sdverify.contract import API_NAMES
 from sdverify.mistakes import Mistake, named, simulated
 from sdverify.properties.cfg import cfg_algebra
 from sdverify.properties.embeddings import embedding_properties
@@ -54,7 +58,7 @@ class CheckContext:
     plan: Plan
     expected: dict[str, list[torch.Tensor]]
     weights: Path
-    simulated: dict[tuple[str, str], list[torch.Tensor] | None]
+    simulated: dict[tuple[str, str, str], list[torch.Tensor] | None]  # (mistake, probe id, its args)
 
 
 def _plain(value: Any) -> torch.Tensor:
@@ -99,6 +103,15 @@ def context(preset: str, device: str, weights: str | None) -> CheckContext:
     return CheckContext(env, plan, expected, folder, {})
 
 
+def with_drawn(ctx: CheckContext, seed: int) -> CheckContext:
+    """``ctx`` with the cases drawn from ``seed`` (:func:`sdverify.checker.cases.draw`) added to
+    its plan, and their expected values; it shares ``ctx``'s components and caches."""
+    probes = draw(seed)
+    expected = {**ctx.expected, **{p.id: [_plain(v) for v in run_probe(R, ctx.env, p)] for p in probes}}
+    plan = Plan([*ctx.plan.probes, *probes], ctx.plan.inputs, seed)
+    return CheckContext(ctx.env, plan, expected, ctx.weights, ctx.simulated)
+
+
 # ----------------------------------------------------------------------- helpers
 def _student_tensor(value: Value) -> Any:
     """The value as a tensor on its reported device, or a stand-in whose type name is the student's."""
@@ -137,11 +150,16 @@ def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> 
     return True
 
 
+def _with_function(name: str, fn: Any) -> SimpleNamespace:
+    """The reference API with one function replaced: how a known mistake is simulated."""
+    return SimpleNamespace(**{**{n: getattr(R, n) for n in API_NAMES}, name: fn})
+
+
 def _simulated(ctx: CheckContext, mistake: Mistake, impl: Callable, probe: Probe) -> list[torch.Tensor] | None:
-    key = (mistake.id, probe.id)
+    key = (mistake.id, probe.id, json.dumps(probe.args, sort_keys=True))  # a drawn case's id recurs with new args
     if key not in ctx.simulated:
         try:
-            ctx.simulated[key] = [_plain(v) for v in run_probe(with_function(probe.function, impl), ctx.env, probe)]
+            ctx.simulated[key] = [_plain(v) for v in run_probe(_with_function(probe.function, impl), ctx.env, probe)]
         except Exception:
             ctx.simulated[key] = None
     return ctx.simulated[key]
@@ -338,7 +356,7 @@ PropertyRunner = Callable[["CheckContext", str, dict[str, Outcome]], list[CheckR
 def _token_properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcome]) -> list[CheckResult]:
     tok = ctx.env.components.tokenizer
     return _value_properties(
-        ctx, function, outcomes, lambda p, v: token_id_properties(v, text_token_count(tok, PROMPTS[p.args["prompt"]]))
+        ctx, function, outcomes, lambda p, v: token_id_properties(v, text_token_count(tok, p.args["prompt"]))
     )
 
 

@@ -121,7 +121,7 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
     if tripwire is not None:
         tripwire.check_identity(module, API_NAMES)
     protocol.send(conn, {"event": "ready", "uses": tripwire.take() if tripwire else []})
-    for raw in job["probes"]:
+    while (raw := protocol.next_probe(conn)) is not None:
         probe = Probe(**raw)
         running[0] = probe.function
         if not callable(getattr(module, probe.function, None)):

@@ -108,7 +108,7 @@ def _run(job: dict[str, Any], inputs: bytes, out_fd: int, env: Env) -> None:
             f.write(bytes.fromhex(job["target"]["source"]))
         job["target"] = {"kind": "path", "value": path}
     env.inputs = safetensors.torch.load(inputs)
-    child_main({**job, "workdir": WORK, "log": None}, Connection(out_fd, readable=False), env)
+    child_main({**job, "workdir": WORK, "log": None}, Connection(out_fd), env)
 
 
 def _sweep() -> None:

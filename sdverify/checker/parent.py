@@ -54,13 +54,12 @@ _PRELOAD = [
     "transformers",
     "diffusers",
     "sdverify.zoo",
-    "sdverify.reference",
-    "sdverify.checker.child",
+    "sdverify.checker.child",  # not sdverify.reference: nothing of it is in a child's memory
 ]
 
 
 class Run(Protocol):
-    """One child and the pipe its values come on."""
+    """One child and the channel its values come on (and its probes go on)."""
 
     recv: Connection
 
@@ -92,8 +91,8 @@ class _ForkRun:
         else:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(_PRELOAD)
-        self.recv, send = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=child_main, args=(job, send), daemon=True)
+        self.recv, theirs = ctx.Pipe(duplex=True)  # values come back, probes go out one at a time
+        self.proc = ctx.Process(target=child_main, args=(job, theirs), daemon=True)
         # multiprocessing would re-run the grader's __main__ script in the child (and a
         # script without a main guard would grade again, recursively): hide it for start().
         main = sys.modules["__main__"]
@@ -103,7 +102,7 @@ class _ForkRun:
             self.proc.start()
         finally:
             main.__dict__.update(saved)
-        send.close()
+        theirs.close()
 
     def kill(self) -> None:
         if self.proc.pid is not None:
@@ -166,9 +165,9 @@ class _Jail:
         return self.proc.poll() is None
 
     def run(self, job: dict[str, Any], inputs: bytes, startup: float) -> _JailChild:
-        """Start ``job`` in a fresh child; its values come on a pipe of its own."""
-        out_r, out_w = os.pipe()
-        run = _JailChild(self, Connection(out_r, writable=False), self.log.stat().st_size)
+        """Start ``job`` in a fresh child; its values (and its probes) go on a socket of its own."""
+        ours, theirs = socket.socketpair()
+        run = _JailChild(self, Connection(ours.detach()), self.log.stat().st_size)
         try:
             if not self.ready:
                 if not self.ctrl.poll(startup):
@@ -177,11 +176,11 @@ class _Jail:
                 self.ready = True
             self.ctrl.send_bytes(json.dumps(job).encode())
             self.ctrl.send_bytes(inputs)
-            send_handle(self.ctrl, out_w, self.proc.pid)
+            send_handle(self.ctrl, theirs.fileno(), self.proc.pid)
         except (OSError, EOFError, TimeoutError):  # the server is gone or stuck: the read side says so
             self.discard()
         finally:
-            os.close(out_w)
+            theirs.close()
         return run
 
     def discard(self) -> None:
@@ -302,7 +301,6 @@ def run_submission(
                     "env": isolation.sandbox_env(Path(work), _hub_env(weights)),
                     "memory_limit_mb": memory_limit_mb,
                     "watch": watch.to_json() if watch else None,
-                    "probes": [{"id": p.id, "function": p.function, "args": p.args} for p in pending],
                     "user": user,
                 }
                 run: Run
@@ -337,6 +335,11 @@ def run_submission(
     for p in pending:  # left only when the submission never got to run them
         outcomes[p.id] = Outcome("error", message=f"the submission could not be imported: {result.import_error}")
     return result
+
+
+def _job_probe(pending: list[Probe]) -> dict[str, Any] | None:
+    """The next probe as the child reads it, or None when none is left."""
+    return {"id": pending[0].id, "function": pending[0].function, "args": pending[0].args} if pending else None
 
 
 def _hub_env(weights: Path) -> dict[str, str]:
@@ -427,6 +430,7 @@ def _drive(
             elif event == "ready":
                 stage = "running"
                 result.uses += [u for u in protocol.uses(header, None) if u.where in ("", *API_NAMES)]
+                protocol.hand(run.recv, _job_probe(pending))
             elif event == "start":
                 current = by_id.get(str(header.get("probe")))
             elif event == "done":
@@ -443,6 +447,7 @@ def _drive(
                     outcomes[probe.id] = Outcome("error", message=str(header.get("message", "failed")))
                 pending.remove(probe)
                 current = None
+                protocol.hand(run.recv, _job_probe(pending))
             elif event == "finished":
                 return culprit("crashed", "stopped before answering") if pending else None
             else:

@@ -1,7 +1,8 @@
 """The wire between a sandboxed child and the grader: what travels, and how it is checked.
 
 A child streams one JSON header per event and, for a finished probe, one safetensors
-payload with the values' data — never pickle, never stdout, never a verdict.  Everything
+payload with the values' data — never pickle, never stdout, never a verdict.  The grader
+hands it one probe at a time on the same channel, after ``ready`` and after each ``done``.  Everything
 read here comes from student code, so every field is validated before use: a forged,
 oversized or truncated message is that probe's failure, never a grader crash.
 """
@@ -89,6 +90,22 @@ def send(conn: Connection, header: dict[str, Any], tensors: dict[str, torch.Tens
     conn.send_bytes(json.dumps(header).encode())
     if header.get("event") == "done":
         conn.send_bytes(safetensors.torch.save(tensors or {}))
+
+
+def hand(conn: Connection, probe: dict[str, Any] | None) -> None:
+    """Grader side: the child's next probe (None: there is none, it finishes).  A probe's
+    arguments (a drawn case's guidance scale, seed, prompt) reach the child only here, when
+    it is to run; a child that is already gone reads nothing, and its end is read as usual."""
+    try:
+        conn.send_bytes(json.dumps(probe).encode())
+    except OSError:
+        pass
+
+
+def next_probe(conn: Connection) -> dict[str, Any] | None:
+    """Child side: the probe the grader hands over next, or None when there is none."""
+    probe = json.loads(conn.recv_bytes(JOB_BYTES))
+    return probe if isinstance(probe, dict) else None
 
 
 def read(conn: Connection, timeout: float) -> tuple[dict[str, Any] | None, bytes | None]:

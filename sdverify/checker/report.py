@@ -77,6 +77,7 @@ class SubmissionReport:
     isolation: str = "process"  # the level student code ran under (sdverify.isolation)
     notes: list[str] = field(default_factory=list)  # what the teacher should know that costs no points
     output: str = ""  # the last bytes the submission's processes printed (a crash's traceback)
+    probe_seed: int | None = None  # what the run's drawn cases came from (--probe-seed reproduces them)
 
     @property
     def score(self) -> float:
@@ -112,6 +113,7 @@ class SubmissionReport:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "isolation": self.isolation,
+            "probe_seed": self.probe_seed,
             "notes": self.notes,
             "output": self.output,
             "checks": [
@@ -154,6 +156,9 @@ def failure_text(clause: str, message: str) -> str:
 def to_text(report: SubmissionReport) -> str:
     """Readable per-stage report: a line per check, failures explained below their line."""
     lines = [f"sdverify check: {report.submission}  (isolation: {report.isolation})"]
+    if report.probe_seed is not None:
+        seed = report.probe_seed
+        lines.append(f"  drawn cases: probe seed {seed} (--probe-seed {seed} draws them again)")
     if report.error:
         lines.append(f"  SUBMISSION ERROR: {report.error}")
     lines.extend(f"  note: {note}" for note in report.notes)

@@ -3,26 +3,30 @@
 A policy entry is a dotted name of a module or of a class.  For a module (``sdverify``),
 any use counts: importing it or anything under it, calling its functions, handing in one of
 its functions as your own.  For a class (``diffusers.DiffusionPipeline``) only *calling an
-instance* counts, so loading the components through a pipeline stays allowed while
-generating with it does not.  ``allow`` wins over ``forbid``: ``allow = ["sdverify.contract"]``
-keeps the contract's numbers usable under ``forbid = ["sdverify"]``.
+instance* counts, or one of its stage methods (:data:`STAGE_METHODS`: ``pipe.encode_prompt``,
+``pipe.decode_latents``...), so loading the components through a pipeline stays allowed
+while generating with it, or any stage of it, does not.  ``allow`` wins over ``forbid``:
+``allow = ["sdverify.contract"]`` keeps the contract's numbers usable under ``forbid = ["sdverify"]``.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from sdverify.contract import API_NAMES
+from sdverify.delegation.tripwire import line_hashes
 from sdverify.results import CheckResult, fail, ok
 
-How = Literal["import", "reference", "call", "is"]
+How = Literal["import", "reference", "call", "is", "copy"]
 Kind = Literal["module", "class"]
 
 # The kit itself and the ready-made text-to-image pipelines (StableDiffusionPipeline and every
@@ -35,12 +39,24 @@ DEFAULT_FORBID = (
     "diffusers.AutoPipelineForImage2Image",
     "diffusers.AutoPipelineForInpainting",
 )
+# What "calling an instance" of a forbidden class covers: the instance itself (``pipe(...)``)
+# and the pipeline's stage methods, each of which does one stage's work for the student.
+STAGE_METHODS = (
+    "__call__",
+    "_encode_prompt",
+    "encode_prompt",
+    "prepare_latents",
+    "prepare_extra_step_kwargs",
+    "decode_latents",
+    "run_safety_checker",
+    "numpy_to_pil",
+)
 # The contract's numbers (shapes, ids, the scaling factor) are facts a student may import.
 DEFAULT_ALLOW = ("sdverify.contract",)
 # The module whose functions are the reference API: the tripwire watches calls of them.
 REFERENCE = "sdverify.reference"
 _NAME = re.compile(r"\*|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_HOW_WORDS = {"import": "imports", "reference": "uses", "call": "calls", "is": "is"}
+_HOW_WORDS = {"import": "imports", "reference": "uses", "call": "calls", "is": "is", "copy": "runs a copy of"}
 MAX_NAME = 200  # characters of a name a sandboxed process may report
 
 
@@ -167,21 +183,29 @@ CHECK_POLICY: Mapping[str, Policy] = {name: Policy() for name in API_NAMES}
 @dataclass(frozen=True)
 class Watch:
     """What a tripwire watches for a set of policies: module prefixes (imports), classes
-    (instances' calls: the entry, the module defining the class and its qualified name, so
+    (calls of instances and of their ``methods``: the entry, the module defining the class and its qualified name, so
     that it is wrapped once that module is loaded, never importing it early) and modules
     whose functions' calls are recorded."""
 
     modules: tuple[str, ...]
     classes: tuple[tuple[str, str, str], ...]
     calls: tuple[str, ...]
+    methods: tuple[str, ...] = STAGE_METHODS  # of the classes: what a call of counts
+    texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # of ``calls``: their lines' hashes
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every watched entry (what the static scan looks for)."""
         return (*self.modules, *(entry for entry, _, _ in self.classes))
 
-    def to_json(self) -> dict[str, list[Any]]:
-        return {"modules": list(self.modules), "classes": [list(c) for c in self.classes], "calls": list(self.calls)}
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "modules": list(self.modules),
+            "classes": [list(c) for c in self.classes],
+            "calls": list(self.calls),
+            "methods": list(self.methods),
+            "texts": {name: list(hashes) for name, hashes in self.texts.items()},
+        }
 
 
 def watch_lists(policies: Iterable[Policy]) -> Watch:
@@ -190,7 +214,15 @@ def watch_lists(policies: Iterable[Policy]) -> Watch:
     modules = tuple(e for e in entries if kind(e) == "module")
     classes = tuple((e, cls.__module__, cls.__qualname__) for e in entries if (cls := _resolve(e)) is not None)
     calls = (REFERENCE,) if any(covers(m, REFERENCE) for m in modules) else ()
-    return Watch(modules, classes, calls)
+    return Watch(modules, classes, calls, texts={name: _text_hashes(name) for name in calls})
+
+
+def _text_hashes(module: str) -> tuple[str, ...]:
+    """The line hashes of a kit module's source, read here (the grader) from its file: a sandboxed
+    process that compiles text sharing enough of them runs a copy of it (:mod:`.tripwire`)."""
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    return tuple(sorted(line_hashes(Path(origin).read_text(encoding="utf-8")))) if origin else ()
 
 
 def from_records(records: object, where: str | None, at: str, limit: int = 200) -> list[Use]:

@@ -3,7 +3,8 @@
 Finds imports of watched names (``import``, ``from ... import``, ``importlib.import_module`` or
 ``__import__`` of a constant or concatenated string, ``sys.modules[...]``), attribute chains
 and ``getattr(x, "name")`` on them, and calls of instances built from a watched class
-(``pipe = StableDiffusionPipeline.from_pretrained(...)`` then ``pipe(prompt)``).  In a module
+(``pipe = StableDiffusionPipeline.from_pretrained(...)`` then ``pipe(prompt)``) or of their
+stage methods (``pipe.encode_prompt(...)``).  In a module
 each use is charged to the top-level functions whose code reaches it, through the module's
 own helpers; in a notebook, to the cell it is in.  Best effort: ``eval``, ``exec`` or names
 computed from data hide a use from it; the run-time tripwire sees those.
@@ -15,7 +16,7 @@ import ast
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from sdverify.delegation.policy import How, Use, covers, known_names
+from sdverify.delegation.policy import STAGE_METHODS, How, Use, covers, known_names
 
 _IMPORTERS = frozenset({"importlib.import_module", "importlib.__import__", "builtins.__import__"})
 _FACTORIES = frozenset({"from_pretrained", "from_pipe", "from_single_file", "from_config"})
@@ -71,10 +72,12 @@ class _Scan(ast.NodeVisitor):
     stars: list[str] = field(default_factory=list)
     local: frozenset[str] = frozenset()  # names bound in the function being read: not module-level ones
 
-    def use(self, how: How, name: str, node: ast.AST) -> None:
+    def use(self, how: How, name: str, node: ast.AST, method: str = "") -> None:
+        """Record a use of ``name`` (a call of its ``method``: named first, judged as the class)."""
         names = self.relevant(name)
         if names:
-            self.uses.append((how, names, getattr(node, "lineno", 0)))
+            named = (f"{names[0]}.{method}", *names) if method else names
+            self.uses.append((how, named, getattr(node, "lineno", 0)))
 
     def qualify(self, node: ast.AST) -> str | None:
         """The qualified name an expression denotes, when the source says it."""
@@ -199,10 +202,11 @@ class _Scan(ast.NodeVisitor):
             self.use("import", module, node)
         elif func == "builtins.getattr" and (qualified := self.qualify(node)):
             self.use("reference", qualified, node)
-        target = node.func.value if isinstance(node.func, ast.Attribute) and node.func.attr == "__call__" else node.func
+        method = node.func.attr if isinstance(node.func, ast.Attribute) and node.func.attr in STAGE_METHODS else ""
+        target = node.func.value if method and isinstance(node.func, ast.Attribute) else node.func
         cls = self.instance_of(target)
         if cls:
-            self.use("call", cls, node)
+            self.use("call", cls, node, "" if method == "__call__" else method)
         self.generic_visit(node)
 
 

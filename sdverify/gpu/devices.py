@@ -2,9 +2,9 @@
 
 ``--sdverify-device`` defaults to ``cuda``.  ``cpu`` runs the same tests on the ``tiny``
 preset so CI exercises their logic on every push.  With ``pytest -n N`` on a machine
-with several GPUs, the controller gives worker ``gwK`` the K-th visible GPU (round robin)
-through ``CUDA_VISIBLE_DEVICES``, which the worker sets before CUDA is initialised, so
-each worker sees exactly one card as ``cuda:0``.
+with several GPUs, worker ``gwK`` of an sdverify session takes the K-th visible GPU (round
+robin) through ``CUDA_VISIBLE_DEVICES``, which it sets before CUDA is initialised, so each
+worker sees exactly one card as ``cuda:0`` (:func:`sdverify.gpu.session.claim_worker`).
 """
 
 from __future__ import annotations
@@ -73,12 +73,3 @@ def worker_index(worker_id: str) -> int:
 def gpu_for_worker(worker_id: str, gpus: list[str]) -> str | None:
     """The GPU id worker ``worker_id`` should see (round robin), or None when there are none."""
     return gpus[worker_index(worker_id) % len(gpus)] if gpus else None
-
-
-def controller_gpus() -> list[str]:
-    """On the xdist controller: the GPUs to spread workers over.
-
-    The controller runs no tests, so asking CUDA for the count here costs nothing later.
-    """
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return visible_gpus(env, 0 if env is not None else torch.cuda.device_count())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,18 +20,43 @@ if TYPE_CHECKING:
     from sdverify.gpu.report import TimingReport
 
 REPORTS = pytest.StashKey[list["TimingReport"]]()
-_WORKER_GPU = "sdverify_gpu"  # workerinput key: the GPU id a worker should see
 _WORKER_REPORTS = "sdverify_timing_reports"  # workeroutput key: the worker's reports as dicts
 
 
-def pin_worker_gpu(config: pytest.Config) -> None:
-    """On an xdist worker given a GPU by the controller: make it the only one visible.
+def claim_worker(config: pytest.Config, device_option: str | None) -> None:
+    """On an xdist worker of an sdverify session: its share of the cores and, for a CUDA
+    device on a host with GPUs, the K-th visible GPU (round robin) as its only one.
 
-    Runs at configure time, before anything can start CUDA, and costs no import.
+    The plugin calls this at configure time when an ``--sdverify-*`` option was given, else
+    only once gpu tests are collected (before any runs, so before CUDA starts): a worker of
+    another project is never touched.
     """
-    gpu = getattr(config, "workerinput", {}).get(_WORKER_GPU)
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker is None:
+        return
+    share_cpu_threads()
+    if not (device_option or "cuda").startswith("cuda"):
+        return
+    from sdverify.gpu import devices  # torch, not CUDA: a pin still takes effect
+
+    # One GPU per NVIDIA device node (Linux): counted without starting CUDA.
+    nodes = len(glob.glob("/dev/nvidia[0-9]*"))
+    gpu = devices.gpu_for_worker(worker, devices.visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), nodes))
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def share_cpu_threads() -> None:
+    """Give each xdist worker its share of the cores.
+
+    N workers each running torch's default of all-cores threads oversubscribe the CPU,
+    and OpenMP's spin-waiting then makes the suite several times slower.  Set through the
+    environment (read when torch starts) so that no torch import happens here.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
 
 
 def configure(config: pytest.Config, device_option: str | None) -> None:
@@ -48,25 +72,6 @@ def configure(config: pytest.Config, device_option: str | None) -> None:
         devices.resolve_device(device_option)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-
-
-def configure_node(node, device_option: str | None) -> None:
-    """On the xdist controller: hand worker gwK the K-th visible GPU (round robin)."""
-    if not (device_option or "cuda").startswith("cuda") or not _may_have_gpus():
-        return
-    from sdverify.gpu import devices
-
-    gpu = devices.gpu_for_worker(node.gateway.id, devices.controller_gpus())
-    if gpu is not None:
-        node.workerinput[_WORKER_GPU] = gpu
-
-
-def _may_have_gpus() -> bool:
-    """False when no NVIDIA device can be there (Linux without /dev/nvidia*), answered without
-    importing torch: the controller of every xdist run in the environment asks."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None or not sys.platform.startswith("linux"):
-        return True
-    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def skip_without_device(items: list[pytest.Item], device_option: str | None) -> None:
@@ -97,7 +102,7 @@ def budget_for(gpu_name: str, scale: float, gpu_key: str | None) -> Budget | Non
 
 def send_to_controller(config: pytest.Config) -> None:
     """On an xdist worker: ship the reports to the controller, which prints the summary."""
-    if hasattr(config, "workeroutput"):
+    if hasattr(config, "workeroutput") and config.stash.get(REPORTS, []):
         config.workeroutput[_WORKER_REPORTS] = [r.to_dict() for r in config.stash.get(REPORTS, [])]
 
 

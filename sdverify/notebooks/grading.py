@@ -49,6 +49,7 @@ class Settings:
     sandbox: str | None = None  # one of isolation.CHOICES (None: $SDVERIFY_SANDBOX, else auto)
     kernel_memory_mb: int = C.GRADE_KERNEL_MEMORY_MB  # address space a kernel may add (0: no limit)
     allow: tuple[str, ...] = ()  # names every exercise (or function) may use after all (--allow)
+    probe_seed: int | None = None  # a .py module's drawn cases (sdverify.checker.cases; None: one per module)
 
 
 def resolve_settings(settings: Settings) -> Settings:
@@ -392,6 +393,7 @@ def _grade_module(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submiss
         total_timeout=settings.notebook_timeout,
         sandbox=settings.sandbox,
         allow=settings.allow,
+        probe_seed=settings.probe_seed,
     )
     by_function: dict[str, list[CheckEntry]] = {}
     for entry in report.checks:
@@ -400,8 +402,10 @@ def _grade_module(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submiss
         keep.get(function) or ExerciseGrade(function, f"{function}()", checks)
         for function, checks in by_function.items()
     ]
+    seed = report.probe_seed
+    notes = [*report.notes, f"drawn cases: probe seed {seed} (sdverify grade --probe-seed {seed} draws them again)"]
     grade = SubmissionGrade(
-        name, str(path), "module", exercises, notes=report.notes, error=report.error, seconds=report.seconds
+        name, str(path), "module", exercises, notes=notes, error=report.error, seconds=report.seconds
     )
     return SubmissionGrade.from_dict(grade.to_dict())  # details made JSON-safe like a stored grade
 
