@@ -46,6 +46,7 @@ class Settings:
     impl: str | None
     sandbox: str | None
     allow: tuple[str, ...] = ()
+    probe_seed: int | None = None
     given: bool = False  # an --sdverify-* option was given: the session is sdverify's own
 
     @property
@@ -120,6 +121,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME",
         help="relax the contract items' delegation policy: a module or class the student may use (repeatable)",
     )
+    group.addoption(
+        "--sdverify-probe-seed",
+        dest="sdverify_probe_seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the seed of the contract items' drawn probe cases (default: a new one per run; sdverify check prints it)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -139,6 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
         impl=config.getoption("sdverify_impl"),
         sandbox=config.getoption("sdverify_sandbox"),
         allow=_allowed(config.getoption("sdverify_allow")),
+        probe_seed=config.getoption("sdverify_probe_seed"),
         given=_options_given(config),
     )
     if config.stash[_SETTINGS].given:  # else only once gpu tests are collected: unrelated projects untouched
@@ -161,7 +171,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     s = settings_of(config)
     if s.impl:
         report = pytest_contract.run_once(
-            config, s.impl, preset=s.preset, weights=s.weights, sandbox=s.sandbox, allow=s.allow
+            config,
+            s.impl,
+            preset=s.preset,
+            weights=s.weights,
+            sandbox=s.sandbox,
+            allow=s.allow,
+            probe_seed=s.probe_seed,
         )
         items.extend(pytest_contract.contract_items(session, report))
     if any(item.get_closest_marker("gpu") for item in items):

@@ -100,6 +100,7 @@ def run_once(
     weights: str | None,
     sandbox: str | None,
     allow: tuple[str, ...] = (),
+    probe_seed: int | None = None,
 ) -> dict[str, Any]:
     """The checker's report of ``target`` as a dict, computed once per test run.
 
@@ -110,14 +111,16 @@ def run_once(
     """
     basetemp = getattr(config.option, "basetemp", None)
     if not hasattr(config, "workerinput") or not basetemp:
-        return _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow).to_dict()
+        return _check(
+            target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed
+        ).to_dict()
     from filelock import FileLock
 
     path = Path(basetemp).parent / "sdverify-contract-report.json"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
             tmp = path.with_suffix(".tmp")
-            report = _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow)
+            report = _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed)
             tmp.write_text(json.dumps(report.to_dict()))
             tmp.replace(path)
     data: dict[str, Any] = json.loads(path.read_text())
@@ -125,12 +128,20 @@ def run_once(
 
 
 def _check(
-    target: str, *, preset: str, weights: str | None, sandbox: str | None, allow: tuple[str, ...]
+    target: str,
+    *,
+    preset: str,
+    weights: str | None,
+    sandbox: str | None,
+    allow: tuple[str, ...],
+    probe_seed: int | None,
 ) -> SubmissionReport:
     from sdverify.checker import check_submission
 
     try:
-        return check_submission(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow)
+        return check_submission(
+            target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise pytest.UsageError(f"--sdverify-impl: {exc}") from None
 

@@ -67,8 +67,10 @@ def test_a_mistake_fails_exactly_the_checks_sdverify_check_fails(pytester: pytes
     shutil.copy(CATALOG / "wrong_denoise_chunk_order.py", student)
     pytester.makepyfile(TEST_FILE)  # the folder's own tests run too, on the student's module: it lacks both
     junit = pytester.path / "junit.xml"
-    report = check_submission(str(student))
-    result = pytester.runpytest_inprocess("--sdverify-impl=student.py", f"--junitxml={junit}", "-p", "no:randomly")
+    report = check_submission(str(student), probe_seed=7)  # the same drawn cases in both runs
+    result = pytester.runpytest_inprocess(
+        "--sdverify-impl=student.py", "--sdverify-probe-seed=7", f"--junitxml={junit}", "-p", "no:randomly"
+    )
     failed = {c.id: c for c in report.failed()}
     assert failed, "the catalog mistake must fail some check"
     result.assert_outcomes(passed=len(report.checks) - len(failed), failed=len(failed) + 2)

@@ -288,6 +288,7 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
         "total_timeout": 90,
         "sandbox": "process",
         "allow": (),
+        "probe_seed": None,
     }
     assert calls == [(str(module.resolve()), expected)]
     assert (grade.kind, [e.id for e in grade.exercises], grade.score, grade.max_score) == (
