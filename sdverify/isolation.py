@@ -137,6 +137,8 @@ class Confinement:
     private_work: Path | None = None
     quota: int | None = None  # bytes: the working folder is a tmpfs of that size (bwrap only)
     user: int | None = None  # the uid it runs as (:func:`sandbox_user`); None: the grader's
+    # Only ``sdverify check`` of the bundled reference (no target) runs the kit's reference inside.
+    shows_reference: bool = False
 
     def command(self, argv: Iterable[str]) -> list[str]:
         """``argv`` wrapped for this level (unchanged for ``process``)."""
@@ -159,7 +161,8 @@ class Confinement:
         for path in (*runtime_paths(), *self.readable):
             if path.exists():
                 out += ["--ro-bind", str(path), str(path)]
-        out += _without_reference()
+        if not self.shows_reference:
+            out += _without_reference()
         for path in self.hidden:
             if path.is_dir():
                 out += _tmpfs(str(path), C.SANDBOX_COVER_BYTES)

@@ -54,6 +54,8 @@ WRONG = {
     "wrong_generate_no_init_sigma": ("generate.reference[euler]", "init_noise_sigma"),
     "wrong_generate_returns_pil": ("generate.reference[pndm]", "to_pil converts it"),
 }
+# Wrong only off the documented cases: the drawn cases catch it, and no catalog mistake explains it.
+NAMELESS = {"wrong_cfg_documented_scales_only"}
 CORRECT = sorted(p.stem for p in CATALOG.glob("correct_*.py"))
 
 
@@ -74,7 +76,9 @@ def test_wrong_submission_fails_with_its_mistake_named(name: str, sandbox_level:
     assert not by_id[check_id].passed, f"{check_id} passed"
     assert words in by_id[check_id].message, by_id[check_id].message
     named = {c.details["mistake"] for c in report.checks if c.details.get("mistake")}
-    assert by_id[check_id].details.get("mistake") in named <= set(MISTAKES), named  # one catalog
+    assert named <= set(MISTAKES), named  # one catalog
+    if name not in NAMELESS:
+        assert by_id[check_id].details.get("mistake") in named, named
     # Only the mistaken function (or one built on it) fails; what is implemented elsewhere passes.
     mistaken = check_id.split(".")[0]
     implemented_failures = {c.function for c in report.failed() if c.details.get("status") != "missing"}

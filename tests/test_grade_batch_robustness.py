@@ -87,7 +87,8 @@ def test_control_characters_and_the_kits_reference_graded_as_submissions(
         rows = {row["student"]: row for row in csv.DictReader(f)}
     assert "\\x00" in rows["a_b"]["error"] and "\x00" not in rows["a_b"]["error"]
     # The copy is charged where it uses the kit (tokenize calls sdverify.tokenizer), as any import of it is;
-    # the link (its path resolves into the kit) is no longer exempt: charged alike, the same score.
+    # the link (its path resolves into the kit) is no longer exempt: it runs the kit's own code, so
+    # every function is charged (the tripwire names code by the file it sits in), the copy's too.
     failed = [
         {
             c.get("name")
@@ -96,6 +97,6 @@ def test_control_characters_and_the_kits_reference_graded_as_submissions(
         }
         for root in (suites["dave"], ET.parse(tmp_path / "c.xml").getroot())
     ]
-    assert "tokenize.own_work" in failed[0] and failed[0] == failed[1]
+    assert "tokenize.own_work" in failed[0] and failed[0] <= failed[1]
     assert float(rows["dave"]["total"]) < float(rows["dave"]["max_total"])
     assert f"FAILED: {rows['dave']['total']}/{rows['dave']['max_total']} points" in shown.out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -327,3 +328,34 @@ def test_a_fork_bomb_stops_at_the_process_limit(tmp_path, level):
         assert 0 < forks < C.SANDBOX_PROCESSES
     else:  # the OS limit: a process-level kernel as the grader's own user has no count (README)
         assert forks == budget
+
+
+USERNS_CELL = """import subprocess
+r = subprocess.run(['unshare', '-Urm', 'sh', '-c',
+                    'mount -t tmpfs -o size=4g none /mnt && df -B1 --output=size /mnt | tail -n 1'],
+                   capture_output=True, text=True)
+x = [r.returncode, r.stdout.strip(), r.stderr[-300:]]"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", [pytest.param("bwrap", marks=needs_bwrap), "process"])
+def test_what_remains_a_user_namespace_of_its_own_mounts_an_uncapped_tmpfs(tmp_path, level):
+    """The documented OS limit (README "Isolation", docs/checker.md), asserted as it stands: where
+    the host allows unprivileged user namespaces, a kernel makes one and mounts a tmpfs no cap
+    bounds.  Once a seccomp filter closes it, this fails: then turn it round and fix the docs."""
+    if not (_unprivileged_userns() and shutil.which("unshare")):
+        pytest.skip("this host allows no unprivileged user namespaces (or has no unshare(1)): the gap is shut")
+    code, size, err = _run(tmp_path, [USERNS_CELL], level).variable("all", "x").value
+    assert code == 0, f"the gap looks closed here ({err!r}): update README and docs/checker.md"
+    assert int(size) > C.SANDBOX_TMP_BYTES
+
+
+def _unprivileged_userns() -> bool:
+    def read(path: str, default: str) -> str:
+        p = Path(path)
+        return p.read_text().strip() if p.exists() else default
+
+    return (
+        int(read("/proc/sys/user/max_user_namespaces", "0")) > 0
+        and read("/proc/sys/kernel/unprivileged_userns_clone", "1") == "1"
+    )

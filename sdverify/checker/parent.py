@@ -132,8 +132,8 @@ class _Jail:
     A jail whose server stops answering (a submission may signal it) is replaced.
     """
 
-    def __init__(self, key: tuple[str, str, str, tuple[Path, ...]]) -> None:
-        weights, device, dtype, readable = key
+    def __init__(self, key: _JailKey) -> None:
+        weights, device, dtype, readable, shows_reference = key
         self.folder = Path(tempfile.mkdtemp(prefix="sdverify-jail-"))
         self.log = self.folder / "jail.log"  # the grader's: outside anything the sandbox binds
         scratch = self.folder / "scratch"  # the server's working folder (each child covers it)
@@ -144,7 +144,13 @@ class _Jail:
         user = isolation.sandbox_user("bwrap", readable)
         isolation.hand_over(user, scratch)
         confinement = isolation.Confinement(
-            "bwrap", scratch, env, readable=readable, private_work=Path(JAIL_WORK), user=user
+            "bwrap",
+            scratch,
+            env,
+            readable=readable,
+            private_work=Path(JAIL_WORK),
+            user=user,
+            shows_reference=shows_reference,
         )
         ours, theirs = socket.socketpair()
         argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
@@ -238,10 +244,11 @@ class _JailChild:
         return _tail(self.jail.log, C.CHECK_LOG_TAIL_BYTES, start=self.log_start)
 
 
-_jails: dict[tuple[str, str, str, tuple[Path, ...]], _Jail] = {}
+_JailKey = tuple[str, str, str, tuple[Path, ...], bool]  # weights, device, dtype, search path, shows the reference
+_jails: dict[_JailKey, _Jail] = {}
 
 
-def _take_jail(key: tuple[str, str, str, tuple[Path, ...]]) -> _Jail:
+def _take_jail(key: _JailKey) -> _Jail:
     """The running jail for ``key``, or a new one."""
     jail = _jails.get(key)
     if jail is None or not jail.alive():
@@ -308,7 +315,8 @@ def run_submission(
                     run = _ForkRun(job)
                 else:
                     search = (Path.cwd(),) if target.kind == "module" else ()  # where module names resolve
-                    jail = _take_jail((str(weights), device, str(dtype).replace("torch.", ""), search))
+                    dtype_name = str(dtype).replace("torch.", "")
+                    jail = _take_jail((str(weights), device, dtype_name, search, target.bundled))
                     run = jail.run(job, inputs.read_bytes(), C.CHECK_STARTUP_TIMEOUT_S)
                 blame = _drive(run, pending, by_id, outcomes, timeout, result, torch.device(device), deadline)
                 if isinstance(run, _JailChild):
