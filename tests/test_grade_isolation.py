@@ -332,7 +332,7 @@ def test_a_fork_bomb_stops_at_the_process_limit(tmp_path, level):
 
 USERNS_CELL = """import subprocess
 r = subprocess.run(['unshare', '-Urm', 'sh', '-c',
-                    'mount -t tmpfs -o size=4g none /mnt && df -B1 --output=size /mnt | tail -n 1'],
+                    'mkdir -p big && mount -t tmpfs -o size=4g none big && df -B1 --output=size big | tail -n 1'],
                    capture_output=True, text=True)
 x = [r.returncode, r.stdout.strip(), r.stderr[-300:]]"""
 
