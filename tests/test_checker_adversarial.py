@@ -91,6 +91,7 @@ def test_hang_is_cut_at_the_timeout(tmp_path: Path):
     assert "timed out" in _messages(by_function["cfg_combine"])
 
 
+@pytest.mark.slow  # the laptop tier's hostile module is the forged-output one
 def test_os_exit_costs_only_that_function(tmp_path: Path):
     body = """
     def cfg_combine(u, c, w):

@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import sdverify
 from sdverify.delegation.tripwire import kernel_setup
 
@@ -256,6 +258,7 @@ print(json.dumps(wire.take()))
 """
 
 
+@pytest.mark.slow  # a finding; the laptop tier keeps the copies that are caught
 def test_what_remains_a_wrappers_closure_leads_around_the_record(tmp_path: Path):
     """A finding, documented in docs/checker.md: same-process code can take the original function
     out of a wrapper's closure.  When this fails, the evasion is closed: update the docs."""
