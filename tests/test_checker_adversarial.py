@@ -16,7 +16,7 @@ from sdverify import zoo
 from sdverify.checker import API_NAMES, check_submission
 
 # The checker's reference expectations are built once per process: keep these on one worker.
-pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("sandbox_level")]
+pytestmark = pytest.mark.usefixtures("sandbox_level")
 
 GOOD_TOKENIZE = """
 def tokenize(tokenizer, prompt):

@@ -12,7 +12,7 @@ from sdverify.cli import main
 from sdverify.mistakes import MISTAKES
 
 # The checker's reference expectations are built once per process: keep these on one worker.
-pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
+pytestmark = pytest.mark.usefixtures("process_level")
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 

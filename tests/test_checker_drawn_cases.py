@@ -15,7 +15,6 @@ from sdverify.checker.cases import _DOCUMENTED, DRAWN_SCALES, draw
 from sdverify.checker.probes import is_case
 from sdverify.cli import main
 
-pytestmark = pytest.mark.xdist_group("checker")
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 SPECIAL_CASED = str(CATALOG / "wrong_cfg_documented_scales_only.py")
 

@@ -23,7 +23,6 @@ from sdverify import contract as C
 from sdverify import isolation, zoo
 from sdverify.checker import check_submission
 
-pytestmark = pytest.mark.xdist_group("checker")
 needs_bwrap = pytest.mark.skipif(isolation.bwrap_problem() is not None, reason=str(isolation.bwrap_problem()))
 
 CFG = """

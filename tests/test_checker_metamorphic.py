@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sdverify.checker import API_NAMES, SubmissionReport, check_submission
 from sdverify.metamorphic.strategies import MODULE_EDITS, Variant, edited_modules
 
-pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
+pytestmark = pytest.mark.usefixtures("process_level")
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 CORRECT = sorted(p.stem for p in CATALOG.glob("correct_*.py"))

@@ -21,7 +21,7 @@ from sdverify.checker import check_submission, checks, parent  # noqa: F401 - se
 from sdverify.checker.report import failure_text
 
 pytest_plugins = ["pytester"]
-pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
+pytestmark = pytest.mark.usefixtures("process_level")
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 
 TEST_FILE = """
@@ -45,6 +45,7 @@ def test_without_the_option_only_the_folders_tests_run_against_the_reference(pyt
     pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=2)
 
 
+@pytest.mark.slow  # .ci/run's last step runs it too, from a folder outside the checkout
 def test_reference_copied_out_passes_every_contract_item_once_the_kit_is_allowed(pytester: pytest.Pytester):
     # The copy still imports the kit's helpers (sdverify.tokenizer, sdverify.stage_recorder):
     # delegation under the default policy, full marks once the instructor allows the kit.

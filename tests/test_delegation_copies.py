@@ -9,7 +9,6 @@ import pytest
 
 from sdverify.checker import check_submission
 
-pytestmark = pytest.mark.xdist_group("checker")
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 
 

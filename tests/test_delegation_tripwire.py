@@ -230,6 +230,7 @@ def test_run_time_copies_of_the_reference_are_recorded(tmp_path: Path):
     ]
 
 
+@pytest.mark.slow  # the laptop tier's edited correct module (test_checker_metamorphic) keeps its points too
 def test_honest_compiled_code_is_not_a_copy(tmp_path: Path):
     code = COPIES_RUN.split("namespace = {{}}")[0] + (
         "exec('def cfg_combine(u, c, w):\\n    return u + w * (c - u)\\n', {{}})\nprint(json.dumps(wire.take()))\n"

@@ -59,6 +59,7 @@ def _seen_by_workers(pytester: pytest.Pytester, *args: str) -> set[tuple[str | N
     return {eval(p.read_text()) for p in pytester.path.glob("seen-*.txt")}
 
 
+@pytest.mark.slow  # an xdist session in a subprocess; the laptop tier keeps the plain unrelated project
 def test_an_unrelated_xdist_session_on_a_gpu_host_is_left_alone(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ):
