@@ -49,7 +49,7 @@ id = "d"
 heading = '^#+.*Part D'
 checks = [{ check = "stage_timings", points = 1, names = ["d_time"] }]
 """
-SETTINGS = resolve_settings(Settings(sandbox="process", cell_timeout=1, notebook_timeout=120))
+SETTINGS = resolve_settings(Settings(sandbox="process", call_timeout=1, timeout=120))
 
 
 def _spec(tmp_path: Path, text: str) -> Spec:
@@ -132,7 +132,7 @@ def test_unknown_students_and_exercises_are_named():
 
 
 def _batch(folder: Path, out: Path, **options) -> dict[str, SubmissionGrade]:
-    grades = grade_batch([folder], out, spec=load_spec(), settings=SETTINGS, workers=1, progress=False, **options)
+    grades = grade_batch([folder], out, spec=load_spec(), settings=SETTINGS, workers=1, **options)
     return {g.name: g for g in grades}
 
 
@@ -204,14 +204,14 @@ def test_a_timeout_keeps_the_other_exercises_and_a_spec_edit_rechecks_one(tmp_pa
     folder, out = tmp_path / "subs", tmp_path / "out"
     _notebook(folder, hang_in="B")
     spec = _spec(tmp_path, SPEC)
-    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False)
+    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1)
     scores = {e.id: e.score for e in grade.exercises}
     assert scores == {"a": 2, "b": 0, "c": 1} and grade.score == 3
     assert any("exceeded its 1 s limit" in n for n in grade.exercises[1].notes)
     assert counted == [("a_time",), ("b_time",), ("c_time",)]
     counted.clear()
     edited = _spec(tmp_path, SPEC.replace("points = 1,", "points = 4,"))
-    [again] = grade_batch([folder], out, spec=edited, settings=SETTINGS, workers=1, progress=False)
+    [again] = grade_batch([folder], out, spec=edited, settings=SETTINGS, workers=1)
     assert counted == [("c_time",)]  # the notebook ran again, but only Part C was checked
     assert again.exercises[:2] == grade.exercises[:2] and again.exercises[2].score == 4
 
@@ -221,11 +221,11 @@ def test_exercise_option_rechecks_only_that_notebook_exercise(tmp_path, counted)
     folder, out = tmp_path / "subs", tmp_path / "out"
     _notebook(folder, hang_in="")
     spec = _spec(tmp_path, SPEC)
-    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False)
+    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1)
     counted.clear()
-    [again] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False, exercises=["b"])
+    [again] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, exercises=["b"])
     assert counted == [("b_time",)] and again.score == grade.score == 6
-    [same] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False)
+    [same] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1)
     assert counted == [("b_time",)] and same == again  # up to date: nothing ran
 
 
@@ -233,6 +233,6 @@ def test_exercise_option_rechecks_only_that_notebook_exercise(tmp_path, counted)
 def test_a_notebook_timeout_keeps_the_points_earned_before_it(tmp_path):
     folder, out = tmp_path / "subs", tmp_path / "out"
     _notebook(folder, hang_in="C")
-    settings = replace(SETTINGS, cell_timeout=60, notebook_timeout=20)
-    [grade] = grade_batch([folder], out, spec=_spec(tmp_path, SPEC), settings=settings, workers=1, progress=False)
+    settings = replace(SETTINGS, call_timeout=60, timeout=20)
+    [grade] = grade_batch([folder], out, spec=_spec(tmp_path, SPEC), settings=settings, workers=1)
     assert {e.id: e.score for e in grade.exercises} == {"a": 2, "b": 3, "c": 0}
