@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from synthetic_class import fake_checker, module_class
 
 from sdverify import zoo
-from sdverify.notebooks.batch import grade_batch
+from sdverify.notebooks.batch import Event, Finished, NeverGraded, grade_batch
 from sdverify.notebooks.exercises import CHECKS
 from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade, digest, resolve_settings
 from sdverify.notebooks.regrade import Job, check_exercises, check_students, plan
@@ -136,7 +136,7 @@ def _batch(folder: Path, out: Path, **options) -> dict[str, SubmissionGrade]:
     return {g.name: g for g in grades}
 
 
-def test_only_regrades_those_students_and_keeps_the_class(tmp_path, monkeypatch, capsys):
+def test_only_regrades_those_students_and_keeps_the_class(tmp_path, monkeypatch):
     checked = fake_checker(monkeypatch)
     folder = module_class(tmp_path / "subs")
     out = tmp_path / "out"
@@ -144,16 +144,16 @@ def test_only_regrades_those_students_and_keeps_the_class(tmp_path, monkeypatch,
     stamps = {n: (submission_dir(out, n) / "grade.json").stat().st_mtime_ns for n in first}
     (folder / "hal.py").write_text("cfg_combine = pass\n")  # a late file, never graded
     checked.clear()
-    again = _batch(folder, out, only=["ben", "dan"])
+    events: list[Event] = []
+    again = _batch(folder, out, only=["ben", "dan"], on_event=events.append)
     assert checked == ["ben", "dan"] and sorted(again) == sorted(first)
     untouched = [n for n in first if n not in ("ben", "dan")]
     assert all((submission_dir(out, n) / "grade.json").stat().st_mtime_ns == stamps[n] for n in untouched)
-    err = capsys.readouterr().err
-    assert "never graded, left out of the class files: hal" in err and "graded 2 submission(s), 5 up to date" in err
+    assert NeverGraded(("hal",)) in events and Finished(graded=2, partly=0, refused=0, up_to_date=5) in events
     assert "hal" not in (out / "grades.csv").read_text() and "gus" in (out / "grades.csv").read_text()
 
 
-def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, monkeypatch, capsys):
+def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, monkeypatch):
     fake_checker(monkeypatch)
     folder = module_class(tmp_path / "subs")
     out = tmp_path / "out"
@@ -163,8 +163,9 @@ def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, mo
         "decode_latents",
     }
     fake_checker(monkeypatch, corrected=True)  # a fixed checker: every function passes now
-    again = _batch(folder, out, exercises=["cfg_combine"])
-    assert "graded 7 submission(s) (7 in part: their other exercises kept), 0 up to date" in capsys.readouterr().err
+    events: list[Event] = []
+    again = _batch(folder, out, exercises=["cfg_combine"], on_event=events.append)
+    assert Finished(graded=7, partly=7, refused=0, up_to_date=0) in events
     for name, grade in again.items():
         now, before = ({e.id: e for e in g.exercises} for g in (grade, first[name]))
         assert now["cfg_combine"].score == now["cfg_combine"].max_score
