@@ -36,7 +36,13 @@ class _Deprecated(argparse.Action):
         super().__init__(option_strings, dest, help=f"deprecated spelling of {new}", **kwargs)  # type: ignore[arg-type]
         self.new = new
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         setattr(namespace, self.dest, values)
         warning = f"{option_string} is deprecated and will be removed: use {self.new}"
         namespace.deprecated = [*getattr(namespace, "deprecated", []), warning]
@@ -437,13 +443,14 @@ def _check_settings(args: argparse.Namespace) -> Settings:
             "still does when given alone (deprecated): give --call-timeout S for each call"
         )
         call_timeout = args.timeout
+    call_timeout = CHECK.call_timeout if call_timeout is None else call_timeout
     return replace(
         CHECK,
         preset=args.preset,
         seed=args.seed,
         weights=args.weights,
         device=args.device,
-        call_timeout=CHECK.call_timeout if call_timeout is None else call_timeout,
+        call_timeout=call_timeout if args.timeout is None else min(call_timeout, args.timeout),  # within the whole
         timeout=args.timeout,
         sandbox=args.sandbox,
         allow=validate_names(args.allow, "--allow"),

@@ -88,9 +88,10 @@ def test_grade_takes_call_timeout_and_its_old_spelling_with_a_warning(monkeypatc
     assert "--cell-timeout is deprecated" in err and "use --call-timeout" in err
 
 
-def test_a_call_never_outlasts_the_submission_in_grade(monkeypatch, tmp_path):
-    settings = _graded_settings(monkeypatch, tmp_path, ["--call-timeout", "500", "--timeout", "60"])
-    assert (settings.call_timeout, settings.timeout) == (60, 60)
+def test_a_call_never_outlasts_the_submission(monkeypatch, tmp_path):
+    graded = _graded_settings(monkeypatch, tmp_path, ["--call-timeout", "500", "--timeout", "60"])
+    [checked] = _checked_settings(monkeypatch, ["--call-timeout", "500", "--timeout", "60"])
+    assert (graded.call_timeout, graded.timeout) == (checked.call_timeout, checked.timeout) == (60, 60)
 
 
 def test_check_submission_builds_the_expected_values_with_the_weight_seed(monkeypatch):
