@@ -35,7 +35,7 @@ GRADE = (
     from sdverify.notebooks.grading import Settings
     from sdverify.notebooks.spec import load_spec
     settings = Settings(sandbox={level!r})
-    grade_batch([Path({path!r})], Path({out!r}), spec=load_spec(), settings=settings, workers=1, progress=False)
+    grade_batch([Path({path!r})], Path({out!r}), spec=load_spec(), settings=settings, workers=1)
     """
     )
     + PEAK

@@ -10,20 +10,42 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sdverify import contract as C
 from sdverify.sanitise import printable  # on all text a submission can reach: no terminal sequences
 
 if TYPE_CHECKING:
-    from sdverify.notebooks.grading import Settings, SubmissionGrade
+    from sdverify.notebooks.batch import Event, FilesSkipped, Finished, NeverGraded, Restored, Started, Stored
+    from sdverify.notebooks.grading import SubmissionGrade
+    from sdverify.settings import Settings
 
 DEFAULT_PROMPT = "a cat sitting on a beach at sunset"
 
 
 class UsageError(Exception):
     """Bad input from the user: reported as ``error: ...`` with exit status 2."""
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of option ``new``: sets the same value and leaves a warning for ``main`` to print."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, help=f"deprecated spelling of {new}", **kwargs)  # type: ignore[arg-type]
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        warning = f"{option_string} is deprecated and will be removed: use {self.new}"
+        namespace.deprecated = [*getattr(namespace, "deprecated", []), warning]
 
 
 def _add_zoo(sub: argparse._SubParsersAction) -> None:
@@ -169,19 +191,20 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         canvas = Path(args.canvas_csv) if args.canvas_csv else None
         lms = LmsExport(load_roster(args.roster), canvas, args.canvas_assignment)
     out = Path(args.out)
-    grades = grade_batch(
-        args.paths,
-        out,
-        spec=spec,
-        settings=settings,
-        workers=args.workers,
-        force=args.force,
-        progress=not args.quiet,
-        shard=shard,
-        only=args.only,
-        exercises=args.exercise,
-        lms=lms,
-    )
+    with _BatchProgress(bar=not args.quiet) as progress:
+        grades = grade_batch(
+            args.paths,
+            out,
+            spec=spec,
+            settings=settings,
+            workers=args.workers,
+            force=args.force,
+            shard=shard,
+            only=args.only,
+            exercises=args.exercise,
+            lms=lms,
+            on_event=progress,
+        )
     _print_grades(grades, out)
     if lms:
         for problem in lms.roster.problems(grades):
@@ -189,6 +212,65 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         if lms.canvas_csv:
             print(f"Canvas gradebook import: {lms.canvas_csv}")
     return 0
+
+
+class _BatchProgress:
+    """Renders a batch's events (``notebooks.batch.Event``) on stderr: a progress bar and what was skipped."""
+
+    def __init__(self, *, bar: bool) -> None:
+        self.show_bar = bar
+        self.bar: Any = None
+        self.counted: set[str] = set()
+
+    def __enter__(self) -> _BatchProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, event: Event) -> None:
+        getattr(self, "_" + type(event).__name__)(event)  # one method per event type
+
+    def _FilesSkipped(self, event: FilesSkipped) -> None:
+        from sdverify.notebooks.batch import SKIPPED_SHOWN
+
+        lines = [f"  {s.file}: {s.reason}" for s in event.skipped[:SKIPPED_SHOWN]]
+        more = len(event.skipped) - len(lines)
+        lines += [f"  ... and {more} more (summary.json lists them all)"] if more > 0 else []
+        _note("\n".join([f"not graded, {len(event.skipped)} file(s):", *lines]))
+
+    def _NeverGraded(self, event: NeverGraded) -> None:
+        _note(f"never graded, left out of the class files: {', '.join(event.names)}")
+
+    def _Started(self, event: Started) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=event.total, desc="grading", unit="submission", disable=not self.show_bar or not event.total
+        )
+
+    def _Stored(self, event: Stored) -> None:
+        if event.graded and event.name not in self.counted:  # a regrade (weights changed) is not progress
+            self.counted.add(event.name)
+            self.bar.update()
+        self.bar.set_postfix_str(printable(event.name))
+
+    def _Finished(self, event: Finished) -> None:
+        self.bar.close()
+        _note(
+            f"graded {event.graded} submission(s)"
+            + (f" ({event.partly} in part: their other exercises kept)" if event.partly else "")
+            + (f", {event.refused} refused (graded 0 without running: see their error)" if event.refused else "")
+            + f", {event.up_to_date} up to date"
+        )
+
+    def _Restored(self, event: Restored) -> None:
+        _note(f"{event.name}'s grade files changed after they were written; restored")
+
+
+def _note(message: str) -> None:
+    print(printable(f"sdverify: {message}"), file=sys.stderr)
 
 
 def _print_grades(grades: Sequence[SubmissionGrade], out: Path) -> None:
@@ -224,10 +306,9 @@ def _cmd_autograder_gradescope(args: argparse.Namespace) -> int:
     import zipfile
     from pathlib import Path
 
-    from sdverify.autograder.bundle import BundleSettings, build_gradescope_bundle
+    from sdverify.autograder.bundle import build_gradescope_bundle
 
-    settings = BundleSettings(args.preset, args.timeout, args.cell_timeout)
-    target = build_gradescope_bundle(Path(args.out), spec_path=args.spec, settings=settings)
+    target = build_gradescope_bundle(Path(args.out), spec_path=args.spec, settings=_lesson_settings(args))
     with zipfile.ZipFile(target) as archive:
         for info in archive.infolist():
             print(f"{info.file_size:>10,d}  {info.filename}")
@@ -263,9 +344,24 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write the JSON report here (one list for several)")
     p.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report here (a suite each)")
     p.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES)
+    _add_seed(p)
     p.add_argument("--weights", default=None, help="local diffusers folder with real weights ($SDVERIFY_WEIGHTS)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--timeout", type=float, default=C.CHECK_TIMEOUT_S, help="seconds per call of a student function")
+    p.add_argument(
+        "--call-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"seconds per call of a student function (default {C.CHECK_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds per submission (default: no bound; given alone it also bounds each call, as it did before "
+        "it was per submission: that use is deprecated)",
+    )
     _add_sandbox(p)
     _add_allow(p)
     _add_probe_seed(p)
@@ -285,27 +381,91 @@ def _add_sandbox(p: argparse.ArgumentParser) -> None:
 def _add_lesson(p: argparse.ArgumentParser) -> None:
     """What a grade is made with: the spec, the zoo preset, the limits."""
     p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
-    p.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds per notebook")
-    p.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
+    p.add_argument(
+        "--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, metavar="S", help="seconds per submission"
+    )
+    p.add_argument(
+        "--call-timeout",
+        type=float,
+        default=C.GRADE_CELL_TIMEOUT_S,
+        metavar="S",
+        help="seconds per call of student code: a notebook cell, an API function call of a .py",
+    )
+    p.add_argument("--cell-timeout", dest="call_timeout", type=float, action=_Deprecated, new="--call-timeout")
     p.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES, help="zoo preset the notebooks load")
+    _add_seed(p)
+
+
+def _add_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="zoo weight seed: the submission and its expected values use the same weights (default 0)",
+    )
+
+
+def _lesson_settings(args: argparse.Namespace) -> Settings:
+    """What ``_add_lesson`` asked for: preset, weight seed and limits (a call never outlasts the submission)."""
+    from sdverify.settings import GRADE
+
+    if args.timeout <= 0 or args.call_timeout <= 0:
+        raise UsageError(f"--timeout and --call-timeout must be > 0, got {args.timeout} and {args.call_timeout}")
+    limits = {"call_timeout": min(args.call_timeout, args.timeout), "timeout": args.timeout}
+    return replace(GRADE, preset=args.preset, seed=args.seed, **limits)
 
 
 def _grading_settings(args: argparse.Namespace, weights: str | None = None) -> Settings:
-    from sdverify.checker.cases import new_seed
+    """``sdverify grade`` and ``autograder run``'s settings."""
     from sdverify.delegation import validate_names
-    from sdverify.notebooks.grading import Settings
 
-    if args.timeout <= 0 or args.cell_timeout <= 0:
-        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
-    return Settings(
-        preset=args.preset,
+    return replace(
+        _lesson_settings(args),
         weights=weights,
-        cell_timeout=min(args.cell_timeout, args.timeout),
-        notebook_timeout=args.timeout,
         sandbox=args.sandbox,
         allow=validate_names(args.allow, "--allow"),
-        probe_seed=new_seed() if getattr(args, "probe_seed", None) is None else args.probe_seed,  # one per batch
+        probe_seed=_probe_seed(args),  # one per batch
     )
+
+
+def _check_settings(args: argparse.Namespace) -> Settings:
+    """``sdverify check``'s settings; ``--timeout`` alone is its old, per-call use too (deprecated, warned)."""
+    from sdverify.delegation import validate_names
+    from sdverify.settings import CHECK
+
+    for option, value in (("--call-timeout", args.call_timeout), ("--timeout", args.timeout)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{option} must be > 0, got {value}")
+    call_timeout = args.call_timeout
+    if args.timeout is not None and call_timeout is None:
+        _warn(
+            f"--timeout {args.timeout:g} now bounds the whole submission; it bounded each call before, and it "
+            "still does when given alone (deprecated): give --call-timeout S for each call"
+        )
+        call_timeout = args.timeout
+    call_timeout = CHECK.call_timeout if call_timeout is None else call_timeout
+    return replace(
+        CHECK,
+        preset=args.preset,
+        seed=args.seed,
+        weights=args.weights,
+        device=args.device,
+        call_timeout=call_timeout if args.timeout is None else min(call_timeout, args.timeout),  # within the whole
+        timeout=args.timeout,
+        sandbox=args.sandbox,
+        allow=validate_names(args.allow, "--allow"),
+        probe_seed=_probe_seed(args),  # one draw for every target
+    )
+
+
+def _probe_seed(args: argparse.Namespace) -> int:
+    from sdverify.checker.cases import new_seed
+
+    return new_seed() if getattr(args, "probe_seed", None) is None else args.probe_seed
+
+
+def _warn(message: str) -> None:
+    _note(f"warning: {message}")
 
 
 def _add_allow(p: argparse.ArgumentParser) -> None:
@@ -334,26 +494,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sdverify.checker import check_submission, resolve_target, summary_table, to_json, to_junit, to_text
-    from sdverify.checker.cases import new_seed
-    from sdverify.delegation import validate_names
 
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
-    allow = validate_names(args.allow, "--allow")
+    settings = _check_settings(args)
     targets = [resolve_target(t) for t in args.targets or [None]]  # every usage error before any work
-    probe_seed = new_seed() if args.probe_seed is None else args.probe_seed  # one draw for every target
     reports = []
     for target in targets:
-        report = check_submission(
-            target,
-            preset=args.preset,
-            device=args.device,
-            timeout=args.timeout,
-            weights=args.weights,
-            sandbox=args.sandbox,
-            allow=allow,
-            probe_seed=probe_seed,
-        )
+        report = check_submission(target, settings)
         print(printable(to_text(report)), end="\n\n" if len(targets) > 1 else "\n", flush=True)
         reports.append(report)
     if len(reports) > 1:
@@ -378,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv[:2] = ["grade-merge"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    for warning in getattr(args, "deprecated", []):
+        _warn(warning)
     try:
         return args.func(args)
     except (UsageError, FileNotFoundError, ValueError) as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ import pytest
 
 from sdverify import contract as C
 from sdverify import pytest_contract
+from sdverify.settings import CHECK, Settings
 
 if TYPE_CHECKING:
     from sdverify.checker.submission import Implementation
@@ -33,20 +34,16 @@ _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The plugin's options, resolved once in ``pytest_configure``."""
+class Options:
+    """The plugin's options, resolved once in ``pytest_configure``: the checker's :class:`Settings`
+    (what the contract items and the zoo fixtures use), and what only a test run has."""
 
-    preset: str
-    seed: int
-    weights: str | None
-    device: str | None
+    settings: Settings
+    impl: str | None  # the student module the contract items check
+    device: str | None  # the gpu suite's (None: cuda)
     timing_json: str | None
     budget_scale: float
     budget_gpu: str | None
-    impl: str | None
-    sandbox: str | None
-    allow: tuple[str, ...] = ()
-    probe_seed: int | None = None
     given: bool = False  # an --sdverify-* option was given: the session is sdverify's own
 
     @property
@@ -54,7 +51,7 @@ class Settings:
         return self.device or "cuda"
 
 
-_SETTINGS = pytest.StashKey[Settings]()
+_OPTIONS = pytest.StashKey[Options]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -137,56 +134,52 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--sdverify-device {device!r} is not usable by the gpu suite; expected 'cuda', 'cuda:N' or 'cpu'"
         )
-    config.stash[_SETTINGS] = Settings(
+    settings = replace(
+        CHECK,
         preset=config.getoption("sdverify_preset"),
         seed=config.getoption("sdverify_seed"),
         weights=config.getoption("sdverify_weights"),
+        sandbox=config.getoption("sdverify_sandbox"),
+        allow=_allowed(config.getoption("sdverify_allow")),
+        probe_seed=config.getoption("sdverify_probe_seed"),
+    )
+    config.stash[_OPTIONS] = options = Options(
+        settings,
+        impl=config.getoption("sdverify_impl"),
         device=device,
         timing_json=config.getoption("sdverify_timing_json"),
         budget_scale=config.getoption("sdverify_budget_scale"),
         budget_gpu=config.getoption("sdverify_budget_gpu"),
-        impl=config.getoption("sdverify_impl"),
-        sandbox=config.getoption("sdverify_sandbox"),
-        allow=_allowed(config.getoption("sdverify_allow")),
-        probe_seed=config.getoption("sdverify_probe_seed"),
         given=_options_given(config),
     )
-    if config.stash[_SETTINGS].given:  # else only once gpu tests are collected: unrelated projects untouched
+    if options.given:  # else only once gpu tests are collected: unrelated projects untouched
         from sdverify.gpu import session as gpu_session  # light: no torch until a gpu test needs it
 
-        gpu_session.claim_worker(config, config.stash[_SETTINGS].device)
-    if config.stash[_SETTINGS].impl:
+        gpu_session.claim_worker(config, options.device)
+    if options.impl:
         pytest_contract.register_markers(config, (*C.API_NAMES, "sandbox"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    s = settings_of(config)
-    weights = s.weights or f"offline zoo seed {s.seed}"
-    impl = s.impl or "sdverify.reference"
-    return f"sdverify: impl={impl} preset={s.preset} weights={weights} gpu-suite device={s.device_text}"
+    o = options_of(config)
+    weights = o.settings.weights or f"offline zoo seed {o.settings.seed}"
+    impl = o.impl or "sdverify.reference"
+    return f"sdverify: impl={impl} preset={o.settings.preset} weights={weights} gpu-suite device={o.device_text}"
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: they select among the contract items too
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    s = settings_of(config)
-    if s.impl:
-        report = pytest_contract.run_once(
-            config,
-            s.impl,
-            preset=s.preset,
-            weights=s.weights,
-            sandbox=s.sandbox,
-            allow=s.allow,
-            probe_seed=s.probe_seed,
-        )
+    o = options_of(config)
+    if o.impl:
+        report = pytest_contract.run_once(config, o.impl, o.settings)
         items.extend(pytest_contract.contract_items(session, report))
     if any(item.get_closest_marker("gpu") for item in items):
         from sdverify.gpu import session as gpu_session
 
-        if not s.given:  # a worker's tests have not run yet: CUDA is not started
-            gpu_session.claim_worker(config, s.device)
-        gpu_session.configure(config, settings_of(config).device)
-        gpu_session.skip_without_device(items, settings_of(config).device)
+        if not o.given:  # a worker's tests have not run yet: CUDA is not started
+            gpu_session.claim_worker(config, o.device)
+        gpu_session.configure(config, o.device)
+        gpu_session.skip_without_device(items, o.device)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -205,8 +198,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     from sdverify.gpu import session as gpu_session
 
-    gpu_session.terminal_summary(terminalreporter, config, settings_of(config).timing_json)
-    points = pytest_contract.points_summary(terminalreporter) if settings_of(config).impl else None
+    gpu_session.terminal_summary(terminalreporter, config, options_of(config).timing_json)
+    points = pytest_contract.points_summary(terminalreporter) if options_of(config).impl else None
     if points:
         terminalreporter.write_line(points, bold=True)
 
@@ -233,9 +226,9 @@ def _options_given(config: pytest.Config) -> bool:
     return any(word.startswith("--sdverify-") for word in words)
 
 
-def settings_of(config: pytest.Config) -> Settings:
-    """The plugin's resolved settings (for fixtures in other modules)."""
-    return config.stash[_SETTINGS]
+def options_of(config: pytest.Config) -> Options:
+    """The plugin's resolved options (for fixtures in other modules)."""
+    return config.stash[_OPTIONS]
 
 
 @pytest.fixture(scope="session")
@@ -251,7 +244,7 @@ def sd_weights_dir(pytestconfig: pytest.Config) -> Path:
     """Diffusers folder of the configured preset (built once, cached on disk) or real weights."""
     from sdverify import zoo
 
-    s = settings_of(pytestconfig)
+    s = options_of(pytestconfig).settings
     return zoo.weights_dir(s.preset, s.seed, s.weights)
 
 
@@ -272,7 +265,7 @@ def sd_impl(pytestconfig: pytest.Config) -> Implementation:
     """
     from sdverify.checker.submission import Implementation
 
-    return Implementation.load(settings_of(pytestconfig).impl)
+    return Implementation.load(options_of(pytestconfig).impl)
 
 
 @pytest.fixture(scope="session")
@@ -280,8 +273,8 @@ def gpu_config(pytestconfig: pytest.Config) -> SuiteConfig:
     """The gpu suite's settings: sd15 float16 on CUDA, tiny float32 with --sdverify-device cpu."""
     from sdverify.gpu import devices, suite
 
-    s = settings_of(pytestconfig)
-    return suite.suite_config(devices.resolve_device(s.device), s.seed, s.weights)
+    o = options_of(pytestconfig)
+    return suite.suite_config(devices.resolve_device(o.device), o.settings.seed, o.settings.weights)
 
 
 @pytest.fixture(scope="session")
@@ -310,5 +303,5 @@ def gpu_budget(pytestconfig: pytest.Config, gpu_config: SuiteConfig) -> Budget |
 
     if not gpu_config.on_cuda:
         return None
-    s = settings_of(pytestconfig)
-    return gpu_session.budget_for(devices.device_name(gpu_config.device), s.budget_scale, s.budget_gpu)
+    o = options_of(pytestconfig)
+    return gpu_session.budget_for(devices.device_name(gpu_config.device), o.budget_scale, o.budget_gpu)

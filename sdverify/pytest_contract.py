@@ -18,6 +18,7 @@ import pytest
 
 if TYPE_CHECKING:
     from sdverify.checker.report import SubmissionReport
+    from sdverify.settings import Settings
 
 MARKER = "sdverify"
 _POINTS, _MAX_POINTS, _ROLE = "points", "max_points", "role"
@@ -92,16 +93,7 @@ def contract_items(session: pytest.Session, report: dict[str, Any]) -> list[pyte
     return items
 
 
-def run_once(
-    config: pytest.Config,
-    target: str,
-    *,
-    preset: str,
-    weights: str | None,
-    sandbox: str | None,
-    allow: tuple[str, ...] = (),
-    probe_seed: int | None = None,
-) -> dict[str, Any]:
+def run_once(config: pytest.Config, target: str, settings: Settings) -> dict[str, Any]:
     """The checker's report of ``target`` as a dict, computed once per test run.
 
     Without xdist it is computed here; with it, the first worker to get the lock computes
@@ -111,37 +103,24 @@ def run_once(
     """
     basetemp = getattr(config.option, "basetemp", None)
     if not hasattr(config, "workerinput") or not basetemp:
-        return _check(
-            target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed
-        ).to_dict()
+        return _check(target, settings).to_dict()
     from filelock import FileLock
 
     path = Path(basetemp).parent / "sdverify-contract-report.json"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
             tmp = path.with_suffix(".tmp")
-            report = _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed)
-            tmp.write_text(json.dumps(report.to_dict()))
+            tmp.write_text(json.dumps(_check(target, settings).to_dict()))
             tmp.replace(path)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def _check(
-    target: str,
-    *,
-    preset: str,
-    weights: str | None,
-    sandbox: str | None,
-    allow: tuple[str, ...],
-    probe_seed: int | None,
-) -> SubmissionReport:
+def _check(target: str, settings: Settings) -> SubmissionReport:
     from sdverify.checker import check_submission
 
     try:
-        return check_submission(
-            target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed
-        )
+        return check_submission(target, settings)
     except (FileNotFoundError, ValueError) as exc:
         raise pytest.UsageError(f"--sdverify-impl: {exc}") from None
 

@@ -335,6 +335,23 @@ def verify(folder: str | os.PathLike[str]) -> list[str]:
     return sorted(rel for rel in expected.keys() | actual.keys() if expected.get(rel) != actual.get(rel))
 
 
+def verify_after_run(folder: str | os.PathLike[str]) -> tuple[list[str], Path, str | None]:
+    """After a submission ran: the files it changed under ``folder`` (:func:`verify`), the folder
+    to load from next, and why a change was not repaired (None: nothing changed, or it was).
+
+    The one check of the grader's weights after student code, for every submission kind
+    (the checker's ``sandbox.grader_files`` gate, the batch after a notebook): a zoo snapshot
+    is rebuilt at once, so no later submission sees the change; real weights are only named.
+    """
+    changed = verify(folder)
+    if not changed:
+        return changed, Path(folder), None
+    try:
+        return changed, repair(folder), None
+    except ValueError as exc:  # real weights: named, not rebuilt
+        return changed, Path(folder), str(exc)
+
+
 def repair(folder: str | os.PathLike[str]) -> Path:
     """Rebuild a zoo snapshot in place from its preset and seed; return the folder.
 

@@ -24,7 +24,7 @@ import nbformat
 import pytest
 
 from sdverify import isolation
-from sdverify.autograder.bundle import SCRIPTS, BundleSettings, build_gradescope_bundle
+from sdverify.autograder.bundle import SCRIPTS, build_gradescope_bundle
 from sdverify.autograder.run import UNFINISHED, find_submission, run
 from sdverify.checker.report import CheckEntry
 from sdverify.cli import main
@@ -182,7 +182,7 @@ def test_spec_visibility_reaches_the_exercises_and_bad_values_are_named(tmp_path
 
 def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
     spec = _spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
-    settings = BundleSettings(preset="tiny", notebook_timeout=600, cell_timeout=120)
+    settings = Settings(preset="tiny", seed=3, timeout=600, call_timeout=120)
     target = build_gradescope_bundle(tmp_path / "out", spec_path=spec, settings=settings, checkout=CHECKOUT)
     assert target == tmp_path / "out" / "autograder.zip"
     with zipfile.ZipFile(target) as archive:
@@ -197,7 +197,7 @@ def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
         env = dict(line.split("=", 1) for line in archive.read("autograder.env").decode().splitlines())
         archive.extract(wheel, tmp_path)
     assert env["SDVERIFY_PRESET"] == "tiny" and env["SDVERIFY_WHEEL"] == wheel
-    assert (env["SDVERIFY_TIMEOUT"], env["SDVERIFY_CELL_TIMEOUT"]) == ("600", "120")
+    assert (env["SDVERIFY_SEED"], env["SDVERIFY_TIMEOUT"], env["SDVERIFY_CELL_TIMEOUT"]) == ("3", "600", "120")
     assert env["SDVERIFY_TORCH"] and "+" not in env["SDVERIFY_TORCH"]
     with zipfile.ZipFile(tmp_path / wheel) as built:
         names = set(built.namelist())
@@ -285,7 +285,7 @@ results.write_text('{{"score": 7}}')
 """
 
 
-@pytest.mark.parametrize(("script", "call"), [("run_autograder", b"--cell-timeout"), ("setup.sh", b"zoo install")])
+@pytest.mark.parametrize(("script", "call"), [("run_autograder", b"--call-timeout"), ("setup.sh", b"zoo install")])
 def test_the_scripts_are_parsed_whole_before_anything_runs(tmp_path, script, call):
     source = tmp_path / "source"
     source.mkdir()
@@ -326,7 +326,7 @@ def gradescope_root() -> Iterator[Path]:
 def _gradescope_root(base: Path) -> Path:
     spec = _spec_with(base, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "hidden"\n')
     # Cells as slow as on a loaded 2-core machine (test_grade_samples' figure), well under the default.
-    settings = BundleSettings(cell_timeout=100)
+    settings = Settings(call_timeout=100)
     bundle = build_gradescope_bundle(base / "out", spec_path=spec, settings=settings, checkout=CHECKOUT)
     root = base / "autograder"
     with zipfile.ZipFile(bundle) as archive:

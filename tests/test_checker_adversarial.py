@@ -76,7 +76,7 @@ def _messages(entries) -> str:
     ids=["raises", "returns-none", "numpy", "list", "wrong-shape", "nan", "wrong-dtype", "sys-exit"],
 )
 def test_bad_return_values_fail_only_their_function(tmp_path: Path, body: str, function: str, words: str):
-    by_function = _check(tmp_path, body, timeout=20)
+    by_function = _check(tmp_path, body, call_timeout=20)
     correctness = [c for c in by_function[function] if c.role == "points"]
     assert correctness and not any(c.passed for c in correctness)
     assert sum(c.points for c in by_function[function]) == 0
@@ -86,7 +86,7 @@ def test_bad_return_values_fail_only_their_function(tmp_path: Path, body: str, f
 @pytest.mark.slow
 def test_hang_is_cut_at_the_timeout(tmp_path: Path):
     start = time.monotonic()
-    by_function = _check(tmp_path, "def cfg_combine(u, c, w):\n    while True:\n        pass\n", timeout=3)
+    by_function = _check(tmp_path, "def cfg_combine(u, c, w):\n    while True:\n        pass\n", call_timeout=3)
     assert time.monotonic() - start < 60
     assert "timed out" in _messages(by_function["cfg_combine"])
 
@@ -113,7 +113,7 @@ def test_memory_hog_hits_the_limit(tmp_path: Path):
         while True:
             hoard.append(torch.ones(2**26))  # 256 MiB a time
     """
-    by_function = _check(tmp_path, body, timeout=30, memory_limit_mb=1024)
+    by_function = _check(tmp_path, body, call_timeout=30, child_memory_mb=1024)
     text = _messages(by_function["cfg_combine"])
     assert "memory" in text.lower() or "MemoryError" in text, text
 
@@ -171,7 +171,7 @@ def test_writes_stay_out_of_the_graders_folders(tmp_path: Path, monkeypatch: pyt
     except OSError:
         pass
     """
-    by_function = _check(tmp_path, body, weights=str(weights), timeout=20)
+    by_function = _check(tmp_path, body, weights=str(weights), call_timeout=20)
     assert not os.listdir(grader_cwd)
     (files,) = by_function["sandbox"]
     if sandbox_level == "bwrap":
@@ -189,7 +189,7 @@ def test_writes_stay_out_of_the_graders_folders(tmp_path: Path, monkeypatch: pyt
     """,
         name="clean.py",
     )
-    report = check_submission(clean, weights=str(weights), timeout=20)
+    report = check_submission(clean, weights=str(weights), call_timeout=20)
     assert all(c.passed for c in report.checks if c.function in ("tokenize", "decode_latents")), report.failed()
 
 
@@ -199,7 +199,7 @@ def test_total_timeout_bounds_a_submission_whose_functions_all_hang(tmp_path: Pa
     path = tmp_path / "hangs.py"
     path.write_text(body)
     start = time.monotonic()
-    report = check_submission(str(path), timeout=5, total_timeout=10)
+    report = check_submission(str(path), call_timeout=5, timeout=10)
     assert time.monotonic() - start < 60
     assert report.score == 0  # every check fails but the delegation gates: nothing was delegated
     assert all(not c.passed for c in report.checks if c.function != "sandbox" and not c.id.endswith(".own_work"))
@@ -226,13 +226,13 @@ def test_weights_edited_in_place_are_named_repaired_and_harm_no_later_run(
     except OSError:
         pass
     """
-    (files,) = _check(tmp_path, body, weights=str(weights), timeout=30)["sandbox"]
+    (files,) = _check(tmp_path, body, weights=str(weights), call_timeout=30)["sandbox"]
     if sandbox_level == "bwrap":
         assert files.passed, files.message
     else:
         assert not files.passed and "unet/diffusion_pytorch_model.safetensors" in files.message
     assert zoo.verify(weights) == []
-    honest = check_submission(_write(tmp_path, "", name="honest.py"), weights=str(weights), timeout=30)
-    reference = check_submission(None, weights=str(weights), timeout=30)
+    honest = check_submission(_write(tmp_path, "", name="honest.py"), weights=str(weights), call_timeout=30)
+    reference = check_submission(None, weights=str(weights), call_timeout=30)
     assert all(c.passed for c in honest.checks if c.function in ("tokenize", "sandbox"))
     assert reference.passed, [c.message for c in reference.failed()]

@@ -109,14 +109,14 @@ def test_bwrap_contains_every_attempt_at_once(hostile):
 @pytest.mark.parametrize("name", sorted(ATTEMPTS))
 def test_bwrap_contains_each_attempt(hostile, name: str):
     path, weights = hostile(name)
-    points, most = _cfg_points(check_submission(path, sandbox="bwrap", weights=str(weights), timeout=30))
+    points, most = _cfg_points(check_submission(path, sandbox="bwrap", weights=str(weights), call_timeout=30))
     assert points == most > 0
 
 
 @pytest.mark.slow
 def test_process_level_hides_the_graders_environment(hostile):
     path, weights = hostile("env")
-    report = check_submission(path, sandbox="process", weights=str(weights), timeout=30)
+    report = check_submission(path, sandbox="process", weights=str(weights), call_timeout=30)
     assert report.isolation == "process"
     points, most = _cfg_points(report)
     assert points == most > 0
@@ -125,7 +125,7 @@ def test_process_level_hides_the_graders_environment(hostile):
 @pytest.mark.slow
 def test_process_level_child_gets_the_sandbox_limits(hostile):
     path, weights = hostile("unlimited")
-    points, most = _cfg_points(check_submission(path, sandbox="process", weights=str(weights), timeout=30))
+    points, most = _cfg_points(check_submission(path, sandbox="process", weights=str(weights), call_timeout=30))
     assert points == most > 0
 
 
@@ -133,7 +133,7 @@ def test_process_level_child_gets_the_sandbox_limits(hostile):
 def test_process_level_is_what_the_oracles_detect(hostile):
     # The same oracle without bwrap: the network works (as any uid), so points are lost.
     path, weights = hostile("network")
-    points, most = _cfg_points(check_submission(path, sandbox="process", weights=str(weights), timeout=30))
+    points, most = _cfg_points(check_submission(path, sandbox="process", weights=str(weights), call_timeout=30))
     assert points < most
 
 
@@ -148,7 +148,7 @@ def test_nothing_a_submission_starts_outlives_it(tmp_path: Path):
         " start_new_session=True)\n"
         "def cfg_combine(u, c, w):\n    return u + w * (c - u)\n"
     )
-    check_submission(str(student), sandbox="bwrap", timeout=30)
+    check_submission(str(student), sandbox="bwrap", call_timeout=30)
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout
     assert left.strip() == "", f"processes outlived the submission: {left}"
 
@@ -165,7 +165,7 @@ def test_it_cannot_signal_its_parent_or_its_group(tmp_path: Path):
         "def decode_latents(vae, latents):\n"
         "    with torch.no_grad():\n        return vae.decode(latents / vae.config.scaling_factor).sample\n"
     )
-    report = check_submission(str(student), sandbox="bwrap", timeout=30)
+    report = check_submission(str(student), sandbox="bwrap", call_timeout=30)
     assert all(c.passed for c in report.checks if c.function in ("cfg_combine", "decode_latents", "sandbox")), [
         c.message for c in report.failed() if c.function in ("cfg_combine", "decode_latents")
     ]

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,21 @@ def test_inside_this_repository_only_the_contract_and_the_sd_impl_tests_run():
     assert len(contract) == len(check_submission(str(student)).checks)
     others = {i.split("::")[0] for i in ids if not i.startswith("sdverify::")}
     assert others == {"tests/test_reference.py"}, others  # the kit's self-tests that use sd_impl
+
+
+def test_the_options_reach_the_checker_as_one_settings_object(pytester: pytest.Pytester, monkeypatch):
+    from sdverify import checker
+    from sdverify.checker.report import SubmissionReport
+    from sdverify.settings import CHECK, Settings
+
+    seen: list[Settings] = []
+
+    def fake(target, settings):
+        seen.append(settings)
+        return SubmissionReport(target, [], None, 0.0)
+
+    monkeypatch.setattr(checker, "check_submission", fake)
+    (pytester.path / "student.py").write_text("")
+    options = ["--sdverify-seed", "3", "--sdverify-probe-seed", "9", "--sdverify-sandbox", "process"]
+    pytester.runpytest_inprocess("-p", "no:randomly", "--sdverify-impl=student.py", *options)
+    assert seen == [replace(CHECK, seed=3, probe_seed=9, sandbox="process")]

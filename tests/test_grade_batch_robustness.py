@@ -39,7 +39,7 @@ def test_a_notebook_that_kills_its_worker_fails_alone(tmp_path: Path):
     subs.mkdir()
     shutil.copy(SAMPLES / "correct.ipynb", subs / "honest.ipynb")
     _with_cell(subs, "killer", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
-    settings = Settings(sandbox="process", cell_timeout=120)
+    settings = Settings(sandbox="process", call_timeout=120)
     grades = {g.name: g for g in grade_batch([subs], tmp_path / "out", spec=load_spec(), settings=settings, workers=2)}
     assert grades["honest"].score == grades["honest"].max_score and grades["honest"].error is None
     assert grades["killer"].error and "worker failed twice" in grades["killer"].error
@@ -61,7 +61,7 @@ def test_weights_edited_in_place_are_named_rebuilt_and_harm_no_one(tmp_path: Pat
     subs.mkdir()
     _with_cell(subs, "a_poisoner", poison)
     shutil.copy(SAMPLES / "correct.ipynb", subs / "b_honest.ipynb")
-    settings = Settings(sandbox="process", cell_timeout=120)
+    settings = Settings(sandbox="process", call_timeout=120)
     grades = {g.name: g for g in grade_batch([subs], tmp_path / "out", spec=load_spec(), settings=settings, workers=1)}
     assert grades["b_honest"].score == grades["b_honest"].max_score
     assert grades["a_poisoner"].error and "changed the grader's weights" in grades["a_poisoner"].error

@@ -164,7 +164,6 @@ def _grade(tmp_path: Path, spec: Path):
         spec=load_spec(spec),
         settings=Settings(sandbox="process"),
         workers=1,
-        progress=False,
     )
     return grades[0]
 

@@ -80,7 +80,7 @@ def test_an_idiomatic_correct_lesson_keeps_full_marks(tmp_path: Path, scheduler:
     folder.mkdir()
     nbformat.write(_idiomatic(scheduler), folder / f"idiomatic_{scheduler}.ipynb")
     spec, settings = load_spec(spec_path), Settings(sandbox="process")
-    [grade] = grade_batch([folder], tmp_path / "grades", spec=spec, settings=settings, workers=1, progress=False)
+    [grade] = grade_batch([folder], tmp_path / "grades", spec=spec, settings=settings, workers=1)
     assert grade.error is None, grade.error
     failed = {f"{e.id}/{c.id}": c.message for e in grade.exercises for c in e.checks if not c.passed}
     assert not failed, failed

@@ -118,8 +118,8 @@ def _connected(listener: socket.socket) -> bool:
 @pytest.mark.slow  # the laptop tier's isolation case is the checker's (tests/test_checker_isolation.py)
 def test_bwrap_contains_every_probe_full_marks(world):
     path = _hostile(world, "mallory", list(PROBES))
-    settings = Settings(sandbox="bwrap", cell_timeout=100)
-    [grade] = grade_batch([path], world["out"], spec=load_spec(), settings=settings, workers=1, progress=False)
+    settings = Settings(sandbox="bwrap", call_timeout=100)
+    [grade] = grade_batch([path], world["out"], spec=load_spec(), settings=settings, workers=1)
     assert grade.error is None and grade.isolation == "bwrap"
     assert grade.score == grade.max_score, [c.message for e in grade.exercises for c in e.checks if not c.passed]
     assert not (world["out"] / "breach.txt").exists()
@@ -139,9 +139,9 @@ def test_each_probe_through_the_score(world, level):
     # The environment is an allow-list at both levels; everything else is only closed by bwrap.
     for probe in PROBES:
         _hostile(world, f"probe_{probe}", [probe])
-    settings = Settings(sandbox=level, cell_timeout=100)
+    settings = Settings(sandbox=level, call_timeout=100)
     paths = sorted(world["subs"].glob("probe_*.ipynb"))
-    grades = grade_batch(paths, world["out"], spec=load_spec(), settings=settings, workers=2, progress=False)
+    grades = grade_batch(paths, world["out"], spec=load_spec(), settings=settings, workers=2)
     lost = {g.name.removeprefix("probe_") for g in grades if g.score < g.max_score}
     assert all(g.error is None and g.isolation == level for g in grades)
     # At the process level as the grader's own user it can read and write what the grader can; as

@@ -58,9 +58,7 @@ def _grade(folder: Path, notebooks: dict[str, nbformat.NotebookNode], workers: i
     folder.mkdir()
     for name, nb in notebooks.items():
         nbformat.write(nb, folder / f"{name}.ipynb")
-    grades = grade_batch(
-        [folder], folder.parent / "grades", spec=SPEC, settings=SETTINGS, workers=workers, progress=False
-    )
+    grades = grade_batch([folder], folder.parent / "grades", spec=SPEC, settings=SETTINGS, workers=workers)
     return {g.name: g for g in grades}
 
 

@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from synthetic_class import fake_checker, module_class
 
 from sdverify import zoo
-from sdverify.notebooks.batch import grade_batch
+from sdverify.notebooks.batch import Event, Finished, NeverGraded, grade_batch
 from sdverify.notebooks.exercises import CHECKS
 from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade, digest, resolve_settings
 from sdverify.notebooks.regrade import Job, check_exercises, check_students, plan
@@ -49,7 +49,7 @@ id = "d"
 heading = '^#+.*Part D'
 checks = [{ check = "stage_timings", points = 1, names = ["d_time"] }]
 """
-SETTINGS = resolve_settings(Settings(sandbox="process", cell_timeout=1, notebook_timeout=120))
+SETTINGS = resolve_settings(Settings(sandbox="process", call_timeout=1, timeout=120))
 
 
 def _spec(tmp_path: Path, text: str) -> Spec:
@@ -132,11 +132,11 @@ def test_unknown_students_and_exercises_are_named():
 
 
 def _batch(folder: Path, out: Path, **options) -> dict[str, SubmissionGrade]:
-    grades = grade_batch([folder], out, spec=load_spec(), settings=SETTINGS, workers=1, progress=False, **options)
+    grades = grade_batch([folder], out, spec=load_spec(), settings=SETTINGS, workers=1, **options)
     return {g.name: g for g in grades}
 
 
-def test_only_regrades_those_students_and_keeps_the_class(tmp_path, monkeypatch, capsys):
+def test_only_regrades_those_students_and_keeps_the_class(tmp_path, monkeypatch):
     checked = fake_checker(monkeypatch)
     folder = module_class(tmp_path / "subs")
     out = tmp_path / "out"
@@ -144,16 +144,16 @@ def test_only_regrades_those_students_and_keeps_the_class(tmp_path, monkeypatch,
     stamps = {n: (submission_dir(out, n) / "grade.json").stat().st_mtime_ns for n in first}
     (folder / "hal.py").write_text("cfg_combine = pass\n")  # a late file, never graded
     checked.clear()
-    again = _batch(folder, out, only=["ben", "dan"])
+    events: list[Event] = []
+    again = _batch(folder, out, only=["ben", "dan"], on_event=events.append)
     assert checked == ["ben", "dan"] and sorted(again) == sorted(first)
     untouched = [n for n in first if n not in ("ben", "dan")]
     assert all((submission_dir(out, n) / "grade.json").stat().st_mtime_ns == stamps[n] for n in untouched)
-    err = capsys.readouterr().err
-    assert "never graded, left out of the class files: hal" in err and "graded 2 submission(s), 5 up to date" in err
+    assert NeverGraded(("hal",)) in events and Finished(graded=2, partly=0, refused=0, up_to_date=5) in events
     assert "hal" not in (out / "grades.csv").read_text() and "gus" in (out / "grades.csv").read_text()
 
 
-def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, monkeypatch, capsys):
+def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, monkeypatch):
     fake_checker(monkeypatch)
     folder = module_class(tmp_path / "subs")
     out = tmp_path / "out"
@@ -163,8 +163,9 @@ def test_exercise_regrades_those_and_keeps_the_other_stored_results(tmp_path, mo
         "decode_latents",
     }
     fake_checker(monkeypatch, corrected=True)  # a fixed checker: every function passes now
-    again = _batch(folder, out, exercises=["cfg_combine"])
-    assert "graded 7 submission(s) (7 in part: their other exercises kept), 0 up to date" in capsys.readouterr().err
+    events: list[Event] = []
+    again = _batch(folder, out, exercises=["cfg_combine"], on_event=events.append)
+    assert Finished(graded=7, partly=7, refused=0, up_to_date=0) in events
     for name, grade in again.items():
         now, before = ({e.id: e for e in g.exercises} for g in (grade, first[name]))
         assert now["cfg_combine"].score == now["cfg_combine"].max_score
@@ -204,14 +205,14 @@ def test_a_timeout_keeps_the_other_exercises_and_a_spec_edit_rechecks_one(tmp_pa
     folder, out = tmp_path / "subs", tmp_path / "out"
     _notebook(folder, hang_in="B")
     spec = _spec(tmp_path, SPEC)
-    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False)
+    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1)
     scores = {e.id: e.score for e in grade.exercises}
     assert scores == {"a": 2, "b": 0, "c": 1} and grade.score == 3
     assert any("exceeded its 1 s limit" in n for n in grade.exercises[1].notes)
     assert counted == [("a_time",), ("b_time",), ("c_time",)]
     counted.clear()
     edited = _spec(tmp_path, SPEC.replace("points = 1,", "points = 4,"))
-    [again] = grade_batch([folder], out, spec=edited, settings=SETTINGS, workers=1, progress=False)
+    [again] = grade_batch([folder], out, spec=edited, settings=SETTINGS, workers=1)
     assert counted == [("c_time",)]  # the notebook ran again, but only Part C was checked
     assert again.exercises[:2] == grade.exercises[:2] and again.exercises[2].score == 4
 
@@ -221,11 +222,11 @@ def test_exercise_option_rechecks_only_that_notebook_exercise(tmp_path, counted)
     folder, out = tmp_path / "subs", tmp_path / "out"
     _notebook(folder, hang_in="")
     spec = _spec(tmp_path, SPEC)
-    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False)
+    [grade] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1)
     counted.clear()
-    [again] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False, exercises=["b"])
+    [again] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, exercises=["b"])
     assert counted == [("b_time",)] and again.score == grade.score == 6
-    [same] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1, progress=False)
+    [same] = grade_batch([folder], out, spec=spec, settings=SETTINGS, workers=1)
     assert counted == [("b_time",)] and same == again  # up to date: nothing ran
 
 
@@ -233,6 +234,6 @@ def test_exercise_option_rechecks_only_that_notebook_exercise(tmp_path, counted)
 def test_a_notebook_timeout_keeps_the_points_earned_before_it(tmp_path):
     folder, out = tmp_path / "subs", tmp_path / "out"
     _notebook(folder, hang_in="C")
-    settings = replace(SETTINGS, cell_timeout=60, notebook_timeout=20)
-    [grade] = grade_batch([folder], out, spec=_spec(tmp_path, SPEC), settings=settings, workers=1, progress=False)
+    settings = replace(SETTINGS, call_timeout=60, timeout=20)
+    [grade] = grade_batch([folder], out, spec=_spec(tmp_path, SPEC), settings=settings, workers=1)
     assert {e.id: e.score for e in grade.exercises} == {"a": 2, "b": 3, "c": 0}

@@ -120,13 +120,13 @@ def batch(tmp_path_factory, worker_id, graded, level):
     folder, out = shared / "submissions", shared / "grades"
     spec = load_spec()
     hangs = "mistake_never_finishes" in graded
-    settings = Settings(sandbox=level, **({"cell_timeout": CELL_TIMEOUT_S, "notebook_timeout": 600} if hangs else {}))
+    settings = Settings(sandbox=level, **({"call_timeout": CELL_TIMEOUT_S, "timeout": 600} if hangs else {}))
     with FileLock(str(shared) + ".lock"):
         if not folder.is_dir():
             folder.mkdir(parents=True)
             for name in graded:
                 shutil.copy(SAMPLES / f"{name}.ipynb", folder)
-        grades = grade_batch([folder], out, spec=spec, settings=settings, workers=2, progress=False)
+        grades = grade_batch([folder], out, spec=spec, settings=settings, workers=2)
     return {g.name: g for g in grades}, out, folder, spec, settings
 
 
@@ -251,6 +251,6 @@ def test_class_and_student_pages_work_in_a_browser(batch):
 def test_resume_skips_graded_submissions(batch):
     grades, out, folder, spec, settings = batch
     stamp = (out / "submissions" / "mistake_rand" / "grade.json").stat().st_mtime_ns
-    again = grade_batch([folder / "mistake_rand.ipynb"], out, spec=spec, settings=settings, workers=1, progress=False)
+    again = grade_batch([folder / "mistake_rand.ipynb"], out, spec=spec, settings=settings, workers=1)
     assert again[0].score == grades["mistake_rand"].score
     assert (out / "submissions" / "mistake_rand" / "grade.json").stat().st_mtime_ns == stamp

@@ -26,7 +26,7 @@ def test_a_correct_notebook_with_misleading_mentions_keeps_full_marks(tmp_path: 
     ]
     path = tmp_path / "student.ipynb"
     nbformat.write(nb, str(path))
-    [grade] = grade_batch([path], tmp_path / "out", spec=load_spec(), settings=Settings(), workers=1, progress=False)
+    [grade] = grade_batch([path], tmp_path / "out", spec=load_spec(), settings=Settings(), workers=1)
     assert grade.score == grade.max_score, [c.message for e in grade.exercises for c in e.checks if not c.passed]
     assert not [n for n in grade.notes if n.startswith("segmentation")]
 
@@ -39,6 +39,6 @@ def test_the_replay_uses_the_seed_the_kernel_set_not_the_seeds_in_the_text(tmp_p
     nb.cells.append(new_code_cell("\n".join(f"# torch.manual_seed({n})" for n in range(100, 140))))
     path = tmp_path / "student.ipynb"
     nbformat.write(nb, str(path))
-    [grade] = grade_batch([path], tmp_path / "out", spec=load_spec(), settings=Settings(), workers=1, progress=False)
+    [grade] = grade_batch([path], tmp_path / "out", spec=load_spec(), settings=Settings(), workers=1)
     replay = next(c for e in grade.exercises for c in e.checks if c.id == "image_replay")
     assert replay.passed and replay.details.get("seed") == 7, replay.message

@@ -28,11 +28,11 @@ from sdverify.notebooks.shards import in_shard, merge, parse_shard
 from sdverify.notebooks.spec import load_spec
 
 CLASS_FILES = ("grades.csv", "junit.xml", "index.html", SUMMARY, PLOT)
-SETTINGS = Settings(sandbox="process", cell_timeout=60, notebook_timeout=120, probe_seed=11)  # one draw for the class
+SETTINGS = Settings(sandbox="process", call_timeout=60, timeout=120, probe_seed=11)  # one draw for the class
 
 
 def _grade(folder: Path, out: Path, **options) -> list:
-    return grade_batch([folder], out, spec=load_spec(), settings=SETTINGS, workers=1, progress=False, **options)
+    return grade_batch([folder], out, spec=load_spec(), settings=SETTINGS, workers=1, **options)
 
 
 def _files(out: Path) -> dict[str, bytes]:

@@ -277,20 +277,10 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
         [module],
         out,
         spec=load_spec(),
-        settings=Settings(cell_timeout=30, notebook_timeout=90, sandbox="process"),
+        settings=(settings := Settings(call_timeout=30, timeout=90, sandbox="process")),
         workers=1,
-        progress=False,
     )
-    expected = {
-        "preset": "tiny",
-        "weights": None,
-        "timeout": 30,
-        "total_timeout": 90,
-        "sandbox": "process",
-        "allow": (),
-        "probe_seed": None,
-    }
-    assert calls == [(str(module.resolve()), expected)]
+    assert calls == [(str(module.resolve()), {"settings": settings})]  # the limits of a call and of the whole
     assert (grade.kind, [e.id for e in grade.exercises], grade.score, grade.max_score) == (
         "module",
         ["cfg_combine", "tokenize"],

@@ -6,7 +6,7 @@ The zip holds::
 
     setup.sh                      installs (CPU torch, the wheel, bubblewrap), prebuilds the zoo
     run_autograder                grades submission/ into results/results.json
-    autograder.env                this bundle's settings: preset, timeouts, torch version, wheel
+    autograder.env                this bundle's settings: preset, weight seed, timeouts, torch version, wheel
     spec.toml                     the lesson's exercise spec (validated before anything is written)
     constraints.txt               the versions CI tested
     sdverify-<version>-*.whl      built from this checkout: Gradescope cannot install it by name
@@ -23,12 +23,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from sdverify import contract as C
 from sdverify.notebooks.spec import load_spec
 from sdverify.presets import get_preset
+from sdverify.settings import GRADE, Settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,15 +37,6 @@ else:  # pragma: no cover - Python 3.10
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SCRIPTS = ("setup.sh", "run_autograder")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same inputs give the same zip
-
-
-@dataclass(frozen=True)
-class BundleSettings:
-    """What a bundle grades with (``autograder.env``)."""
-
-    preset: str = "tiny"
-    notebook_timeout: float = C.GRADE_NOTEBOOK_TIMEOUT_S  # per submission; keep under Gradescope's limit
-    cell_timeout: float = C.GRADE_CELL_TIMEOUT_S  # per cell (per function call for a .py)
 
 
 def project_root() -> Path:
@@ -82,17 +72,21 @@ def build_gradescope_bundle(
     out: Path,
     *,
     spec_path: str | Path | None = None,
-    settings: BundleSettings = BundleSettings(),
+    settings: Settings = GRADE,
     checkout: Path | None = None,
 ) -> Path:
     """Write ``out/autograder.zip`` and return its path; the spec is validated first.
+
+    ``settings``: the preset, weight seed and timeouts every submission is graded with (the
+    per-submission ``timeout`` should stay under Gradescope's limit); its other fields are the
+    grading container's own.
 
     ``checkout``: the sdverify source tree the wheel is built from (default: :func:`project_root`).
     """
     spec = load_spec(spec_path)
     get_preset(settings.preset)
-    if settings.cell_timeout <= 0 or settings.notebook_timeout <= 0:
-        raise ValueError(f"timeouts must be > 0, got {settings.cell_timeout} and {settings.notebook_timeout}")
+    if settings.timeout is None:
+        raise ValueError("a bundle needs a per-submission timeout (Gradescope stops a run at its own limit)")
     root = checkout or project_root()
     out.mkdir(parents=True, exist_ok=True)
     target = out / "autograder.zip"
@@ -100,8 +94,9 @@ def build_gradescope_bundle(
         wheel = build_wheel(root, Path(tmp))
         env = {
             "SDVERIFY_PRESET": settings.preset,
-            "SDVERIFY_TIMEOUT": f"{settings.notebook_timeout:g}",
-            "SDVERIFY_CELL_TIMEOUT": f"{min(settings.cell_timeout, settings.notebook_timeout):g}",
+            "SDVERIFY_SEED": str(settings.seed),
+            "SDVERIFY_TIMEOUT": f"{settings.timeout:g}",
+            "SDVERIFY_CELL_TIMEOUT": f"{min(settings.call_timeout, settings.timeout):g}",  # the per-call limit
             "SDVERIFY_TORCH": importlib.metadata.version("torch").split("+")[0],
             "SDVERIFY_WHEEL": wheel.name,
         }

@@ -21,9 +21,9 @@ from typing import Any
 
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.gradescope import failure_results, to_gradescope
-from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import Spec
 from sdverify.notebooks.submissions import collect
+from sdverify.settings import Settings
 
 UNFINISHED = (
     "The autograder started grading this submission but did not finish (a time limit, or the "
@@ -62,7 +62,7 @@ def run(root: Path, spec: Spec, settings: Settings) -> dict[str, Any]:
         data = failure_results(f"Nothing was graded: {exc}.")
     else:
         with tempfile.TemporaryDirectory(prefix="sdverify-gradescope-") as out:
-            [grade] = grade_batch([path], Path(out), spec=spec, settings=settings, workers=1, progress=False)
+            [grade] = grade_batch([path], Path(out), spec=spec, settings=settings, workers=1)
         data = to_gradescope(grade)
     _write(results, data)
     return data

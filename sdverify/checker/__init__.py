@@ -8,13 +8,13 @@ raw outputs are judged here, against the reference and the property suite.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, Any
 
-from sdverify import contract as C
 from sdverify.checker.report import CheckEntry, SubmissionReport, summary_table, to_json, to_junit, to_text
 from sdverify.checker.submission import Target, resolve_target
 from sdverify.contract import API_NAMES
+from sdverify.settings import CHECK, Settings
 
 if TYPE_CHECKING:
     from sdverify.checker.checks import CheckContext
@@ -34,19 +34,7 @@ __all__ = [
 ]
 
 
-def check_submission(
-    target: str | Target | None,
-    *,
-    preset: str = "tiny",
-    device: str = "cpu",
-    timeout: float = C.CHECK_TIMEOUT_S,
-    weights: str | None = None,
-    memory_limit_mb: int | None = C.CHECK_MEMORY_LIMIT_MB,
-    sandbox: str | None = None,
-    total_timeout: float | None = None,
-    allow: Sequence[str] = (),
-    probe_seed: int | None = None,
-) -> SubmissionReport:
+def check_submission(target: str | Target | None, settings: Settings = CHECK, **options: Any) -> SubmissionReport:
     """Grade ``target`` (path, module name or resolved :class:`Target`; empty/None: the bundled reference).
 
     Several calls in one process share the sandbox's forkserver and the reference
@@ -54,21 +42,24 @@ def check_submission(
 
     Raises ``FileNotFoundError``/``ValueError`` for an unusable target (a usage error);
     everything the submission itself does wrong — syntax errors included — is graded.
-    ``timeout`` bounds each call of a student function, ``total_timeout`` the whole
-    submission (``sdverify grade --timeout``), ``memory_limit_mb`` what the
-    child may allocate beyond the loaded components (CPU only).  ``sandbox`` is the
-    isolation level (:mod:`sdverify.isolation`: auto, bwrap or process; None: ``$SDVERIFY_SANDBOX``
-    or auto); a bwrap child sees
-    the submission's source, not its folder (nor siblings, nor any user data).  ``allow``
-    adds names to every function's delegation policy (``--allow``; :mod:`sdverify.delegation`).
-    ``probe_seed`` draws the run's drawn cases (:mod:`.cases`; None: a new seed, in the report).
+    ``settings`` (:mod:`sdverify.settings`; ``sdverify check``'s limits by default), with
+    ``options`` replacing its fields (``sandbox="process"``, ``call_timeout=30``...):
+    ``call_timeout`` bounds each call of a student function, ``timeout`` the whole submission,
+    ``child_memory_mb`` what the child may allocate beyond the loaded components (CPU only),
+    ``seed`` the zoo weights of the child and of the expected values alike.  ``sandbox`` is the
+    isolation level (:mod:`sdverify.isolation`); a bwrap child sees the submission's source, not
+    its folder (nor siblings, nor any user data).  ``allow`` adds names to every function's
+    delegation policy (``--allow``; :mod:`sdverify.delegation`).  ``probe_seed`` draws the run's
+    drawn cases (:mod:`.cases`; None: a new seed, in the report).
     """
     from sdverify import isolation
     from sdverify.checker import cases, checks, own_work, parent, points
     from sdverify.delegation import CHECK_POLICY, watch_lists
 
+    settings = with_options(settings, options)
     start = time.perf_counter()
-    level = isolation.resolve(sandbox)
+    level = isolation.resolve(settings.sandbox)
+    device = settings.device
     if level == "bwrap" and device.startswith("cuda"):
         raise ValueError(
             f"--device {device}: the bwrap sandbox passes no GPU into student code; check on --device cpu, "
@@ -77,9 +68,9 @@ def check_submission(
     device = _canonical_device(device)
     isolation.warn_once(level)
     resolved = target if isinstance(target, Target) else resolve_target(target)
-    fixed = checks.context(preset, device, weights)
-    ctx = checks.with_drawn(fixed, cases.new_seed() if probe_seed is None else probe_seed)
-    policies = {f: CHECK_POLICY[f].relaxed(allow) for f in API_NAMES}
+    fixed = checks.context(settings.preset, settings.seed, device, settings.weights)
+    ctx = checks.with_drawn(fixed, cases.new_seed() if settings.probe_seed is None else settings.probe_seed)
+    policies = {f: CHECK_POLICY[f].relaxed(settings.allow) for f in API_NAMES}
     watch = None if resolved.bundled else watch_lists(policies.values())
     result = parent.run_submission(
         resolved,
@@ -87,10 +78,10 @@ def check_submission(
         weights=ctx.weights,
         device=device,
         dtype=ctx.env.dtype,
-        timeout=timeout,
-        memory_limit_mb=memory_limit_mb,
+        timeout=settings.call_timeout,
+        memory_limit_mb=settings.child_memory_mb,
         level=level,
-        total_timeout=total_timeout,
+        total_timeout=settings.timeout,
         watch=watch,
     )
     uses, notes = own_work.uses(resolved, result, watch.names) if watch else ([], [])
@@ -115,6 +106,16 @@ def check_submission(
     )
 
 
+def with_options(settings: Settings, options: dict[str, Any]) -> Settings:
+    """``settings`` with ``options`` (field names of :class:`Settings`) replaced; a ValueError names
+    an unknown one and the fields there are (``timeout`` is per submission, ``call_timeout`` per call)."""
+    known = [f.name for f in fields(Settings)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; expected fields of sdverify.settings.Settings: {known}")
+    return replace(settings, **options) if options else settings
+
+
 def _canonical_device(device: str) -> str:
     """``cuda`` as the ``cuda:N`` it means: tensors report their index, and the checks compare
     devices (``torch.device("cuda") != torch.device("cuda:0")``)."""
@@ -137,12 +138,9 @@ def _weights_unchanged(ctx: CheckContext) -> CheckResult:
     from sdverify.results import fail, ok
 
     clause = "a submission leaves the grader's files (the weights folder) unchanged"
-    changed = zoo.verify(ctx.weights)
+    changed, ctx.weights, unrepaired = zoo.verify_after_run(ctx.weights)
     if not changed:
         return ok("sandbox.grader_files", clause)
     message = "the submission changed the grader's weights: " + ", ".join(changed[:10])
-    try:
-        ctx.weights = zoo.repair(ctx.weights)
-    except ValueError as exc:  # real weights: only named
-        message += f" ({exc})"
+    message += f" ({unrepaired})" if unrepaired else ""
     return fail("sandbox.grader_files", message, clause, files=changed)

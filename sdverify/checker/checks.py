@@ -85,14 +85,17 @@ def _cfg_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=4)
-def context(preset: str, device: str, weights: str | None) -> CheckContext:
+def context(preset: str, seed: int, device: str, weights: str | None) -> CheckContext:
     """Components, inputs, probes and expected values (built once per process and settings).
+
+    ``seed`` is the zoo's weight seed: the child loads the same folder, so a submission is
+    checked against expectations built from the weights it ran on.
 
     The grader's components are private in-memory copies, never views of a file a child can
     reach; the weights folder is verified once here, before any student code runs, so that
     later changes are measured against a known-good state.
     """
-    folder = zoo.weights_dir(preset, 0, weights)
+    folder = zoo.weights_dir(preset, seed, weights)
     changed = zoo.verify(folder)
     if changed:
         folder = zoo.repair(folder)

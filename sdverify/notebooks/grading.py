@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -34,22 +35,7 @@ from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.notebooks.uses import notebook_uses, outside_exercises
 from sdverify.presets import get_preset
 from sdverify.results import fail
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How to grade: which weights the kernel sees, the limits and the isolation level."""
-
-    preset: str = "tiny"
-    seed: int = 0  # zoo weight seed
-    weights: str | None = None  # a local diffusers folder with real weights
-    cell_timeout: float = C.GRADE_CELL_TIMEOUT_S
-    notebook_timeout: float = C.GRADE_NOTEBOOK_TIMEOUT_S
-    threads: int = 1  # torch threads in the kernel and the grader (same count: same rounding)
-    sandbox: str | None = None  # one of isolation.CHOICES (None: $SDVERIFY_SANDBOX, else auto)
-    kernel_memory_mb: int = C.GRADE_KERNEL_MEMORY_MB  # address space a kernel may add (0: no limit)
-    allow: tuple[str, ...] = ()  # names every exercise (or function) may use after all (--allow)
-    probe_seed: int | None = None  # a .py module's drawn cases (sdverify.checker.cases; None: one per module)
+from sdverify.settings import Settings
 
 
 def resolve_settings(settings: Settings) -> Settings:
@@ -138,6 +124,7 @@ class Runner:
     kind: str  # as stored in SubmissionGrade.kind
     grade: Callable[[Submission, Mapping[str, ExerciseGrade]], SubmissionGrade]
     spec_exercises: bool  # graded against the spec's exercises (else: the checker's API functions)
+    checks_weights: bool = False  # its grade verifies the weights after the run (the checker's gate): none after
 
     def failed(self, spec: Spec, keep: Mapping[str, ExerciseGrade]) -> list[ExerciseGrade]:
         """What stands when grading itself failed: kept results, and the spec's exercises at 0."""
@@ -268,8 +255,8 @@ def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submi
         path,
         [e.snapshot() for e in spec.exercises],
         env=kernel_env(hub_cache, settings),
-        cell_timeout=settings.cell_timeout,
-        notebook_timeout=settings.notebook_timeout,
+        cell_timeout=settings.call_timeout,
+        notebook_timeout=math.inf if settings.timeout is None else settings.timeout,
         level=isolation.resolve(settings.sandbox),
         readable=(hub_cache, weights.resolve()),
         hidden=hidden,
@@ -384,17 +371,7 @@ def _grade_module(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submiss
     from sdverify.checker import check_submission
 
     path, name, settings = job.path, job.name, job.settings
-
-    report = check_submission(
-        str(path),
-        preset=settings.preset,
-        weights=settings.weights,
-        timeout=settings.cell_timeout,
-        total_timeout=settings.notebook_timeout,
-        sandbox=settings.sandbox,
-        allow=settings.allow,
-        probe_seed=settings.probe_seed,
-    )
+    report = check_submission(str(path), settings=settings)
     by_function: dict[str, list[CheckEntry]] = {}
     for entry in report.checks:
         by_function.setdefault(entry.function, []).append(entry)
@@ -412,5 +389,5 @@ def _grade_module(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submiss
 
 RUNNERS: dict[str, Runner] = {
     ".ipynb": Runner("notebook", _grade_notebook, spec_exercises=True),
-    ".py": Runner("module", _grade_module, spec_exercises=False),
+    ".py": Runner("module", _grade_module, spec_exercises=False, checks_weights=True),
 }

@@ -38,6 +38,6 @@
         fi
     fi
 
-    "$python" -m sdverify zoo install --preset "$SDVERIFY_PRESET"
+    "$python" -m sdverify zoo install --preset "$SDVERIFY_PRESET" --seed "${SDVERIFY_SEED:-0}"
     exit 0
 }
