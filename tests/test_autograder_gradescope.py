@@ -143,11 +143,11 @@ def test_notebook_checks_record_the_mistake_they_recognise():
     import torch
 
     from sdverify.notebooks.exercises import latent_noise
-    from sdverify.notebooks.runner import Variable
+    from sdverify.untrusted.value import UntrustedValue
 
     def lookup(x: torch.Tensor):
         meta = {"kind": "tensor", "dtype": str(x.dtype), "device": "cpu", "shape": list(x.shape)}
-        return lambda name: Variable(name, meta, {name: x}) if name == "z_t" else Variable(name, {})
+        return lambda name: UntrustedValue(name, meta, {name: x}) if name == "z_t" else UntrustedValue(name, {})
 
     gen = torch.Generator().manual_seed(0)
     uniform = latent_noise(None, lookup(torch.rand(1, 4, 64, 64, generator=gen)))

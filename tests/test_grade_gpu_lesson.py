@@ -14,7 +14,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
-from sdverify.notebooks.runner import Snapshot, neutralise_shell, run_notebook
+from sdverify.notebooks.runner import run_notebook
+from sdverify.notebooks.segmentation import Snapshot
+from sdverify.notebooks.shell_escapes import neutralise_shell
 from sdverify.notebooks.spec import Setup, load_spec
 
 LESSON = Path(__file__).resolve().parents[1] / "examples" / "gpu_lesson"

@@ -29,7 +29,7 @@ from sdverify.metamorphic.strategies import (
     edited_modules,
     edited_notebooks,
 )
-from sdverify.notebooks.runner import locate_exercises, plan_snapshots
+from sdverify.notebooks.segmentation import locate_exercises, plan_snapshots
 from sdverify.notebooks.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
