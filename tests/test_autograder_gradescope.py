@@ -204,6 +204,8 @@ def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
     for needed in ("sdverify/autograder/run.py", "sdverify/autograder/templates/run_autograder", "sdverify/cli.py"):
         assert needed in names
     assert any(n.startswith("sdverify/_data/tokenizer/") for n in names)
+    assert "sdverify/notebooks/kernel_program.py" in names  # read as text, so it must ship as a file
+    assert not any("metamorphic" in n for n in names)  # the test suite's (tests/metamorphic), not shipped
     for name in SCRIPTS:
         assert subprocess.run(["bash", "-n", str(tmp_path / "source" / name)]).returncode == 0
 
