@@ -151,8 +151,8 @@ def test_a_gpu_notebook_runs_on_the_cpu_in_float32_with_its_files_and_no_login(t
     )
     assert [e.kind for e in run.events] == ["shell"], run.events
     found = run.snapshots["ex1"]
-    assert [found[n].meta["device"] for n in "xy"] == ["cpu", "cpu"]
-    assert [found[n].meta["dtype"] for n in "xy"] == ["torch.float32", "torch.float32"]
+    assert [found[n].desc["device"] for n in "xy"] == ["cpu", "cpu"]
+    assert [found[n].desc["dtype"] for n in "xy"] == ["torch.float32", "torch.float32"]
     assert found["data"].value == "a cat" and "cuda mapped" in found["gpu"].value
     assert run.mapped == {kind: [3, 4] for kind in ("device", "dtype", "autocast", "torch.cuda")}
     login = "".join(o.get("text", "") for o in run.executed.cells[0].outputs)
