@@ -58,6 +58,15 @@ def test_a_notebook_snapshot_and_a_returned_value_describe_alike(tmp_path):
     assert kernel[KERNEL_SEED].value == torch.initial_seed()
 
 
+def test_a_notebook_that_patches_the_describer_module_changes_no_snapshot(tmp_path, monkeypatch):
+    """The kernel runs the describer's text, never the module a notebook can reach and patch."""
+    import sdverify.untrusted.describer as imported
+
+    monkeypatch.setattr(imported, "describe", lambda *args, **kwargs: {"kind": "value", "value": "forged"})
+    got = _kernel_side(tmp_path, x=torch.zeros(3))["x"]
+    assert got.kind == "tensor" and torch.equal(got.tensor, torch.zeros(3))
+
+
 def test_a_tensor_subclass_is_unwrapped_without_running_its_methods(tmp_path):
     loud = torch.ones(2).as_subclass(Loud)
     value = _module_side(loud)
