@@ -20,7 +20,7 @@ from typing import Any
 
 from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
 from sdverify.notebooks.exercises import CHECKS, Lesson
-from sdverify.notebooks.runner import Snapshot
+from sdverify.notebooks.segmentation import Snapshot
 
 if sys.version_info >= (3, 11):
     import tomllib
