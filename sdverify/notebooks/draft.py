@@ -65,10 +65,6 @@ class Candidate:
     params: dict[str, Any]
     guess: str
 
-    @property
-    def key(self) -> str:
-        return json.dumps([self.kind, self.params], sort_keys=True)
-
 
 @dataclass
 class Facts:
@@ -84,18 +80,19 @@ Finder = Callable[[ExerciseContext, Lookup, list[Variable]], Iterator[Candidate]
 
 @dataclass(frozen=True)
 class Stage:
-    """A pipeline stage the draft recognises: the check kind it becomes and its finder."""
+    """A pipeline stage the draft recognises: the check kinds it becomes, preferred first (a kind
+    the grader does not register is skipped), and its finder of candidate checks."""
 
-    kind: str
+    kinds: tuple[str, ...]
     find: Finder
 
 
 STAGES: dict[str, Stage] = {}
 
 
-def stage(name: str, kind: str) -> Callable[[Finder], Finder]:
+def stage(name: str, *kinds: str) -> Callable[[Finder], Finder]:
     def add(find: Finder) -> Finder:
-        STAGES[name] = Stage(kind, find)
+        STAGES[name] = Stage(kinds, find)
         return find
 
     return add
@@ -103,7 +100,7 @@ def stage(name: str, kind: str) -> Callable[[Finder], Finder]:
 
 def sections(nb: nbformat.NotebookNode) -> list[Section]:
     """Each markdown cell whose first heading line opens a section, in order."""
-    found = []
+    found: list[Section] = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "markdown":
             continue
@@ -210,12 +207,12 @@ def _infer_prompt(ctx: ExerciseContext, variables: list[Variable], facts: Facts)
     c = ctx.components
     for text in _texts(variables):
         ids = R.tokenize(c.tokenizer, text)
-        held = next((v for v in tokens if torch.equal(v.tensor.long(), ids)), None)  # type: ignore[union-attr]
+        held = next((v for v in tokens if _close(v.tensor, ids, 0)), None)
         if held is not None:
             facts.guesses["prompt"] = f"`{held.name}` holds its token ids"
         else:
             e = ctx.embeddings(text)
-            held = next((v for v in embeds if _close(v.tensor, e, C.GRADE_ATOL_FP32)), None)  # type: ignore[arg-type]
+            held = next((v for v in embeds if _close(v.tensor, e, C.GRADE_ATOL_FP32)), None)
             if held is None:
                 continue
             facts.guesses["prompt"] = f"`{held.name}` holds its CLIP embeddings"
@@ -236,7 +233,9 @@ def _infer_scheduler(ctx: ExerciseContext, variables: list[Variable], facts: Fac
             scheduler.set_timesteps(max(n, 1))
             if scheduler.timesteps.shape == steps.shape and torch.equal(scheduler.timesteps.double(), steps.double()):
                 facts.lesson = replace(facts.lesson, scheduler=key, steps=max(n, 1))
-                facts.guesses["scheduler"] = f"`{v.name}` is a {SCHEDULERS[key][1]} with {max(n, 1)} steps"
+                facts.guesses["scheduler"] = facts.guesses["steps"] = (
+                    f"`{v.name}` is a {SCHEDULERS[key][1]} with {max(n, 1)} steps"
+                )
                 return
     facts.guesses["scheduler"] = "no scheduler object with a registered class and timesteps: the default"
 
@@ -274,20 +273,24 @@ def _infer_replay(
             tried += 1
             lesson = replace(facts.lesson, guidance_scale=scale, seed=seed)
             latents, image = _with_lesson(ctx, lesson).replay(seed)
-            match = next((v for v in held if _close(v.tensor, latents, C.GRADE_ATOL_REPLAY)), None)  # type: ignore[arg-type]
-            match = match or next((v for v in held if _close(v.tensor, image, C.GRADE_ATOL_REPLAY)), None)  # type: ignore[arg-type]
+            match = next((v for v in held if _close(v.tensor, latents, C.GRADE_ATOL_REPLAY)), None)
+            match = match or next((v for v in held if _close(v.tensor, image, C.GRADE_ATOL_REPLAY)), None)
             if match is not None:
                 facts.lesson = lesson
-                facts.guesses["seed"] = f"`{match.name}` is the lesson's generation replayed from seed {seed}"
-                facts.guesses["guidance_scale"] = f"and guidance scale {scale:g}"
+                replayed = f"`{match.name}` is the lesson's generation replayed from seed {seed}, guidance {scale:g}"
+                facts.guesses["seed"] = facts.guesses["guidance_scale"] = replayed
                 return
     if seeds:
         facts.lesson = replace(facts.lesson, seed=seeds[0])
     facts.guesses["seed"] = f"the first seed the lesson set ({facts.lesson.seed}); no replay matched its values"
 
 
-def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
-    return actual.shape == expected.shape and bool(((actual.double() - expected.double()).abs() <= atol).all())
+def _close(actual: torch.Tensor | None, expected: torch.Tensor, atol: float) -> bool:
+    return (
+        actual is not None
+        and actual.shape == expected.shape
+        and bool(((actual.double() - expected.double()).abs() <= atol).all())
+    )
 
 
 # --- the stages ---------------------------------------------------------------------
@@ -317,18 +320,26 @@ def _param_counts(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) 
 
 @stage("token_ids", "token_ids")
 def _token_ids(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
-    prompt = _short(ctx.lesson.prompt)
-    for v in _shaped(variables, C.TOKEN_IDS_SHAPE):
-        yield Candidate("token_ids", {"value": v.name}, f"token ids equal to the tokenization of prompt {prompt}")
+    """A [1,77] or [77] tensor, a list of ints, or a BatchEncoding/dict holding ``input_ids`` (v2)."""
+    guess = f"token ids equal to the tokenization of prompt {_short(ctx.lesson.prompt)}"
+    for v in variables:
+        shape = tuple(v.tensor.shape) if v.tensor is not None else None
+        held = f"{v.name}.input_ids" in v.tensors or (v.kind == "value" and isinstance(v.value, list))
+        if shape in (C.TOKEN_IDS_SHAPE, C.TOKEN_IDS_SHAPE[1:]) or held:
+            yield Candidate("token_ids", {"value": v.name}, guess)
 
 
 @stage("prompt_embeddings", "prompt_embeddings")
 def _embeddings(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+    """[1,77,768] of the prompt or of "", or (v2) one half of the CFG-concatenated [2,77,768]."""
+    prompt = _short(ctx.lesson.prompt)
     for v in _shaped(variables, C.EMBEDDINGS_SHAPE):
-        yield Candidate(
-            "prompt_embeddings", {"value": v.name}, f"CLIP embeddings of prompt {_short(ctx.lesson.prompt)}"
-        )
+        yield Candidate("prompt_embeddings", {"value": v.name}, f"CLIP embeddings of prompt {prompt}")
         yield Candidate("prompt_embeddings", {"value": v.name, "prompt": ""}, "CLIP embeddings of the empty prompt")
+    for v in _shaped(variables, (2, *C.EMBEDDINGS_SHAPE[1:])):
+        for half, words in (("cond", f"prompt {prompt}"), ("uncond", "the empty prompt")):
+            guess = f"its {half} half: the CLIP embeddings of {words} (batched CFG)"
+            yield Candidate("prompt_embeddings", {"value": v.name, "half": half}, guess)
 
 
 @stage("scheduler", "scheduler_setup")
@@ -339,27 +350,67 @@ def _scheduler(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> 
             yield Candidate("scheduler_setup", {"value": v.name}, f"a {cls} set to {ctx.lesson.steps} steps")
 
 
-@stage("initial_latents", "latent_noise")
+@stage("initial_latents", "initial_latents", "latent_noise")
 def _initial_latents(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+    """The seed's standard-normal draw, as drawn or times ``init_noise_sigma``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.lesson.seed)
         noise = torch.randn(C.LATENT_SHAPE)
+    sigma = float(ctx.scheduler().init_noise_sigma)
     for v in _shaped(variables, C.LATENT_SHAPE):
-        if _close(v.tensor, noise, C.GRADE_ATOL_FP32):  # type: ignore[arg-type]
-            yield Candidate("latent_noise", {"value": v.name}, f"the initial noise drawn from seed {ctx.lesson.seed}")
+        for scaled, expected in ((False, noise), (True, noise * sigma)):
+            if _close(v.tensor, expected, C.GRADE_ATOL_FP32):
+                how = f" times init_noise_sigma ({sigma:g})" if scaled else ""
+                guess = f"the initial noise drawn from seed {ctx.lesson.seed}{how}"
+                yield Candidate("initial_latents", {"value": v.name, "scaled": scaled}, guess)
+                if sigma == 1 or not scaled:
+                    yield Candidate("latent_noise", {"value": v.name}, guess)
 
 
-@stage("image", "generation_replay")
+@stage("final_latents", "final_latents")
+def _final(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+    final = _final_latents(ctx, var, variables)
+    if final is not None:
+        yield Candidate("final_latents", {"value": final}, f"`{final}` holds the denoising loop's final latents")
+
+
+@stage("decoded", "image_decode", "decoded")
+def _decoded(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+    final = _final_latents(ctx, var, variables)
+    for v in _shaped(variables, C.IMAGE_SHAPE):
+        if final:
+            guess = f"`{v.name}` is the VAE decode of the final latents `{final}`"
+            yield Candidate("image_decode", {"value": v.name, "latents": final}, guess)
+        yield Candidate("decoded", {"value": v.name}, f"`{v.name}` is the raw VAE decode of the final latents")
+
+
+@stage("image", "generation_replay", "image")
 def _image(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
-    final = [v.name for v in _shaped(variables, C.LATENT_SHAPE)]
+    """The raw decode replayed, or (v2) a post-processed image: HWC or CHW, uint8 or float, PIL."""
+    final = _final_latents(ctx, var, variables)
     lesson = ctx.lesson
     how = f"{lesson.steps}-step {lesson.scheduler} generation of {_short(lesson.prompt)}"
     how += f", guidance {lesson.guidance_scale:g}"
-    for v in _shaped(variables, C.IMAGE_SHAPE):
-        for latents in final:
-            params = {"value": v.name, "latents": latents}
+    for v in variables:
+        shape = tuple(v.tensor.shape) if v.tensor is not None else ()
+        if shape == C.IMAGE_SHAPE:
+            params = {"value": v.name, "latents": final or "z"}
             yield Candidate("generation_replay", params, f"`{v.name}` is the image of the {how}")
-            yield Candidate("image_decode", params, f"`{v.name}` is the VAE decode of the final latents `{latents}`")
+        elif len(shape) in (3, 4) and 3 in shape[-3:] and C.IMAGE_SHAPE[-1] in shape:
+            yield Candidate("image", {"value": v.name}, f"`{v.name}` is the post-processed image of the {how}")
+
+
+def _final_latents(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> str | None:
+    """The variable holding the replay's final latents (or them divided by the scaling factor)."""
+    sf = ctx.components.vae.config["scaling_factor"]
+    finals = [ctx.replay(seed)[0] for seed in ctx.replay_seeds(var)]
+    for v in _shaped(variables, C.LATENT_SHAPE):
+        x = v.tensor
+        if x is not None and any(
+            _close(x, f, C.GRADE_ATOL_REPLAY) or _close(x * sf, f, C.GRADE_ATOL_REPLAY) for f in finals
+        ):
+            return v.name
+    return None
 
 
 def _short(text: str) -> str:
@@ -376,13 +427,15 @@ def _exercises(
     first passes it, and stays only if it still passes at the end of that exercise's section
     (the next exercise's heading), where grading reads it."""
     found: dict[int, list[Candidate]] = {}
-    seen: set[str] = set()
+    seen: set[Any] = set()  # a variable's stage (and CFG half) is checked once, by its first kind that passes
     for index, var in enumerate(lookups):
         variables = [v for v in (var(n) for n in names) if v.kind != "missing"]
-        for entry in STAGES.values():
-            for candidate in entry.find(ctx, var, variables):
-                if candidate.key not in seen and _passes(ctx, var, candidate.kind, candidate.params):
-                    seen.add(candidate.key)
+        for name, entry in STAGES.items():
+            found_here = [c for c in entry.find(ctx, var, variables) if c.kind in entry.kinds and c.kind in CHECKS]
+            for candidate in sorted(found_here, key=lambda c: entry.kinds.index(c.kind)):
+                slot = (name, candidate.params["value"], candidate.params.get("half"), candidate.params.get("prompt"))
+                if slot not in seen and _passes(ctx, var, candidate.kind, candidate.params):
+                    seen.add(slot)
                     found.setdefault(index, []).append(candidate)
     changed = True
     while changed:
@@ -413,7 +466,9 @@ def _comment(text: str) -> str:
 
 
 def _slug(title: str, taken: set[str]) -> str:
-    base = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:32].strip("_") or "exercise"
+    words = re.findall(r"[a-z0-9]+", title.lower())
+    base = "_".join(words[: next((i for i in range(len(words)) if len("_".join(words[: i + 1])) > 24), None)])
+    base = base or "exercise"
     slug, n = base, 2
     while slug in taken:
         slug, n = f"{base}_{n}", n + 1
@@ -440,8 +495,7 @@ def render(
         ("guidance_scale", lesson.guidance_scale),
         ("scheduler", lesson.scheduler),
     ):
-        guess = facts.guesses.get(key) or facts.guesses.get("scheduler" if key == "steps" else "seed", "")
-        lines += [_comment(guess), f"{key} = {_toml(value)}"]
+        lines += [_comment(facts.guesses.get(key, "the default")), f"{key} = {_toml(value)}"]
     if map_device:
         lines += [
             "# guessed: cells failed for want of a GPU; its cuda/float16 code runs on the CPU",
