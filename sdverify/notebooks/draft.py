@@ -54,7 +54,7 @@ class Section:
     def pattern(self) -> str:
         """A regex matching this heading line only (whitespace-tolerant)."""
         words = [re.escape(word) for word in self.title.split()]
-        return r"^#+\s*" + r"\s+".join(words) + r"\s*$"
+        return r"^#+\s*" + r"\s+".join(words) + r"\s*#*\s*$"
 
 
 @dataclass(frozen=True)
