@@ -126,7 +126,7 @@ def draft_spec(path: str | Path, settings: Settings | None = None) -> str:
     run, map_device = _run(path, [Snapshot(s.id, s.pattern, names) for s in found], settings)
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
     contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
-    base = ExerciseContext(Lesson(), weights, contract_params)
+    base = ExerciseContext(Lesson(), weights, contract_params, version=2)
     lookups = [_lookup(run, s.id, map_device) for s in found]
     facts = infer_facts(base, lookups, names)
     ctx = _with_lesson(base, facts.lesson)
@@ -171,10 +171,8 @@ def _lookup(run: RunResult, section: str, map_device: bool) -> Lookup:
 
 
 def _with_lesson(ctx: ExerciseContext, lesson: Lesson) -> ExerciseContext:
-    """A context for ``lesson`` sharing ``ctx``'s loaded components (its references are the lesson's)."""
-    new = ExerciseContext(lesson, ctx.folder, ctx.contract_params)
-    new.__dict__["components"] = ctx.components
-    return new
+    """A context for ``lesson`` on ``ctx``'s weights (loaded once per folder), judging as a v2 spec."""
+    return ExerciseContext(lesson, ctx.folder, ctx.contract_params, version=2)
 
 
 # --- the lesson's facts --------------------------------------------------------------
@@ -378,10 +376,10 @@ def _final(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iter
 def _decoded(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
     final = _final_latents(ctx, var, variables)
     for v in _shaped(variables, C.IMAGE_SHAPE):
+        guess = f"`{v.name}` is the raw VAE decode of " + (f"the final latents `{final}`" if final else "the replay's")
         if final:
-            guess = f"`{v.name}` is the VAE decode of the final latents `{final}`"
             yield Candidate("image_decode", {"value": v.name, "latents": final}, guess)
-        yield Candidate("decoded", {"value": v.name}, f"`{v.name}` is the raw VAE decode of the final latents")
+        yield Candidate("decoded", {"value": v.name, **({"latents": final} if final else {})}, guess)
 
 
 @stage("image", "generation_replay", "image")
