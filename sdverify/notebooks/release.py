@@ -20,7 +20,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from sdverify.notebooks.names import bound_names, statement_names
-from sdverify.notebooks.runner import locate_exercises
+from sdverify.notebooks.runner import locate_exercises, plan_snapshots
 from sdverify.notebooks.spec import Spec
 
 _BEGIN = re.compile(r"^(\s*)#+\s*BEGIN SOLUTION\b.*$", re.IGNORECASE)
@@ -123,16 +123,22 @@ def _dedent(lines: list[str]) -> str:
 
 
 def _reads(nb: NotebookNode, spec: Spec) -> dict[int, set[str]]:
-    """Code cell index -> the variables its exercise's checks read (cells inside an exercise)."""
-    starts, _ = locate_exercises(nb.cells, [e.snapshot() for e in spec.exercises])
-    bounds = sorted((start, id) for id, start in starts.items())
-    names = {e.id: set(e.snapshot().names) for e in spec.exercises}
+    """Code cell index -> the variables its exercise's checks read (cells inside an exercise's
+    section: from its heading to where grading reads it); a path's root name stands for it."""
+    snapshots = [e.snapshot() for e in spec.exercises]
+    starts, _ = locate_exercises(nb.cells, snapshots)
+    ends = {snap.id: position for position, taken in plan_snapshots(nb.cells, snapshots).items() for snap in taken}
     reads: dict[int, set[str]] = {}
-    for position, (start, id) in enumerate(bounds):
-        stop = bounds[position + 1][0] if position + 1 < len(bounds) else len(nb.cells)
-        for index in range(start, stop):
-            reads[index] = names[id]
+    for snap in snapshots:
+        if snap.id in starts:
+            for index in range(starts[snap.id], ends[snap.id]):
+                reads.setdefault(index, set()).update(_root(name) for name in snap.names)
     return reads
+
+
+def _root(path: str) -> str:
+    """The variable a spec's path (``text_input.input_ids``, ``noise_pred[0]``) starts from."""
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
 
 
 def _stub_statements(source: str, names: set[str]) -> tuple[str, bool]:
