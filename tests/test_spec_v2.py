@@ -168,7 +168,10 @@ def test_v1_specs_load_as_before():
         ([("steps = 25", 'steps = "25"')], "[lesson] steps must be int, got '25'"),
         ([("format = 2", "format = 3")], "line 1: format 3; expected one of [1, 2]"),
         ([('title = "Deconstructing', 'titel = "Deconstructing')], "unknown top-level keys ['titel']; did you mean"),
-        ([("format = 2\n", "")], "'negative_prompt' needs format = 2 at the top of the spec"),
+        (
+            [("format = 2\n", "")],
+            "['height', 'negative_prompt', 'width'] need format = 2 at the top of the spec; expected one of",
+        ),
         ([('prompt = "a cat"', "prompt = 3")], "exercise 'tokens' lesson prompt must be str, got 3"),
     ],
 )

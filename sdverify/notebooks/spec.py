@@ -219,12 +219,12 @@ class _Source:
         names, valid = sorted(names), sorted(valid)
         single = not what.endswith("keys")
         shown = repr(names[0]) if single else repr(names)
-        guesses = [(n, get_close_matches(n, valid, 1)) for n in names]
-        hints = [f"'{n}' needs format = 2 at the top of the spec" for n in names if version < 2 and n in _V2_NAMES]
-        hints += [f"did you mean {g[0]!r}{'' if len(names) == 1 else f' for {n!r}'}?" for n, g in guesses if g]
+        later = [n for n in names if version < 2 and n in _V2_NAMES]
+        hint = f" {later} need format = 2 at the top of the spec;" if later else ""
+        guesses = [(n, get_close_matches(n, valid, 1)) for n in names if n not in later]
+        hint += "".join(f" did you mean {g[0]!r}{'' if len(names) == 1 else f' for {n!r}'}?" for n, g in guesses if g)
         needles = [f"{q}{n}{q}" for n in names for q in ('"', "'")] + [f"{n} =" for n in names] + names
-        hint = f"; {'; '.join(hints)}" if hints else ";"
-        return ValueError(f"{self.at(*needles)}: unknown {what} {shown}{hint} expected one of {valid}")
+        return ValueError(f"{self.at(*needles)}: unknown {what} {shown};{hint} expected one of {valid}")
 
 
 def _facts(src: _Source, base: Lesson, raw: dict[str, Any], label: str) -> Lesson:
