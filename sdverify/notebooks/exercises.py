@@ -844,7 +844,7 @@ def decoded(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", laten
 def image(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> CheckResult:
     """The post-processed image (tensor, array or PIL; CHW or HWC; uint8 or float in [0, 1] or
     [-1, 1]; with or without a batch dimension) of the lesson replayed from one of its seeds."""
-    id = f"{value}_image"
+    id = f"{value}_pixels"
     clause = f"`{value}` = the image of the lesson's {ctx.lesson.steps}-step {_scheduler_words(ctx)} generation"
     found = forms.image(var(value))
     if isinstance(found, str):
