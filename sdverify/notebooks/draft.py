@@ -12,6 +12,7 @@ so the draft grades its own lesson at full marks.  The library returns the spec 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -199,21 +200,33 @@ def _texts(variables: list[Variable]) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+def _held(variables: list[Variable], shape: tuple[int, ...]) -> list[tuple[str, torch.Tensor]]:
+    """(where, tensor) of each tensor of ``shape`` the variables hold: themselves, a mapping's
+    items (a BatchEncoding's ``input_ids``), or a row of a batch of two (CFG's concatenated pair)."""
+    found = []
+    for v in variables:
+        for key, x in v.tensors.items():
+            if tuple(x.shape) == shape:
+                found.append((key, x))
+            elif tuple(x.shape) == (2, *shape[1:]):
+                found += [(f"{key}[{row}]", x[row : row + 1]) for row in (0, 1)]
+    return found
+
+
 def _infer_prompt(ctx: ExerciseContext, variables: list[Variable], facts: Facts) -> None:
-    tokens = [v for v in variables if v.tensor is not None and tuple(v.tensor.shape) == C.TOKEN_IDS_SHAPE]
-    embeds = [v for v in variables if v.tensor is not None and tuple(v.tensor.shape) == C.EMBEDDINGS_SHAPE]
-    c = ctx.components
+    tokens = _held(variables, C.TOKEN_IDS_SHAPE)
+    embeds = _held(variables, C.EMBEDDINGS_SHAPE)
     for text in _texts(variables):
-        ids = R.tokenize(c.tokenizer, text)
-        held = next((v for v in tokens if _close(v.tensor, ids, 0)), None)
+        ids = R.tokenize(ctx.components.tokenizer, text)
+        held = next((where for where, x in tokens if _close(x, ids, 0)), None)
         if held is not None:
-            facts.guesses["prompt"] = f"`{held.name}` holds its token ids"
+            facts.guesses["prompt"] = f"`{held}` holds its token ids"
         else:
             e = ctx.embeddings(text)
-            held = next((v for v in embeds if _close(v.tensor, e, C.GRADE_ATOL_FP32)), None)
+            held = next((where for where, x in embeds if _close(x, e, C.GRADE_ATOL_FP32)), None)
             if held is None:
                 continue
-            facts.guesses["prompt"] = f"`{held.name}` holds its CLIP embeddings"
+            facts.guesses["prompt"] = f"`{held}` holds its CLIP embeddings"
         facts.lesson = replace(facts.lesson, prompt=text)
         return
     facts.guesses["prompt"] = "no str variable's tokens or embeddings were found: the default"
@@ -250,13 +263,10 @@ def _numbers(variables: list[Variable], pattern: re.Pattern[str], kind: type) ->
 def _infer_replay(
     ctx: ExerciseContext, lookups: list[Lookup], names: tuple[str, ...], variables: list[Variable], facts: Facts
 ) -> None:
-    seeds: list[int] = []
-    for var in lookups:
-        generators = var(KERNEL_GENERATORS).value
-        seeds += generators if isinstance(generators, list) else []
-        seeds.append(var(KERNEL_SEED).value)
-    seeds += _numbers(variables, _SEED_NAME, int)
-    seeds = [s for s in dict.fromkeys(seeds) if isinstance(s, int) and not isinstance(s, bool)]
+    generators = [var(KERNEL_GENERATORS).value for var in lookups]
+    seeds = [s for found in generators if isinstance(found, list) for s in found]
+    seeds += [*_numbers(variables, _SEED_NAME, int), *(var(KERNEL_SEED).value for var in lookups)]
+    seeds = [s for s in dict.fromkeys(seeds) if isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63]
     scales = list(dict.fromkeys([*_numbers(variables, _GUIDANCE_NAME, float), C.GUIDANCE_SCALE]))
     held = [
         v
@@ -351,15 +361,17 @@ def _scheduler(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> 
 @stage("initial_latents", "initial_latents", "latent_noise")
 def _initial_latents(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
     """The seed's standard-normal draw, as drawn or times ``init_noise_sigma``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.lesson.seed)
-        noise = torch.randn(C.LATENT_SHAPE)
     sigma = float(ctx.scheduler().init_noise_sigma)
+    draws = []
+    for seed in ctx.replay_seeds(var):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            draws.append((seed, torch.randn(C.LATENT_SHAPE)))
     for v in _shaped(variables, C.LATENT_SHAPE):
-        for scaled, expected in ((False, noise), (True, noise * sigma)):
-            if _close(v.tensor, expected, C.GRADE_ATOL_FP32):
+        for (seed, noise), scaled in itertools.product(draws, (False, True)):
+            if _close(v.tensor, noise * sigma if scaled else noise, C.GRADE_ATOL_FP32):
                 how = f" times init_noise_sigma ({sigma:g})" if scaled else ""
-                guess = f"the initial noise drawn from seed {ctx.lesson.seed}{how}"
+                guess = f"the initial noise drawn from seed {seed}{how}"
                 yield Candidate("initial_latents", {"value": v.name, "scaled": scaled}, guess)
                 if sigma == 1 or not scaled:
                     yield Candidate("latent_noise", {"value": v.name}, guess)
