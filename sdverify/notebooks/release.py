@@ -155,8 +155,8 @@ def _stub_statements(source: str, names: set[str]) -> tuple[str, bool]:
         if not bound:
             continue
         start = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", []))]) - 1
+        end = statement.end_lineno or statement.lineno
         stubs = [f"{name} = None  # TODO" for name in bound]
-        following = lines[statement.end_lineno : statement.end_lineno + len(stubs)]
-        lines[start : statement.end_lineno] = [] if following == stubs else stubs  # consecutive ones: one stub
+        lines[start:end] = [] if lines[end : end + len(stubs)] == stubs else stubs  # consecutive ones: one stub
         cut = True
     return "\n".join(lines), cut
