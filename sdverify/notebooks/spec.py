@@ -24,7 +24,7 @@ from sdverify import contract as C
 from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
 from sdverify.notebooks.exercises import CHECKS, V1_FACTS, Lesson
 from sdverify.notebooks.paths import parse_path
-from sdverify.notebooks.runner import Snapshot
+from sdverify.notebooks.segmentation import Snapshot
 from sdverify.schedulers import SCHEDULERS
 
 if sys.version_info >= (3, 11):
