@@ -8,15 +8,18 @@ prompt), so each replay takes a fraction of a second.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from sdverify import reference as R
 from sdverify import zoo
 from sdverify.notebooks import exercises as X
 from sdverify.notebooks.exercises import ExerciseContext, Lesson
 from sdverify.notebooks.extraction import KERNEL_GENERATORS, KERNEL_SEED
-from sdverify.schedulers import make_scheduler
+from sdverify.schedulers import SCHEDULERS, make_scheduler
 from sdverify.untrusted.value import UntrustedValue
 
 SEED = 1234  # the generator's; the lesson's is 42
@@ -163,3 +166,29 @@ def test_a_post_processed_image_in_every_form(ctx, loop):
     assert "is a 32×32 image; expected 64×64" in small.message
     unread = UntrustedValue("image", {"kind": "unreadable", "error": "AttributeError at `.images`"})
     assert "`image` could not be read: AttributeError at `.images`" in X.decoded(ctx, _lookup(image=unread)).message
+
+
+LAPTOP_STEPS = ("ddim", "euler_a")  # one deterministic, one stochastic; the rest in the slow tier
+
+
+@pytest.mark.parametrize(
+    "scheduler", [pytest.param(s, marks=() if s in LAPTOP_STEPS else pytest.mark.slow) for s in SCHEDULERS]
+)
+def test_scheduler_step_judges_the_first_step_of_every_registered_scheduler(scheduler):
+    lesson = replace(LESSON, scheduler=scheduler)
+    ctx = ExerciseContext(lesson, zoo.weights_dir("tiny"), contract_params=False, version=2)
+    step = make_scheduler(scheduler, dict(ctx.components.scheduler.config))
+    step.set_timesteps(lesson.steps)
+    t = step.timesteps[0]
+    latents = torch.randn(lesson.latent_shape, generator=torch.Generator().manual_seed(0)) * step.init_noise_sigma
+    noise_pred = torch.randn(lesson.latent_shape, generator=torch.Generator().manual_seed(1))
+    after = step.step(noise_pred, t, latents, **R.step_kwargs(step, torch.Generator().manual_seed(2))).prev_sample
+    values = {"latents": latents, "noise_pred": noise_pred, "t": t}
+    result = X.scheduler_step(
+        ctx, _lookup(**{k: _tensor(k, v) for k, v in {**values, "next": after}.items()}), value="next"
+    )
+    assert result.passed, result.message
+    wrong = X.scheduler_step(
+        ctx, _lookup(**{k: _tensor(k, v) for k, v in {**values, "next": latents}.items()}), value="next"
+    )
+    assert not wrong.passed and wrong.clause == "`next` = scheduler.step(noise_pred, t, latents).prev_sample"
