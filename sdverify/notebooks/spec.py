@@ -3,6 +3,11 @@
 A spec is a TOML file (see ``sdverify/specs/consolidate_sd15.toml``, the shipped lesson).
 Loading validates everything up front — unknown checks, unknown or missing parameters,
 bad points — so an instructor's typo is reported before any notebook runs.
+
+Two formats (docs/grading.md): a spec without ``format`` is format 1 and loads and grades as it
+always did; ``format = 2`` adds variable paths, per-exercise facts, a negative prompt, the image
+size and section ends, and validates every name strictly, suggesting the nearest valid one with
+the file and line of the offending text.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from sdverify import contract as C
 from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
 from sdverify.notebooks.exercises import CHECKS, V1_FACTS, Lesson
 from sdverify.notebooks.paths import parse_path
-from sdverify.notebooks.runner import Snapshot
+from sdverify.notebooks.segmentation import Snapshot
 from sdverify.schedulers import SCHEDULERS
 
 if sys.version_info >= (3, 11):
