@@ -27,13 +27,15 @@ from sdverify import contract as C
 from sdverify import isolation, zoo
 from sdverify import reference as R
 from sdverify.notebooks import device_map
-from sdverify.notebooks.exercises import CHECKS, KERNEL_GENERATORS, KERNEL_SEED, ExerciseContext, Lesson
+from sdverify.notebooks.exercises import CHECKS, ExerciseContext, Lesson
+from sdverify.notebooks.extraction import KERNEL_GENERATORS, KERNEL_SEED
 from sdverify.notebooks.grading import Settings, kernel_env
 from sdverify.notebooks.names import bound_names
-from sdverify.notebooks.runner import RunResult, Snapshot, Variable, run_notebook
+from sdverify.notebooks.runner import RunResult, Snapshot, run_notebook
 from sdverify.presets import get_preset
 from sdverify.sanitise import printable
 from sdverify.schedulers import SCHEDULERS, make_scheduler
+from sdverify.untrusted.value import UntrustedValue
 
 _HEADING = re.compile(r"^\s*#+\s+(\S.*?)\s*#*\s*$")
 _CUDA_ERROR = re.compile(r"CUDA|NVIDIA|cuda")
@@ -75,8 +77,8 @@ class Facts:
     guesses: dict[str, str] = field(default_factory=dict)
 
 
-Lookup = Callable[[str], Variable]
-Finder = Callable[[ExerciseContext, Lookup, list[Variable]], Iterator[Candidate]]
+Lookup = Callable[[str], UntrustedValue]
+Finder = Callable[[ExerciseContext, Lookup, list[UntrustedValue]], Iterator[Candidate]]
 
 
 @dataclass(frozen=True)
@@ -162,10 +164,10 @@ def _run(path: Path, snapshots: list[Snapshot], settings: Settings) -> tuple[Run
 
 
 def _lookup(run: RunResult, section: str, map_device: bool) -> Lookup:
-    def var(name: str) -> Variable:
+    def var(name: str) -> UntrustedValue:
         found = run.variable(section, name)
         if map_device and found.kind == "value":
-            return replace(found, meta={**found.meta, "value": device_map.as_graded(found.value)})
+            return replace(found, desc={**found.desc, "value": device_map.as_graded(found.value)})
         return found
 
     return var
@@ -189,7 +191,7 @@ def infer_facts(ctx: ExerciseContext, lookups: list[Lookup], names: tuple[str, .
     return facts
 
 
-def _texts(variables: list[Variable]) -> list[str]:
+def _texts(variables: list[UntrustedValue]) -> list[str]:
     texts = []
     for v in variables:
         value = v.value if v.kind == "value" else None
@@ -200,7 +202,7 @@ def _texts(variables: list[Variable]) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def _held(variables: list[Variable], shape: tuple[int, ...]) -> list[tuple[str, torch.Tensor]]:
+def _held(variables: list[UntrustedValue], shape: tuple[int, ...]) -> list[tuple[str, torch.Tensor]]:
     """(where, tensor) of each tensor of ``shape`` the variables hold: themselves, a mapping's
     items (a BatchEncoding's ``input_ids``), or a row of a batch of two (CFG's concatenated pair)."""
     found = []
@@ -213,7 +215,7 @@ def _held(variables: list[Variable], shape: tuple[int, ...]) -> list[tuple[str, 
     return found
 
 
-def _infer_prompt(ctx: ExerciseContext, variables: list[Variable], facts: Facts) -> None:
+def _infer_prompt(ctx: ExerciseContext, variables: list[UntrustedValue], facts: Facts) -> None:
     tokens = _held(variables, C.TOKEN_IDS_SHAPE)
     embeds = _held(variables, C.EMBEDDINGS_SHAPE)
     for text in _texts(variables):
@@ -232,10 +234,10 @@ def _infer_prompt(ctx: ExerciseContext, variables: list[Variable], facts: Facts)
     facts.guesses["prompt"] = "no str variable's tokens or embeddings were found: the default"
 
 
-def _infer_scheduler(ctx: ExerciseContext, variables: list[Variable], facts: Facts) -> None:
+def _infer_scheduler(ctx: ExerciseContext, variables: list[UntrustedValue], facts: Facts) -> None:
     held = [v for v in variables if v.kind == "scheduler"]
     for v in reversed(held):
-        key = next((k for k, (_, cls) in SCHEDULERS.items() if v.meta.get("type", "").endswith("." + cls)), None)
+        key = next((k for k, (_, cls) in SCHEDULERS.items() if v.type_name == cls), None)
         steps = v.tensors.get(f"{v.name}.timesteps")
         if key is None or steps is None:
             continue
@@ -251,7 +253,7 @@ def _infer_scheduler(ctx: ExerciseContext, variables: list[Variable], facts: Fac
     facts.guesses["scheduler"] = "no scheduler object with a registered class and timesteps: the default"
 
 
-def _numbers(variables: list[Variable], pattern: re.Pattern[str], kind: type) -> list[Any]:
+def _numbers(variables: list[UntrustedValue], pattern: re.Pattern[str], kind: type) -> list[Any]:
     found = []
     for v in variables:
         if v.kind == "value" and isinstance(v.value, (int, float)) and not isinstance(v.value, bool):
@@ -261,18 +263,14 @@ def _numbers(variables: list[Variable], pattern: re.Pattern[str], kind: type) ->
 
 
 def _infer_replay(
-    ctx: ExerciseContext, lookups: list[Lookup], names: tuple[str, ...], variables: list[Variable], facts: Facts
+    ctx: ExerciseContext, lookups: list[Lookup], names: tuple[str, ...], variables: list[UntrustedValue], facts: Facts
 ) -> None:
     generators = [var(KERNEL_GENERATORS).value for var in lookups]
     seeds = [s for found in generators if isinstance(found, list) for s in found]
     seeds += [*_numbers(variables, _SEED_NAME, int), *(var(KERNEL_SEED).value for var in lookups)]
     seeds = [s for s in dict.fromkeys(seeds) if isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63]
     scales = list(dict.fromkeys([*_numbers(variables, _GUIDANCE_NAME, float), C.GUIDANCE_SCALE]))
-    held = [
-        v
-        for v in variables
-        if v.tensor is not None and tuple(v.tensor.shape) in (C.LATENT_SHAPE, C.IMAGE_SHAPE) and v.meta.get("dtype")
-    ]
+    held = [v for v in variables if v.tensor is not None and tuple(v.tensor.shape) in (C.LATENT_SHAPE, C.IMAGE_SHAPE)]
     tried = 0
     for scale in scales:
         for seed in seeds:
@@ -304,7 +302,7 @@ def _close(actual: torch.Tensor | None, expected: torch.Tensor, atol: float) -> 
 # --- the stages ---------------------------------------------------------------------
 
 
-def _shaped(variables: list[Variable], shape: tuple[int, ...]) -> list[Variable]:
+def _shaped(variables: list[UntrustedValue], shape: tuple[int, ...]) -> list[UntrustedValue]:
     return [v for v in variables if v.tensor is not None and tuple(v.tensor.shape) == shape]
 
 
@@ -316,7 +314,7 @@ def _passes(ctx: ExerciseContext, var: Lookup, kind: str, params: dict[str, Any]
 
 
 @stage("param_count", "param_count")
-def _param_counts(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _param_counts(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     counts = ctx.param_counts()
     for v in variables:
         if v.kind == "value" and isinstance(v.value, int) and not isinstance(v.value, bool):
@@ -327,7 +325,7 @@ def _param_counts(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) 
 
 
 @stage("token_ids", "token_ids")
-def _token_ids(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _token_ids(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     """A [1,77] or [77] tensor, a list of ints, or a BatchEncoding/dict holding ``input_ids`` (v2)."""
     guess = f"token ids equal to the tokenization of prompt {_short(ctx.lesson.prompt)}"
     for v in variables:
@@ -338,7 +336,7 @@ def _token_ids(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> 
 
 
 @stage("prompt_embeddings", "prompt_embeddings")
-def _embeddings(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _embeddings(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     """[1,77,768] of the prompt or of "", or (v2) one half of the CFG-concatenated [2,77,768]."""
     prompt = _short(ctx.lesson.prompt)
     for v in _shaped(variables, C.EMBEDDINGS_SHAPE):
@@ -351,7 +349,7 @@ def _embeddings(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) ->
 
 
 @stage("scheduler", "scheduler_setup")
-def _scheduler(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _scheduler(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     cls = SCHEDULERS[ctx.lesson.scheduler][1]
     for v in variables:
         if v.kind == "scheduler":
@@ -359,7 +357,7 @@ def _scheduler(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> 
 
 
 @stage("initial_latents", "initial_latents", "latent_noise")
-def _initial_latents(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _initial_latents(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     """The seed's standard-normal draw, as drawn or times ``init_noise_sigma``."""
     sigma = float(ctx.scheduler().init_noise_sigma)
     draws = []
@@ -378,14 +376,14 @@ def _initial_latents(ctx: ExerciseContext, var: Lookup, variables: list[Variable
 
 
 @stage("final_latents", "final_latents")
-def _final(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _final(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     final = _final_latents(ctx, var, variables)
     if final is not None:
         yield Candidate("final_latents", {"value": final}, f"`{final}` holds the denoising loop's final latents")
 
 
 @stage("decoded", "image_decode", "decoded")
-def _decoded(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _decoded(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     final = _final_latents(ctx, var, variables)
     for v in _shaped(variables, C.IMAGE_SHAPE):
         guess = f"`{v.name}` is the raw VAE decode of " + (f"the final latents `{final}`" if final else "the replay's")
@@ -395,7 +393,7 @@ def _decoded(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> It
 
 
 @stage("image", "generation_replay", "image")
-def _image(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iterator[Candidate]:
+def _image(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> Iterator[Candidate]:
     """The raw decode replayed, or (v2) a post-processed image: HWC or CHW, uint8 or float, PIL."""
     final = _final_latents(ctx, var, variables)
     lesson = ctx.lesson
@@ -410,7 +408,7 @@ def _image(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> Iter
             yield Candidate("image", {"value": v.name}, f"`{v.name}` is the post-processed image of the {how}")
 
 
-def _final_latents(ctx: ExerciseContext, var: Lookup, variables: list[Variable]) -> str | None:
+def _final_latents(ctx: ExerciseContext, var: Lookup, variables: list[UntrustedValue]) -> str | None:
     """The variable holding the replay's final latents (or them divided by the scaling factor)."""
     sf = ctx.components.vae.config["scaling_factor"]
     finals = [ctx.replay(seed)[0] for seed in ctx.replay_seeds(var)]
