@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 
+from sdverify.cli import main
 from sdverify.notebooks.draft import Candidate, Facts, Section, render, sections
 from sdverify.notebooks.exercises import Lesson
 from sdverify.notebooks.spec import load_spec
@@ -45,3 +46,8 @@ def test_the_rendered_spec_loads_and_says_every_guess(tmp_path: Path) -> None:
     assert spec.exercises[0].checks[0].params == {"value": "ids"} and spec.exercises[0].checks[0].points == 1
     assert "# guessed: `p` holds\\x1b[2J its ids\nprompt = " in text  # a guess is one inert comment line
     assert text.count("# guessed: token ids of") == 2
+
+
+def test_the_draft_command_refuses_a_missing_notebook(tmp_path: Path, capsys) -> None:
+    assert main(["spec", "draft", str(tmp_path / "nope.ipynb")]) == 2
+    assert "nope.ipynb not found" in capsys.readouterr().err
