@@ -283,6 +283,75 @@ def _print_grades(grades: Sequence[SubmissionGrade], out: Path) -> None:
     )
 
 
+def _add_spec(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spec", help="exercise specs: draft one from a solved lesson")
+    ssub = p.add_subparsers(dest="spec_command", required=True)
+    draft = ssub.add_parser(
+        "draft", help="run a solved lesson on the zoo and draft a v2 spec from the stage values it holds"
+    )
+    draft.add_argument("notebook", metavar="SOLVED.ipynb")
+    draft.add_argument("--out", default=None, metavar="SPEC.toml", help="write the spec here (default: print it)")
+    draft.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds for the lesson")
+    draft.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
+    draft.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES, help="zoo preset the lesson loads")
+    draft.add_argument(
+        "--weights", default=os.environ.get("SDVERIFY_WEIGHTS"), help="local diffusers folder with real weights"
+    )
+    _add_sandbox(draft)
+    draft.set_defaults(func=_cmd_spec_draft)
+
+
+def _cmd_spec_draft(args: argparse.Namespace) -> int:
+    from sdverify.notebooks.draft import draft_spec
+    from sdverify.notebooks.grading import Settings
+
+    if args.timeout <= 0 or args.cell_timeout <= 0:
+        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
+    if not Path(args.notebook).is_file():
+        raise FileNotFoundError(f"notebook {args.notebook} not found")
+    settings = Settings(
+        preset=args.preset,
+        weights=args.weights,
+        cell_timeout=min(args.cell_timeout, args.timeout),
+        notebook_timeout=args.timeout,
+        sandbox=args.sandbox,
+    )
+    text = draft_spec(args.notebook, settings)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"spec drafted: {args.out} (every guess is a '# guessed:' comment above what it guessed)")
+    else:
+        print(printable(text), end="")
+    return 0
+
+
+def _add_release(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("release", help="the student version of a solved lesson: solutions stubbed, outputs cleared")
+    p.add_argument("notebook", metavar="SOLVED.ipynb")
+    p.add_argument(
+        "--spec", default=None, help="exercise spec TOML: without solution marks, what its checks read is stubbed"
+    )
+    p.add_argument("--out", required=True, metavar="STUDENT.ipynb", help="the student notebook to write")
+    p.set_defaults(func=_cmd_release)
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from sdverify.notebooks.release import write_release
+    from sdverify.notebooks.spec import load_spec
+
+    if not Path(args.notebook).is_file():
+        raise FileNotFoundError(f"notebook {args.notebook} not found")
+    if Path(args.out).resolve() == Path(args.notebook).resolve():
+        raise UsageError("--out must not be the solved notebook itself")
+    spec = load_spec(args.spec) if args.spec else None
+    released = write_release(args.notebook, args.out, spec)
+    print(
+        f"student notebook written: {args.out} (cells stubbed: {list(released.stubbed)}; "
+        f"hidden tests removed from cells: {list(released.hidden_removed)}; outputs and metadata cleared)"
+    )
+    return 0
+
+
 def _add_autograder(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("autograder", help="grade inside course platforms: a Gradescope autograder bundle")
     asub = p.add_subparsers(dest="autograder_command", required=True)
@@ -513,7 +582,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdverify", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_zoo, _add_trace, _add_grade, _add_grade_merge, _add_check, _add_autograder):
+    for add in (
+        _add_zoo,
+        _add_trace,
+        _add_grade,
+        _add_grade_merge,
+        _add_check,
+        _add_autograder,
+        _add_spec,
+        _add_release,
+    ):
         add(sub)
     return parser
 

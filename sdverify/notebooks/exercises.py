@@ -15,8 +15,8 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
 from sdverify.mistakes import MISTAKES, named, replayed, uniform_draw
+from sdverify.notebooks import forms
 from sdverify.notebooks.extraction import KERNEL_GENERATORS, KERNEL_SEED
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
@@ -33,12 +34,20 @@ from sdverify.schedulers import SCHEDULERS, make_scheduler
 from sdverify.untrusted.value import UntrustedValue
 
 VarLookup = Callable[[str], UntrustedValue]
+
+
+@lru_cache(maxsize=2)
+def _components(folder: Path) -> zoo.Components:
+    return zoo.load_components(folder, private=True)  # never a view of a file a kernel can reach
+
+
 # The kernel reports at most this many generators' seeds; a forged report gets no more replays.
 MAX_GENERATOR_SEEDS = 16
 # U-Net predictions an ExerciseContext keeps: Exercise 3 asks for at most four (two prompts,
 # the latents as given and as scaled by scale_model_input).
 UNET_PREDICTIONS_KEPT = 8
 CheckFn = Callable[..., CheckResult]
+HALVES = ("uncond", "cond")  # the order of CFG's concatenated batch (diffusers' lessons and pipelines)
 
 
 @dataclass(frozen=True)
@@ -50,20 +59,42 @@ class Lesson:
     steps: int = C.NUM_INFERENCE_STEPS
     guidance_scale: float = C.GUIDANCE_SCALE
     scheduler: str = "ddpm"
+    # Spec format 2 only (a v1 [lesson] cannot name them):
+    negative_prompt: str = ""  # the unconditional prompt of CFG
+    height: int = C.IMAGE_SIZE
+    width: int = C.IMAGE_SIZE
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        return (1, C.LATENT_CHANNELS, self.height // C.VAE_DOWNSCALE, self.width // C.VAE_DOWNSCALE)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.height, self.width)
+
+    def facts(self) -> dict[str, Any]:
+        """The facts a verdict depends on; v2's at their defaults are left out, so a v1 spec's
+        exercise definitions (resume digests) stay what they were."""
+        v2 = {f.name: f.default for f in fields(Lesson) if f.name not in V1_FACTS}
+        return {k: v for k, v in asdict(self).items() if k not in v2 or v != v2[k]}
+
+
+V1_FACTS = ("prompt", "seed", "steps", "guidance_scale", "scheduler")  # the [lesson] keys of format 1
 
 
 @dataclass(frozen=True)
 class CheckDef:
     fn: CheckFn
-    variables: tuple[str, ...]  # parameters whose values are notebook variable names
+    variables: tuple[str, ...]  # parameters whose values are notebook variable names (paths in v2)
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # parameter -> the values it takes
 
 
 CHECKS: dict[str, CheckDef] = {}
 
 
-def register(*variables: str) -> Callable[[CheckFn], CheckFn]:
+def register(*variables: str, choices: Mapping[str, tuple[Any, ...]] | None = None) -> Callable[[CheckFn], CheckFn]:
     def add(fn: CheckFn) -> CheckFn:
-        CHECKS[fn.__name__] = CheckDef(fn, variables)
+        CHECKS[fn.__name__] = CheckDef(fn, variables, choices or {})
         return fn
 
     return add
@@ -76,12 +107,13 @@ class ExerciseContext:
     lesson: Lesson
     folder: Path
     contract_params: bool  # True for the sd15 preset or real weights: counts must be SD1.5's
+    version: int = 1  # the spec's format: 2 accepts every form in which real lessons hold a value
     _cache: dict[Any, Any] = field(default_factory=dict)
     _predictions: dict[Any, torch.Tensor] = field(default_factory=dict)  # see unet()
 
-    @cached_property
+    @property
     def components(self) -> zoo.Components:
-        return zoo.load_components(self.folder, private=True)  # never a view of a file a kernel can reach
+        return _components(self.folder)  # one load for every exercise's facts
 
     def scheduler(self):
         """A fresh scheduler of the lesson's kind, from the weights' scheduler config."""
@@ -122,6 +154,16 @@ class ExerciseContext:
         with torch.no_grad():
             return self.components.vae.decode(latents.float()).sample
 
+    def noise(self, seed: int) -> torch.Tensor:
+        """The lesson's first draw from ``seed`` (what a CPU generator seeded alike draws too)."""
+
+        def compute() -> torch.Tensor:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return torch.randn(self.lesson.latent_shape)
+
+        return self.cached(("noise", seed), compute)
+
     def param_counts(self) -> dict[str, int]:
         counts = self.cached("params", self.components.param_counts)
         return {**counts, "total": sum(counts.values())}
@@ -159,11 +201,11 @@ class ExerciseContext:
         step = partial(R.guided_step, combine=combine, batched=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            cond, uncond = self.embeddings(self.lesson.prompt), self.embeddings("")
+            cond, uncond = self.embeddings(self.lesson.prompt), self.embeddings(self.lesson.negative_prompt)
             scheduler = self.scheduler()
             scheduler.set_timesteps(self.lesson.steps)
             draw = torch.rand if init == "rand" else torch.randn
-            z = draw(C.LATENT_SHAPE) * scheduler.init_noise_sigma
+            z = draw(self.lesson.latent_shape) * scheduler.init_noise_sigma
             return R.denoise_loop(self.components.unet, scheduler, z, cond, uncond, w, step=step, reverse=reverse)
 
     def replay_seeds(self, var: VarLookup) -> list[int]:
@@ -182,6 +224,8 @@ class ExerciseContext:
 def _tensor(id: str, var: UntrustedValue, shape: Sequence[int] | None, what: str) -> torch.Tensor | CheckResult:
     """The variable as a tensor of ``shape``, or a failure saying what was found instead."""
     expected = f"{what} (a tensor{' of shape ' + str(list(shape)) if shape else ''})"
+    if var.kind == "unreadable":
+        return fail(id, f"`{var.name}` could not be read: {var.desc.get('error')}")
     if var.tensor is None:
         return fail(id, f"`{var.name}` is {var.describe()}; expected {expected}")
     if shape is not None and tuple(var.tensor.shape) != tuple(shape):
@@ -305,7 +349,8 @@ def token_ids(ctx: ExerciseContext, var: VarLookup, *, value: str = "token_ids")
         value,
         f"`{value}` = tokenizer(prompt, padding='max_length', max_length={C.MAX_TOKENS}, truncation=True)",
     )
-    got = _tensors(id, clause, (var(value), None, "token ids"))
+    found = forms.token_ids(var(value)) if ctx.version >= 2 else var(value)  # v2: list, [77], BatchEncoding
+    got = _tensors(id, clause, (found, None, "token ids"))
     if isinstance(got, CheckResult):
         return got
     (ids,) = got
@@ -322,18 +367,33 @@ def token_ids(ctx: ExerciseContext, var: VarLookup, *, value: str = "token_ids")
     return _labelled(compare_tensors(id, ids, expected, atol=0), clause, f"ids of {ctx.lesson.prompt!r}")
 
 
-@register("value")
-def prompt_embeddings(ctx: ExerciseContext, var: VarLookup, *, value: str, prompt: str | None = None) -> CheckResult:
-    """CLIP ``last_hidden_state`` of ``prompt`` (the lesson prompt by default; "" for uncond)."""
-    prompt = ctx.lesson.prompt if prompt is None else prompt
+@register("value", choices={"half": ("cond", "uncond")})
+def prompt_embeddings(
+    ctx: ExerciseContext, var: VarLookup, *, value: str, prompt: str | None = None, half: str | None = None
+) -> CheckResult:
+    """CLIP ``last_hidden_state`` of ``prompt`` (the lesson prompt by default; "" for uncond).
+
+    With ``half``, ``value`` is CFG's concatenation [uncond, cond] ([2,77,768]) and the check
+    reads that half (whose prompt is then the default: the negative prompt for "uncond").
+    """
+    if prompt is None:
+        prompt = ctx.lesson.negative_prompt if half == "uncond" else ctx.lesson.prompt
     id, clause = value, f"`{value}` = text_encoder(ids of {prompt!r}).last_hidden_state"
-    got = _tensors(id, clause, (var(value), C.EMBEDDINGS_SHAPE, f"CLIP embeddings of {prompt!r}"))
+    found = var(value)
+    if half is not None:
+        clause = f"`{value}`[{HALVES.index(half)}] = text_encoder(ids of {prompt!r}).last_hidden_state"
+        shape = (len(HALVES), *C.EMBEDDINGS_SHAPE[1:])
+        got = _tensors(id, clause, (found, shape, "CFG's [uncond, cond] embeddings"))
+        if isinstance(got, CheckResult):
+            return got
+        found = forms.as_tensor(found, got[0][HALVES.index(half)].unsqueeze(0))
+    got = _tensors(id, clause, (found, C.EMBEDDINGS_SHAPE, f"CLIP embeddings of {prompt!r}"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
     result = compare_tensors(id, x.float(), ctx.embeddings(prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
-        for other in {ctx.lesson.prompt, ""} - {prompt}:
+        for other in {ctx.lesson.prompt, ctx.lesson.negative_prompt} - {prompt}:
             if _close(x, ctx.embeddings(other), C.GRADE_ATOL_FP32):
                 result = named(result, "embeddings_of_wrong_prompt", f"in `{value}`", other=other, prompt=prompt)
     return result
@@ -372,8 +432,8 @@ def latent_noise(
     ctx: ExerciseContext, var: VarLookup, *, value: str = "z_t", dtype: str = "dtype", device: str = "device"
 ) -> CheckResult:
     """A standard-normal latent [1,4,64,64] in the notebook's own dtype and on its device."""
-    id, clause = value, f"`{value}` ~ N(0, 1), shape {list(C.LATENT_SHAPE)}, on `{device}` in `{dtype}`"
-    got = _tensors(id, clause, (var(value), C.LATENT_SHAPE, "the initial latent"))
+    id, clause = value, f"`{value}` ~ N(0, 1), shape {list(ctx.lesson.latent_shape)}, on `{device}` in `{dtype}`"
+    got = _tensors(id, clause, (var(value), ctx.lesson.latent_shape, "the initial latent"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
@@ -425,7 +485,10 @@ def unet_prediction(
         f"`{value}` = unet({latents}, {timestep}, encoder_hidden_states=<embeddings of {prompt!r}>).sample",
     )
     got = _tensors(
-        id, clause, (var(value), C.LATENT_SHAPE, "a noise prediction"), (var(latents), C.LATENT_SHAPE, "the latent")
+        id,
+        clause,
+        (var(value), ctx.lesson.latent_shape, "a noise prediction"),
+        (var(latents), ctx.lesson.latent_shape, "the latent"),
     )
     if isinstance(got, CheckResult):
         return got
@@ -436,7 +499,7 @@ def unet_prediction(
     t_tensor = _timestep(ctx, t)
     result = compare_tensors(id, x.float(), ctx.unet(z, t_tensor, prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
-        for other in {ctx.lesson.prompt, ""} - {prompt}:
+        for other in {ctx.lesson.prompt, ctx.lesson.negative_prompt} - {prompt}:
             if _close(x, ctx.unet(z, t_tensor, other), C.GRADE_ATOL_FP32):
                 result = named(result, "conditioned_on_wrong_prompt", f"in `{value}`", other=other, prompt=prompt)
     return result
@@ -458,7 +521,9 @@ def cfg_combination(
     wrong order makes a formula that holds on mislabelled variables)."""
     w = ctx.lesson.guidance_scale
     id, clause = value, f"`{value}` = {uncond} + {w:g} · ({cond} − {uncond})"
-    got = _tensors(id, clause, *((var(name), C.LATENT_SHAPE, "a noise prediction") for name in (value, uncond, cond)))
+    got = _tensors(
+        id, clause, *((var(name), ctx.lesson.latent_shape, "a noise prediction") for name in (value, uncond, cond))
+    )
     if isinstance(got, CheckResult):
         return got
     out, u, c = (x.double() for x in got)
@@ -480,7 +545,7 @@ def _chunks_swapped(
     and ``timestep``, as given to the U-Net or scaled by ``scale_model_input``?  False when
     those are not there to recompute from."""
     z, t = var(latents).tensor, _scalar(var(timestep))
-    if z is None or t is None or tuple(z.shape) != C.LATENT_SHAPE or _close(u, c, C.GRADE_ATOL_FP32):
+    if z is None or t is None or tuple(z.shape) != ctx.lesson.latent_shape or _close(u, c, C.GRADE_ATOL_FP32):
         return False
     t_tensor = _timestep(ctx, t)
     scheduler = ctx.scheduler()
@@ -491,7 +556,7 @@ def _chunks_swapped(
         inputs = [z.float()]
     return any(
         _close(u, ctx.unet(x, t_tensor, ctx.lesson.prompt), C.GRADE_ATOL_FP32)
-        and _close(c, ctx.unet(x, t_tensor, ""), C.GRADE_ATOL_FP32)
+        and _close(c, ctx.unet(x, t_tensor, ctx.lesson.negative_prompt), C.GRADE_ATOL_FP32)
         for x in inputs
     )
 
@@ -531,6 +596,31 @@ def ddpm_step(
     DDPM adds fresh noise, so the check is on the deterministic part: the residual
     from the posterior mean, divided by the step's std, must be a standard-normal draw.
     """
+    return _step(ctx, var, "a DDPM step", value, latents, noise_pred, timestep)
+
+
+@register("value", "latents", "noise_pred", "timestep")
+def scheduler_step(
+    ctx: ExerciseContext,
+    var: VarLookup,
+    *,
+    value: str,
+    latents: str = "latents",
+    noise_pred: str = "noise_pred",
+    timestep: str = "t",
+) -> CheckResult:
+    """One step of the lesson's scheduler (any registered one) from the notebook's own values.
+
+    The reference is a fresh scheduler's step: a multistep scheduler (PNDM, LMS, DPM-Solver,
+    UniPC, Heun) remembers earlier steps, so read its step at the loop's first timestep.
+    """
+    return _step(ctx, var, f"a {SCHEDULERS[ctx.lesson.scheduler][1]} step", value, latents, noise_pred, timestep)
+
+
+def _step(
+    ctx: ExerciseContext, var: VarLookup, what: str, value: str, latents: str, noise_pred: str, timestep: str
+) -> CheckResult:
+    """``value`` is one step of the lesson's scheduler; a stochastic step is judged on its deterministic part."""
     id, clause = value, f"`{value}` = scheduler.step({noise_pred}, {timestep}, {latents}).prev_sample"
     v = var(value)
     if v.kind == "mapping" and "prev_sample" in v.desc.get("keys", []):
@@ -539,9 +629,9 @@ def ddpm_step(
     got = _tensors(
         id,
         clause,
-        (v, C.LATENT_SHAPE, "the next latent"),
-        (var(latents), C.LATENT_SHAPE, "the latent"),
-        (var(noise_pred), C.LATENT_SHAPE, "the guided prediction"),
+        (v, ctx.lesson.latent_shape, "the next latent"),
+        (var(latents), ctx.lesson.latent_shape, "the latent"),
+        (var(noise_pred), ctx.lesson.latent_shape, "the guided prediction"),
     )
     if isinstance(got, CheckResult):
         return got
@@ -561,7 +651,7 @@ def ddpm_step(
     if problem_text:
         return fail(
             id,
-            f"`{value}` is not a DDPM step from `{latents}` with `{noise_pred}`: its deviation from the "
+            f"`{value}` is not {what} from `{latents}` with `{noise_pred}`: its deviation from the "
             f"posterior mean, in units of the step's σ = {std:.4g}, {problem_text}",
             clause,
         )
@@ -574,8 +664,8 @@ def ddpm_step(
 @register("value")
 def image_shape(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> CheckResult:
     """The decoded image: [1,3,512,512], finite."""
-    id, clause = f"{value}_shape", f"`{value}` is the raw VAE output, shape {list(C.IMAGE_SHAPE)}"
-    got = _tensors(id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"))
+    id, clause = f"{value}_shape", f"`{value}` is the raw VAE output, shape {list(ctx.lesson.image_shape)}"
+    got = _tensors(id, clause, (var(value), ctx.lesson.image_shape, "the decoded image"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
@@ -595,7 +685,10 @@ def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", 
     sf = ctx.components.vae.config["scaling_factor"]
     id, clause = f"{value}_decode", f"`{value}` = vae.decode({latents} / vae.config.scaling_factor).sample"
     got = _tensors(
-        id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"), (var(latents), C.LATENT_SHAPE, "the final latent")
+        id,
+        clause,
+        (var(value), ctx.lesson.image_shape, "the decoded image"),
+        (var(latents), ctx.lesson.latent_shape, "the final latent"),
     )
     if isinstance(got, CheckResult):
         return got
@@ -644,7 +737,7 @@ def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "ima
 def _generation_replay(
     ctx: ExerciseContext, var: VarLookup, id: str, clause: str, value: str, latents: str
 ) -> CheckResult:
-    got = _tensors(id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"))
+    got = _tensors(id, clause, (var(value), ctx.lesson.image_shape, "the decoded image"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
@@ -655,7 +748,7 @@ def _generation_replay(
             return ok(id, clause, seed=seed, max_abs_diff=float((x.double() - image.double()).abs().max()))
     result = compare_tensors(id, x.float(), replays[seeds[0]][1], atol=C.GRADE_ATOL_REPLAY, clause=clause)
     z = var(latents).tensor
-    if z is not None and tuple(z.shape) == C.LATENT_SHAPE:
+    if z is not None and tuple(z.shape) == ctx.lesson.latent_shape:
         sf = ctx.components.vae.config["scaling_factor"]
         for final in (z.float(), z.float() * sf):  # as computed, or rebound to latents / scaling factor
             if any(_close(final, replay[0], C.GRADE_ATOL_REPLAY) for replay in replays.values()):
@@ -676,6 +769,100 @@ def _replayed_mistake(ctx: ExerciseContext, seeds: Sequence[int], z: torch.Tenso
             if replay is not None and _close(z, replay, C.GRADE_ATOL_REPLAY):
                 return mistake.id
     return None
+
+
+# --- v2: the forms in which real lessons hold a stage's value --------------------------
+
+
+@register("value", choices={"scaled": ("either", True, False)})
+def initial_latents(
+    ctx: ExerciseContext, var: VarLookup, *, value: str = "latents", scaled: str | bool = "either"
+) -> CheckResult:
+    """The initial noise drawn from one of the notebook's seeds, times ``scheduler.init_noise_sigma``
+    (``scaled = true``), as drawn (``false``) or either."""
+    sigma = float(ctx.scheduler().init_noise_sigma)
+    wanted = {True: (sigma,), False: (1.0,), "either": (1.0, sigma)}[scaled]
+    words = {True: f" · init_noise_sigma ({sigma:g})", False: "", "either": f" (· init_noise_sigma = {sigma:g} or not)"}
+    id, clause = value, f"`{value}` = randn({list(ctx.lesson.latent_shape)}) from the lesson's seed{words[scaled]}"
+    got = _tensors(id, clause, (var(value), ctx.lesson.latent_shape, "the initial latents"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
+    seeds = ctx.replay_seeds(var)
+    for seed in seeds:
+        noise = ctx.noise(seed)
+        if any(_close(x, noise * scale, C.GRADE_ATOL_FP32) for scale in wanted):
+            return ok(id, clause, seed=seed)
+        if _close(x, noise, C.GRADE_ATOL_FP32):
+            return named(fail(id, "", clause), "init_noise_sigma_forgotten", f"in `{value}`")
+    if uniform_draw(x):
+        return named(fail(id, "", clause), "rand_not_randn", f"in `{value}`")
+    first = ctx.noise(seeds[0]) * wanted[-1]
+    result = compare_tensors(id, x.float(), first, atol=C.GRADE_ATOL_FP32, clause=clause)
+    return replace(result, message=f"no seed of {seeds} draws `{value}`: {result.message}")
+
+
+@register("value")
+def final_latents(ctx: ExerciseContext, var: VarLookup, *, value: str = "latents") -> CheckResult:
+    """The loop's final latents: the lesson's generation replayed from one of the notebook's seeds
+    (as they leave the loop, or already divided by the VAE's scaling factor)."""
+    id = value
+    clause = f"`{value}` = the final latents of the lesson's {ctx.lesson.steps}-step {_scheduler_words(ctx)} loop"
+    got = _tensors(id, clause, (var(value), ctx.lesson.latent_shape, "the final latents"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
+    sf = ctx.components.vae.config["scaling_factor"]
+    seeds = ctx.replay_seeds(var)
+    for seed in seeds:
+        final = ctx.replay(seed)[0]
+        for scale in (1.0, sf):
+            if _close(x.float() * scale, final, C.GRADE_ATOL_REPLAY):
+                return ok(id, clause, seed=seed, rebound=scale != 1.0)
+    result = compare_tensors(id, x.float(), ctx.replay(seeds[0])[0], atol=C.GRADE_ATOL_REPLAY, clause=clause)
+    for z in (x.float(), x.float() * sf):
+        mistake = _replayed_mistake(ctx, seeds, z)
+        if mistake:
+            return named(result, mistake, f"`{value}` matches a replay with this mistake")
+    return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
+
+
+def _scheduler_words(ctx: ExerciseContext) -> str:
+    return f"{SCHEDULERS[ctx.lesson.scheduler][1]} + CFG"
+
+
+@register("value", "latents")
+def decoded(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", latents: str = "latents") -> CheckResult:
+    """The raw VAE decode [1,3,H,W]: ``vae.decode`` of the notebook's final ``latents`` (divided by
+    the scaling factor, or rebound to them divided) where they are there, else the replay's."""
+    z = var(latents)
+    if z.kind == "tensor" and z.tensor is not None and tuple(z.tensor.shape) == ctx.lesson.latent_shape:
+        return image_decode(ctx, var, value=value, latents=latents)
+    return generation_replay(ctx, var, value=value, latents=latents)
+
+
+@register("value")
+def image(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> CheckResult:
+    """The post-processed image (tensor, array or PIL; CHW or HWC; uint8 or float in [0, 1] or
+    [-1, 1]; with or without a batch dimension) of the lesson replayed from one of its seeds."""
+    id = f"{value}_pixels"
+    clause = f"`{value}` = the image of the lesson's {ctx.lesson.steps}-step {_scheduler_words(ctx)} generation"
+    found = forms.image(var(value))
+    if isinstance(found, str):
+        return fail(id, f"`{value}` {found}", clause)
+    readings = found
+    expected, shape = tuple(ctx.lesson.image_shape), readings[0].shape
+    if tuple(shape) != expected:
+        return fail(id, f"`{value}` is a {shape[2]}×{shape[3]} image; expected {expected[2]}×{expected[3]}", clause)
+    atol = C.GRADE_ATOL_REPLAY + C.GRADE_ATOL_PIXEL  # an image is judged to its 8-bit levels
+    seeds = ctx.replay_seeds(var)
+    references = {seed: (ctx.replay(seed)[1].double() / 2 + 0.5).clamp(0, 1) for seed in seeds}
+    for seed, reference in references.items():
+        for x in readings:
+            if _close(x, reference, atol):
+                return ok(id, clause, seed=seed, max_abs_diff=float((x - reference).abs().max()))
+    result = compare_tensors(id, readings[-1], references[seeds[0]], atol=atol, clause=clause)
+    return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
 
 
 @register("names")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sdverify import contract as C
 from sdverify.delegation import tripwire
@@ -50,15 +51,16 @@ def _program() -> tuple[str, str]:
     return Path(describer.__file__).read_text(), (here / "kernel_program.py").read_text()
 
 
-def extraction_source(names: tuple[str, ...], folder: Path) -> str:
-    """The cell that snapshots ``names`` (and the kernel's seeds and records) into ``folder``.
+def extraction_source(requests: list[list[Any]], folder: Path) -> str:
+    """The cell that snapshots ``requests`` (:meth:`.segmentation.Snapshot.requests`: each a name
+    or variable path, its root and its steps) and the kernel's seeds and records into ``folder``.
 
     Its two outer lines use only ``import`` and attributes of the builtins module; everything
     else runs under exec with a clean globals dict.
     """
     describer_text, program_text = _program()
     namespace = (
-        f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, "
+        f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {requests!r}, "
         f"'FOLDER': {str(folder)!r}, 'KEYS': {_KEYS!r}, 'DESCRIBER': {describer_text!r}, 'PROGRAM': {program_text!r}}}"
     )
     return (

@@ -24,20 +24,25 @@ if TYPE_CHECKING:  # the kernel runs the describer's text in this namespace
 _GENERATORS = 16  # seeded torch.Generator objects a snapshot reports
 
 
-def extract(ns: dict[str, Any], names: list[str], folder: str, keys: dict[str, str]) -> None:
+def extract(ns: dict[str, Any], names: list[list[Any]], folder: str, keys: dict[str, str]) -> None:
     """Describe ``names`` of the notebook's namespace ``ns`` and the kernel's state into ``folder``.
+
+    Each of ``names`` is ``[name, root, steps]`` (:func:`sdverify.notebooks.paths.kernel_request`):
+    the value is ``ns[root]`` walked along ``steps``.
 
     ``keys`` names the state's entries and the modules that hold it: ``seed``, ``generators``,
     ``uses`` (with ``tripwire``, its module) and ``mapped`` (with ``device_map``).
     """
     manifest: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
-    for name in names:
-        if name not in ns:
+    for name, root, steps in names:
+        if root not in ns:
             manifest[name] = {"kind": "missing"}
             continue
         try:
-            manifest[name] = describe(ns[name], name, tensors)
+            manifest[name] = describe(_walk(ns[root], steps), name, tensors)
+        except _Unreadable as exc:
+            manifest[name] = {"kind": "unreadable", "error": str(exc)}
         except BaseException as exc:
             manifest[name] = {"kind": "error", "error": qualname(exc) + ": " + str(exc)[:300]}
     manifest[keys["seed"]] = {"kind": "value", "value": torch.initial_seed()}  # the seed the notebook last set
@@ -47,6 +52,20 @@ def extract(ns: dict[str, Any], names: list[str], folder: str, keys: dict[str, s
     save_file(tensors, os.path.join(folder, "values.safetensors"))
     with open(os.path.join(folder, "manifest.json"), "w") as f:
         json.dump(manifest, f, default=str)
+
+
+class _Unreadable(Exception):
+    """A step of a variable path raised: its message names the exception's class and the step."""
+
+
+def _walk(value: Any, steps: list[list[Any]]) -> Any:
+    """``value`` walked along a parsed variable path, one getattr or ``[...]`` at a time."""
+    for kind, key, text in steps:
+        try:
+            value = getattr(value, key) if kind == "attr" else value[key]
+        except BaseException as exc:
+            raise _Unreadable(f"{type(exc).__name__} at `{text}`") from None
+    return value
 
 
 def _generator_seeds(ns: dict[str, Any]) -> list[int]:

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from sdverify.notebooks import device_map
 from sdverify.notebooks.extraction import KERNEL_MAPPED, KERNEL_USES, extraction_source, read_snapshot
 from sdverify.notebooks.kernel import TIMEOUT_ENAME, KernelClient
 from sdverify.notebooks.output_caps import CAPPED_MESSAGE
-from sdverify.notebooks.segmentation import Snapshot, locate_exercises, plan_snapshots
+from sdverify.notebooks.segmentation import Snapshot, locate_ends, locate_exercises, plan_snapshots
 from sdverify.notebooks.shell_escapes import escape_calls, neutralise_shell
 from sdverify.untrusted.value import UntrustedValue
 
@@ -99,6 +99,7 @@ class RunResult:
     executed: NotebookNode
     starts: dict[str, int]  # exercise id -> first cell index (exercises whose heading was found)
     segmentation: list[str]  # warnings of locate_exercises: headings out of order or missing
+    ends: dict[str, int] = field(default_factory=dict)  # exercise id -> cell index of its ``ends`` heading
     # The tripwire's records (untrusted), each with "cell": the index of the cell that made it
     # (None: not a notebook cell); None when no tripwire ran or its records could not be read.
     tripwire: list[dict[str, Any]] | None = None
@@ -241,6 +242,7 @@ def run_notebook(
     for index in capped:
         events[(index, "capped")] = CellEvent(index, "capped", CAPPED_MESSAGE)
     starts, segmentation = locate_exercises(nb.cells, snapshots)
+    ends = locate_ends(nb.cells, snapshots, starts)
     return RunResult(
         snapshots=taken,
         snapshot_errors={k: v for k, v in errors.items() if k not in taken},
@@ -248,6 +250,7 @@ def run_notebook(
         seconds=time.monotonic() - start,
         executed=nb,
         starts=starts,
+        ends=ends,
         segmentation=segmentation,
         tripwire=_by_cell(records.get("latest"), nb) if watch else None,
         mapped=_mapped_cells(records.get("mapped"), nb) if map_device else None,
@@ -324,7 +327,7 @@ def _take_snapshot(client: KernelClient, step: _Step, tmp: Path, taken: dict, er
     assert snap is not None
     folder = Path(tempfile.mkdtemp(prefix=f"{snap.id}-", dir=tmp))
     isolation.hand_over(user, folder)
-    cell = nbformat.v4.new_code_cell(extraction_source(snap.names, folder))
+    cell = nbformat.v4.new_code_cell(extraction_source(snap.requests(), folder))
     try:
         reply = client.run(cell, None, EXTRACT_TIMEOUT_S)
     except DeadKernelError:

@@ -57,6 +57,8 @@ class UntrustedValue:
             return "not defined"
         if kind == "error":
             return f"not readable ({d.get('error')})"
+        if kind == "unreadable":  # a step of a variable path raised (sdverify.notebooks.paths)
+            return f"unreadable ({d.get('error')})"
         if kind == "tensor" and data is not None:
             what = "torch.Tensor" if self.type_name == "Tensor" else f"{self.type_name} (a torch.Tensor subclass)"
             return f"a {what} of shape {_dims(data.shape)}, dtype {data.dtype}, on {d.get('device')}"
