@@ -291,8 +291,7 @@ def _add_spec(sub: argparse._SubParsersAction) -> None:
     )
     draft.add_argument("notebook", metavar="SOLVED.ipynb")
     draft.add_argument("--out", default=None, metavar="SPEC.toml", help="write the spec here (default: print it)")
-    draft.add_argument("--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, help="seconds for the lesson")
-    draft.add_argument("--cell-timeout", type=float, default=C.GRADE_CELL_TIMEOUT_S, help="seconds per cell")
+    _add_grade_timeouts(draft)
     draft.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES, help="zoo preset the lesson loads")
     draft.add_argument(
         "--weights", default=os.environ.get("SDVERIFY_WEIGHTS"), help="local diffusers folder with real weights"
@@ -305,15 +304,15 @@ def _cmd_spec_draft(args: argparse.Namespace) -> int:
     from sdverify.notebooks.draft import draft_spec
     from sdverify.notebooks.grading import Settings
 
-    if args.timeout <= 0 or args.cell_timeout <= 0:
-        raise UsageError(f"--timeout and --cell-timeout must be > 0, got {args.timeout} and {args.cell_timeout}")
+    if args.timeout <= 0 or args.call_timeout <= 0:
+        raise UsageError(f"--timeout and --call-timeout must be > 0, got {args.timeout} and {args.call_timeout}")
     if not Path(args.notebook).is_file():
         raise FileNotFoundError(f"notebook {args.notebook} not found")
     settings = Settings(
         preset=args.preset,
         weights=args.weights,
-        cell_timeout=min(args.cell_timeout, args.timeout),
-        notebook_timeout=args.timeout,
+        call_timeout=min(args.call_timeout, args.timeout),
+        timeout=args.timeout,
         sandbox=args.sandbox,
     )
     text = draft_spec(args.notebook, settings)
@@ -450,6 +449,13 @@ def _add_sandbox(p: argparse.ArgumentParser) -> None:
 def _add_lesson(p: argparse.ArgumentParser) -> None:
     """What a grade is made with: the spec, the zoo preset, the limits."""
     p.add_argument("--spec", default=None, help="exercise spec TOML (default: the shipped SD1.5 lesson)")
+    _add_grade_timeouts(p)
+    p.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES, help="zoo preset the notebooks load")
+    _add_seed(p)
+
+
+def _add_grade_timeouts(p: argparse.ArgumentParser) -> None:
+    """A notebook's limits: per submission and per call (--cell-timeout: the deprecated spelling)."""
     p.add_argument(
         "--timeout", type=float, default=C.GRADE_NOTEBOOK_TIMEOUT_S, metavar="S", help="seconds per submission"
     )
@@ -461,8 +467,6 @@ def _add_lesson(p: argparse.ArgumentParser) -> None:
         help="seconds per call of student code: a notebook cell, an API function call of a .py",
     )
     p.add_argument("--cell-timeout", dest="call_timeout", type=float, action=_Deprecated, new="--call-timeout")
-    p.add_argument("--preset", default="tiny", choices=C.PRESET_NAMES, help="zoo preset the notebooks load")
-    _add_seed(p)
 
 
 def _add_seed(p: argparse.ArgumentParser) -> None:

@@ -2,8 +2,8 @@
 
 The drafted spec grades the solved lesson at full marks and catches injected mistakes (the
 catalog's mistaken copies of the lesson); the released lesson grades at its unfilled score.
-A grading costs ~10-20 s: the laptop tier drafts once and grades the solved lesson; the rest
-is in the slow tier.
+A drafting or a grading costs ~10-20 s of CPU each: all of it is in the slow tier (the laptop
+tier has the drafter's and the releaser's unit tests: tests/test_draft_units.py, tests/test_release.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def _grade(path: Path, spec: Spec, folder: Path):
     return grade_submission(path, path.stem, spec, Settings(), folder)
 
 
+@pytest.mark.slow  # a lesson run and a grading (~40 s of CPU): the laptop tier keeps the draft's unit tests
 def test_the_drafted_spec_grades_the_solved_lesson_at_full_marks(drafted: Spec, tmp_path: Path) -> None:
     kinds = {c.check for e in drafted.exercises for c in e.checks}
     assert {"token_ids", "prompt_embeddings", "scheduler_setup", "generation_replay", "param_count"} <= kinds

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -149,8 +150,8 @@ def _run(path: Path, snapshots: list[Snapshot], settings: Settings) -> tuple[Run
             path,
             snapshots,
             env=kernel_env(hub_cache, settings),
-            cell_timeout=settings.cell_timeout,
-            notebook_timeout=settings.notebook_timeout,
+            cell_timeout=settings.call_timeout,
+            notebook_timeout=math.inf if settings.timeout is None else settings.timeout,
             level=isolation.resolve(settings.sandbox),
             readable=(hub_cache, weights),
             hidden=(path.resolve().parent,),
