@@ -158,6 +158,10 @@ def test_a_post_processed_image_in_every_form(ctx, loop):
     for form, variable in forms.items():
         result = X.image(ctx, _lookup(image=variable))
         assert result.passed, (form, result.message)
+    with torch.no_grad():
+        undivided = (ctx.components.vae.decode(loop["final"]).sample / 2 + 0.5).clamp(0, 1)
+    named = X.image(ctx, _lookup(image=_tensor("image", undivided)))
+    assert (named.passed, named.details.get("mistake")) == (False, "scaling_factor_not_divided"), named.message
     mirrored = X.image(ctx, _lookup(image=_tensor("image", hwc.flip(1))))
     assert not mirrored.passed and "no replay from seed(s)" in mirrored.message
     gray = X.image(ctx, _lookup(image=_tensor("image", hwc[..., 0])))

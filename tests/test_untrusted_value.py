@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from sdverify.notebooks.extraction import KERNEL_SEED, extraction_source, read_snapshot
+from sdverify.notebooks.segmentation import Snapshot
 from sdverify.untrusted.describer import describe
 from sdverify.untrusted.value import UntrustedValue, load_tensors, read_bounded
 
@@ -40,7 +41,8 @@ def _module_side(value: object) -> UntrustedValue:
 def _kernel_side(tmp_path: Path, **namespace: object) -> dict[str, UntrustedValue]:
     """Run the extraction cell's very text in a namespace standing in for the kernel's."""
     ns: dict[str, object] = {"__builtins__": builtins, **namespace}
-    exec(extraction_source(tuple(namespace) + ("undefined",), tmp_path), ns)
+    snapshot = Snapshot("ex", "^#", (*namespace, "undefined"))
+    exec(extraction_source(snapshot.requests(), tmp_path), ns)
     assert set(ns) == {"__builtins__", *namespace}, "the cell left names in the notebook's namespace"
     return read_snapshot(tmp_path)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache, partial
 from pathlib import Path
@@ -862,7 +862,30 @@ def image(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> Chec
             if _close(x, reference, atol):
                 return ok(id, clause, seed=seed, max_abs_diff=float((x - reference).abs().max()))
     result = compare_tensors(id, readings[-1], references[seeds[0]], atol=atol, clause=clause)
-    return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
+    result = replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
+    for mistake, image_made in _mistaken_images(ctx, seeds):
+        if any(_close(x, image_made, atol) for x in readings):
+            return named(result, mistake, f"`{value}` is the image of a generation with this mistake")
+    return result
+
+
+def _mistaken_images(ctx: ExerciseContext, seeds: Sequence[int]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(mistake, the [0, 1] image it makes) for the decode's scaling mistakes and each replayed
+    mistake of the loop, from each of ``seeds``; lazily, so a match stops the work."""
+    sf = ctx.components.vae.config["scaling_factor"]
+
+    def unit(z: torch.Tensor, scale: float) -> torch.Tensor:
+        return (ctx.decode(z * scale).double() / 2 + 0.5).clamp(0, 1)
+
+    for seed in seeds:
+        final = ctx.replay(seed)[0]
+        yield "scaling_factor_not_divided", unit(final, 1.0)
+        yield "scaling_factor_multiplied", unit(final, sf)
+    for mistake, options in replayed():
+        for seed in seeds:
+            z = ctx.mistaken_replay(seed, options)
+            if z is not None:
+                yield mistake.id, unit(z, 1 / sf)
 
 
 @register("names")
