@@ -1,7 +1,8 @@
 """``sdverify`` command line: argument parsing and printing only; work lives in the library.
 
 ``entrypoint()`` calls ``main(argv) -> int`` so every command is testable in-process.
-Exit codes: 0 success, 1 a check failed, 2 usage error.
+Exit codes: 0 success, 1 a check failed, 2 usage error (:class:`sdverify.errors.UsageError`, or a
+path the user named that does not exist); any other exception is the grader's fault and shows as one.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdverify import contract as C
+from sdverify.errors import UsageError
 from sdverify.sanitise import printable  # on all text a submission can reach: no terminal sequences
 
 if TYPE_CHECKING:
-    from sdverify.notebooks.grading import Settings, SubmissionGrade
+    from sdverify.grading.model import SubmissionGrade
+    from sdverify.notebooks.grading import Settings
 
 DEFAULT_PROMPT = "a cat sitting on a beach at sunset"
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as ``error: ...`` with exit status 2."""
 
 
 def _add_zoo(sub: argparse._SubParsersAction) -> None:
@@ -333,9 +332,10 @@ def _add_probe_seed(p: argparse.ArgumentParser) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sdverify.checker import check_submission, resolve_target, summary_table, to_json, to_junit, to_text
+    from sdverify.checker import check_submission, resolve_target
     from sdverify.checker.cases import new_seed
     from sdverify.delegation import validate_names
+    from sdverify.grading.render import summary_table, to_json, to_junit, to_text
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, FileNotFoundError, ValueError) as exc:
+    except (UsageError, FileNotFoundError) as exc:
         print(printable(f"error: {exc}"), file=sys.stderr)
         return 2
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-
-if TYPE_CHECKING:
-    from sdverify.checker.report import SubmissionReport
 
 MARKER = "sdverify"
 _POINTS, _MAX_POINTS, _ROLE = "points", "max_points", "role"
@@ -48,14 +45,14 @@ class ContractItem(pytest.Item):
         super().__init__(**kwargs)
         self.entry = entry
         self.add_marker(MARKER)
-        self.add_marker(entry["function"])
+        self.add_marker(entry["group"])
 
     def runtest(self) -> None:
         self.user_properties.append((_POINTS, self.entry["points"]))
         self.user_properties.append((_MAX_POINTS, self.entry["max_points"]))
         self.user_properties.append((_ROLE, self.entry.get("role", "points")))  # gates and diagnostics: 0/0
         if not self.entry["passed"]:
-            from sdverify.checker.report import failure_text
+            from sdverify.grading.model import failure_text
 
             raise ContractFailure(failure_text(self.entry["clause"], self.entry["message"]))
 
@@ -81,7 +78,7 @@ def contract_items(session: pytest.Session, report: dict[str, Any]) -> list[pyte
     groups: dict[str, FunctionChecks] = {}
     items: list[pytest.Item] = []
     for entry in report["checks"]:
-        function = entry["function"]
+        function = entry["group"]
         if function not in groups:
             groups[function] = FunctionChecks.from_parent(root, name=function, path=session.path)
         name = entry["id"].removeprefix(f"{function}.")
@@ -111,9 +108,7 @@ def run_once(
     """
     basetemp = getattr(config.option, "basetemp", None)
     if not hasattr(config, "workerinput") or not basetemp:
-        return _check(
-            target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed
-        ).to_dict()
+        return _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed)
     from filelock import FileLock
 
     path = Path(basetemp).parent / "sdverify-contract-report.json"
@@ -121,7 +116,7 @@ def run_once(
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             report = _check(target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed)
-            tmp.write_text(json.dumps(report.to_dict()))
+            tmp.write_text(json.dumps(report))
             tmp.replace(path)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
@@ -135,14 +130,19 @@ def _check(
     sandbox: str | None,
     allow: tuple[str, ...],
     probe_seed: int | None,
-) -> SubmissionReport:
+) -> dict[str, Any]:
+    """The checker's JSON report of ``target`` (``sdverify check --json``)."""
     from sdverify.checker import check_submission
+    from sdverify.errors import UsageError
+    from sdverify.grading.render import report_dict
 
     try:
-        return check_submission(
-            target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed
+        return report_dict(
+            check_submission(
+                target, preset=preset, weights=weights, sandbox=sandbox, allow=allow, probe_seed=probe_seed
+            )
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, UsageError) as exc:
         raise pytest.UsageError(f"--sdverify-impl: {exc}") from None
 
 

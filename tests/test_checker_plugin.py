@@ -18,7 +18,7 @@ import pytest
 
 from sdverify import reference
 from sdverify.checker import check_submission, checks, parent  # noqa: F401 - see the docstring
-from sdverify.checker.report import failure_text
+from sdverify.grading.model import failure_text
 
 pytest_plugins = ["pytester"]
 pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
@@ -50,7 +50,7 @@ def test_reference_copied_out_passes_every_contract_item_once_the_kit_is_allowed
     # delegation under the default policy, full marks once the instructor allows the kit.
     shutil.copy(reference.__file__, pytester.path / "student.py")
     strict = check_submission(str(pytester.path / "student.py"))
-    own = {c.function: c for c in strict.checks if c.id.endswith(".own_work")}
+    own = {c.group: c for c in strict.checks if c.id.endswith(".own_work")}
     assert not own["tokenize"].passed and "sdverify.tokenizer" in own["tokenize"].message
     assert own["cfg_combine"].passed  # it uses nothing of the kit
     expected = check_submission(str(pytester.path / "student.py"), allow=("sdverify",))
@@ -76,7 +76,7 @@ def test_a_mistake_fails_exactly_the_checks_sdverify_check_fails(pytester: pytes
     result.assert_outcomes(passed=len(report.checks) - len(failed), failed=len(failed) + 2)
     cases = _junit_cases(junit)
     for entry in report.checks:
-        case = cases[f"sdverify.{entry.function}.{entry.id.removeprefix(entry.function + '.')}"]
+        case = cases[f"sdverify.{entry.group}.{entry.id.removeprefix(entry.group + '.')}"]
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties.pop("role") == entry.role
         assert {k: float(v) for k, v in properties.items()} == {"points": entry.points, "max_points": entry.max_points}
@@ -95,7 +95,7 @@ def test_missing_functions_fail_as_not_implemented_and_markers_select(pytester: 
     result = pytester.runpytest_inprocess(
         "--sdverify-impl=student.py", "-m", "sdverify and not generate", "-k", "tokenize or cfg_combine"
     )
-    count = {f: sum(c.function == f for c in report.checks) for f in ("tokenize", "cfg_combine")}
+    count = {f: sum(c.group == f for c in report.checks) for f in ("tokenize", "cfg_combine")}
     unselected = len(report.checks) - sum(count.values())
     result.assert_outcomes(passed=count["cfg_combine"], failed=count["tokenize"], deselected=unselected)
     result.stdout.fnmatch_lines(["*sdverify::tokenize::tokens.vocab*", "not implemented: *defines no tokenize()"])

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdverify import contract as C
+from sdverify.errors import UsageError
 from sdverify.notebooks.spec import load_spec
 from sdverify.presets import get_preset
 
@@ -60,7 +61,7 @@ def project_root() -> Path:
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         name = None
     if name != "sdverify" or not (root / "constraints.txt").is_file():
-        raise ValueError(
+        raise UsageError(
             f"no sdverify source checkout at {root} (pyproject.toml and constraints.txt): the bundle ships a wheel "
             "built from the checkout and its constraints; run this from a clone installed with `pip install -e .`"
         )
@@ -92,7 +93,7 @@ def build_gradescope_bundle(
     spec = load_spec(spec_path)
     get_preset(settings.preset)
     if settings.cell_timeout <= 0 or settings.notebook_timeout <= 0:
-        raise ValueError(f"timeouts must be > 0, got {settings.cell_timeout} and {settings.notebook_timeout}")
+        raise UsageError(f"timeouts must be > 0, got {settings.cell_timeout} and {settings.notebook_timeout}")
     root = checkout or project_root()
     out.mkdir(parents=True, exist_ok=True)
     target = out / "autograder.zip"

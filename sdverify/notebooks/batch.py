@@ -30,6 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sdverify import isolation, zoo
+from sdverify.errors import UsageError
 from sdverify.notebooks.grading import (
     NOT_RUN,
     Settings,
@@ -135,7 +136,7 @@ def grade_batch(
     """
     found = survey(paths, exclude=(out,))
     if not found.submissions:
-        raise ValueError(
+        raise UsageError(
             f"no .ipynb or .py submissions found in {[str(p) for p in paths]}"
             + "".join(f"\n  skipped {s.file}: {s.reason}" for s in found.skipped[:SKIPPED_SHOWN])
         )

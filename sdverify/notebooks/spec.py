@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
+from sdverify.errors import UsageError
 from sdverify.notebooks.exercises import CHECKS, Lesson
 from sdverify.notebooks.runner import Snapshot
 
@@ -29,7 +30,7 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15.toml"
 # Who sees an exercise's checks on Gradescope: always, after the due date, or instructors only
-# (students then see only the mistakes its failed checks name; sdverify/notebooks/gradescope.py).
+# (students then see only the mistakes its failed checks name; sdverify/grading/gradescope.py).
 VISIBILITIES = ("visible", "after_due_date", "hidden")
 _EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility", "forbid", "allow"}
 _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -149,34 +150,34 @@ def load_spec(path: str | Path | None = None) -> Spec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"spec {path}: not valid TOML ({exc})") from None
+        raise UsageError(f"spec {path}: not valid TOML ({exc})") from None
     where = f"spec {path}"
     lesson_keys = {f.name for f in fields(Lesson)} | {f.name for f in fields(Setup)}
     lesson = dict(data.get("lesson", {}))
     unknown = set(lesson) - lesson_keys
     if unknown:
-        raise ValueError(f"{where}: unknown [lesson] keys {sorted(unknown)}; expected some of {sorted(lesson_keys)}")
+        raise UsageError(f"{where}: unknown [lesson] keys {sorted(unknown)}; expected some of {sorted(lesson_keys)}")
     setup = _setup(where, path.parent, {f.name: lesson.pop(f.name) for f in fields(Setup) if f.name in lesson})
     exercises = [_exercise(where, i, raw) for i, raw in enumerate(data.get("exercises", []))]
     if not exercises:
-        raise ValueError(f"{where}: no [[exercises]]; each needs id, title, heading and checks")
+        raise UsageError(f"{where}: no [[exercises]]; each needs id, title, heading and checks")
     ids = [e.id for e in exercises]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{where}: exercise ids must be unique, got {ids}")
+        raise UsageError(f"{where}: exercise ids must be unique, got {ids}")
     return Spec(str(data.get("title", path.stem)), Lesson(**lesson), tuple(exercises), text, setup)
 
 
 def _setup(where: str, folder: Path, raw: dict[str, Any]) -> Setup:
     map_device = raw.get("map_device", False)
     if not isinstance(map_device, bool):
-        raise ValueError(f"{where}: [lesson] map_device must be true or false, got {map_device!r}")
+        raise UsageError(f"{where}: [lesson] map_device must be true or false, got {map_device!r}")
     files, packages = raw.get("files", []), raw.get("packages", [])
     for key, value in (("files", files), ("packages", packages)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{where}: [lesson] {key} must be a list of strings, got {value!r}")
+            raise UsageError(f"{where}: [lesson] {key} must be a list of strings, got {value!r}")
     bad = [p for p in packages if not _PACKAGE.fullmatch(p)]
     if bad:
-        raise ValueError(f"{where}: [lesson] packages: {bad} are not package names")
+        raise UsageError(f"{where}: [lesson] packages: {bad} are not package names")
     return Setup(map_device, tuple((name, _data_file(where, folder, name)) for name in files), tuple(packages))
 
 
@@ -184,32 +185,32 @@ def _data_file(where: str, folder: Path, name: str) -> Path:
     """The file ``name`` (relative to the spec's folder) a lesson needs next to its notebook."""
     relative = Path(name)
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise ValueError(f"{where}: [lesson] files: {name!r} must be a path inside the spec's folder")
+        raise UsageError(f"{where}: [lesson] files: {name!r} must be a path inside the spec's folder")
     source = folder / relative
     if not source.is_file():
-        raise ValueError(f"{where}: [lesson] files: {name!r} not found (looked for {source.resolve()})")
+        raise UsageError(f"{where}: [lesson] files: {name!r} not found (looked for {source.resolve()})")
     return source.resolve()
 
 
 def _exercise(where: str, index: int, raw: dict[str, Any]) -> ExerciseSpec:
     missing = {"id", "heading", "checks"} - set(raw)
     if missing:
-        raise ValueError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
+        raise UsageError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
     unknown = set(raw) - _EXERCISE_KEYS
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"{where}: exercise {raw['id']!r}: unknown keys {sorted(unknown)}; expected some of "
             f"{sorted(_EXERCISE_KEYS)}"
         )
     visibility = raw.get("visibility", "visible")
     if visibility not in VISIBILITIES:
-        raise ValueError(
+        raise UsageError(
             f"{where}: exercise {raw['id']!r}: visibility {visibility!r}; expected one of {list(VISIBILITIES)}"
         )
     try:
         re.compile(raw["heading"])
     except re.error as exc:
-        raise ValueError(f"{where}: exercise {raw['id']!r}: heading is not a valid regex ({exc})") from None
+        raise UsageError(f"{where}: exercise {raw['id']!r}: heading is not a valid regex ({exc})") from None
     checks = tuple(_check(f"{where}: exercise {raw['id']!r} check #{i + 1}", c) for i, c in enumerate(raw["checks"]))
     policy = Policy(
         validate_names(raw.get("forbid", list(DEFAULT_FORBID)), f"{where}: exercise {raw['id']!r} forbid"),
@@ -223,11 +224,11 @@ def _check(where: str, raw: dict[str, Any]) -> CheckSpec:
     name = params.pop("check", None)
     points = params.pop("points", None)
     if name not in CHECKS:
-        raise ValueError(f"{where}: unknown check {name!r}; expected one of {sorted(CHECKS)}")
+        raise UsageError(f"{where}: unknown check {name!r}; expected one of {sorted(CHECKS)}")
     if not isinstance(points, (int, float)) or points < 0:
-        raise ValueError(f"{where}: points must be a number >= 0, got {points!r}")
+        raise UsageError(f"{where}: points must be a number >= 0, got {points!r}")
     try:
         inspect.signature(CHECKS[name].fn).bind(None, None, **params)
     except TypeError as exc:
-        raise ValueError(f"{where}: bad parameters for {name!r} ({exc})") from None
+        raise UsageError(f"{where}: bad parameters for {name!r} ({exc})") from None
     return CheckSpec(name, float(points), params)
