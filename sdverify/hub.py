@@ -54,7 +54,7 @@ def repo_folder(repo_id: str) -> str:
 
 
 def check_id(repo_id: str) -> str:
-    """``repo_id`` if it has the hub's ``ORG/NAME`` shape; a ValueError naming it otherwise."""
+    """``repo_id`` if it has the hub's ``ORG/NAME`` shape; a UsageError naming it otherwise."""
     org, _, name = repo_id.partition("/")
     if not (org and name) or "/" in name or any(part in {".", ".."} for part in (org, name)):
         raise UsageError(f"not a hub id: {repo_id!r} (expected ORG/NAME)")

@@ -93,7 +93,7 @@ class Runner:
 
 
 def runner_for(path: Path) -> Runner:
-    """The runner of ``path``'s kind; a ValueError names the kinds there are."""
+    """The runner of ``path``'s kind; a UsageError names the kinds there are."""
     try:
         return RUNNERS[path.suffix]
     except KeyError:

@@ -69,7 +69,7 @@ def plan(
 
 
 def check_exercises(spec: Spec, exercises: Sequence[str]) -> None:
-    """Raise ValueError naming an ``--exercise`` id that is neither the spec's nor an API function."""
+    """Raise UsageError naming an ``--exercise`` id that is neither the spec's nor an API function."""
     known = [e.id for e in spec.exercises]
     unknown = [x for x in exercises if x not in known and x not in API_NAMES]
     if unknown:
@@ -80,7 +80,7 @@ def check_exercises(spec: Spec, exercises: Sequence[str]) -> None:
 
 
 def check_students(names: Sequence[str], only: Sequence[str]) -> None:
-    """Raise ValueError naming an ``--only`` student that is not among ``names`` (the batch's)."""
+    """Raise UsageError naming an ``--only`` student that is not among ``names`` (the batch's)."""
     unknown = [x for x in only if x not in names]
     if unknown:
         shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
