@@ -1,7 +1,8 @@
 """``sdverify`` command line: argument parsing and printing only; work lives in the library.
 
 ``entrypoint()`` calls ``main(argv) -> int`` so every command is testable in-process.
-Exit codes: 0 success, 1 a check failed, 2 usage error.
+Exit codes: 0 success, 1 a check failed, 2 usage error (:class:`sdverify.errors.UsageError`, or a
+path the user named that does not exist); any other exception is the grader's fault and shows as one.
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdverify import contract as C
+from sdverify.errors import UsageError
 from sdverify.sanitise import printable  # on all text a submission can reach: no terminal sequences
 
 if TYPE_CHECKING:
+    from sdverify.grading.model import SubmissionGrade
     from sdverify.notebooks.batch import Event, FilesSkipped, Finished, NeverGraded, Restored, Started, Stored
-    from sdverify.notebooks.grading import SubmissionGrade
     from sdverify.settings import Settings
 
 DEFAULT_PROMPT = "a cat sitting on a beach at sunset"
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as ``error: ...`` with exit status 2."""
 
 
 class _Deprecated(argparse.Action):
@@ -566,7 +564,8 @@ def _add_probe_seed(p: argparse.ArgumentParser) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sdverify.checker import check_submission, resolve_target, summary_table, to_json, to_junit, to_text
+    from sdverify.checker import check_submission, resolve_target
+    from sdverify.grading.render import summary_table, to_json, to_junit, to_text
 
     settings = _check_settings(args)
     targets = [resolve_target(t) for t in args.targets or [None]]  # every usage error before any work
@@ -610,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn(warning)
     try:
         return args.func(args)
-    except (UsageError, FileNotFoundError, ValueError) as exc:
+    except (UsageError, FileNotFoundError) as exc:
         print(printable(f"error: {exc}"), file=sys.stderr)
         return 2
 

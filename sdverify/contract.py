@@ -36,6 +36,8 @@ API_NAMES = (
     "to_pil",
     "generate",
 )
+# The checker's group beside the API functions: checks of the whole run (the grader's files).
+SANDBOX_GROUP = "sandbox"
 PRESET_NAMES = ("tiny", "sd15")  # model presets (sdverify.presets builds each)
 # Isolation of student code (sdverify.isolation): auto picks bwrap where it runs, else process.
 SANDBOX_CHOICES = ("auto", "bwrap", "process")
@@ -157,7 +159,7 @@ CHECK_PIL_LEVELS = 1  # 8-bit image: rounding vs truncation of x*255 differ by o
 # Points of `sdverify check`: only correctness against the reference earns points, per function
 # and per probe case (a prompt, a scheduler, a guidance scale: sdverify.checker.cases), so a
 # function right for PNDM but wrong for Euler keeps the PNDM share.  Contract and property checks
-# are gates and diagnostics (sdverify.checker.points), never points of their own.  The weights
+# are gates and diagnostics (sdverify.grading.points), never points of their own.  The weights
 # follow the lesson's emphasis (the denoising loop and the whole generation weigh most) and sum
 # to 100 over the cases: 4, 3, 2, 5, 4, 1, 1 and 4 of them, of which 3, 1 and 1 are drawn per
 # run (a submission special-cased to the documented values loses those).

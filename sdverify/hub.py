@@ -22,6 +22,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from sdverify.errors import UsageError
+
 PIPELINE_IDS = (
     "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "runwayml/stable-diffusion-v1-5",
@@ -52,10 +54,10 @@ def repo_folder(repo_id: str) -> str:
 
 
 def check_id(repo_id: str) -> str:
-    """``repo_id`` if it has the hub's ``ORG/NAME`` shape; a ValueError naming it otherwise."""
+    """``repo_id`` if it has the hub's ``ORG/NAME`` shape; a UsageError naming it otherwise."""
     org, _, name = repo_id.partition("/")
     if not (org and name) or "/" in name or any(part in {".", ".."} for part in (org, name)):
-        raise ValueError(f"not a hub id: {repo_id!r} (expected ORG/NAME)")
+        raise UsageError(f"not a hub id: {repo_id!r} (expected ORG/NAME)")
     return repo_id
 
 

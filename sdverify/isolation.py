@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from sdverify import contract as C
+from sdverify.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,14 @@ def resolve(requested: str | None = None) -> Level:
     ``bwrap`` where it cannot run is an error."""
     requested = requested or os.environ.get("SDVERIFY_SANDBOX") or "auto"
     if requested not in CHOICES:
-        raise ValueError(f"--sandbox {requested!r}: expected one of {', '.join(CHOICES)}")
+        raise UsageError(f"--sandbox {requested!r}: expected one of {', '.join(CHOICES)}")
     if requested == "process":
         return "process"
     problem = bwrap_problem()
     if problem is None:
         return "bwrap"
     if requested == "bwrap":
-        raise ValueError(f"--sandbox bwrap: {problem}")
+        raise UsageError(f"--sandbox bwrap: {problem}")
     return "process"
 
 

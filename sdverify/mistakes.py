@@ -10,7 +10,7 @@ A new mistake is one entry here (and one example file under ``examples/``).
 can make); ``simulations`` maps each API function that shows it to the reference function with
 the mistake put in (a mistake made in ``cfg_combine`` also shows in ``denoise_step`` and
 ``generate``).  A grader attaches a mistake to a failed check with :func:`named` alone, so every
-report reads it alike: the id in ``details["mistake"]``, the words as the message's first line.
+report reads it alike: the id in ``CheckResult.mistake``, the words as the message's first line.
 """
 
 from __future__ import annotations
@@ -453,7 +453,7 @@ MISTAKES: dict[str, Mistake] = _mistakes(
 
 
 def named(result: CheckResult, mistake: str, context: str | None = None, **fields: Any) -> CheckResult:
-    """Failed ``result`` explained as the catalog's ``mistake``: its id in ``details["mistake"]``
+    """Failed ``result`` explained as the catalog's ``mistake``: its id in ``result.mistake``
     (what the class page counts), its words (filled with ``fields``) as the message's first
     line (what a student sees of a hidden check), then ``context`` (default: the result's own
     message).  An id outside the catalog raises KeyError: every id a grader emits is catalogued."""
@@ -462,7 +462,7 @@ def named(result: CheckResult, mistake: str, context: str | None = None, **field
         return result
     context = result.message if context is None else context
     message = f"{words}\n{context}" if context else words
-    return replace(result, message=message, details={**result.details, "mistake": mistake})
+    return replace(result, message=message, mistake=mistake)
 
 
 def simulated(function: str) -> list[tuple[Mistake, Callable]]:

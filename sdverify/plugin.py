@@ -157,7 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         gpu_session.claim_worker(config, options.device)
     if options.impl:
-        pytest_contract.register_markers(config, (*C.API_NAMES, "sandbox"))
+        pytest_contract.register_markers(config, (*C.API_NAMES, C.SANDBOX_GROUP))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sdverify import contract as C
 from sdverify import published
+from sdverify.errors import UsageError
 
 # The published SD1.5 configs (sdverify/published), as arguments of their classes.
 SD15_SCHEDULER: dict[str, Any] = published.model_kwargs("scheduler")
@@ -83,4 +84,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}") from None
+        raise UsageError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}") from None

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from sdverify.checker.report import SubmissionReport
     from sdverify.settings import Settings
 
 MARKER = "sdverify"
@@ -49,14 +48,14 @@ class ContractItem(pytest.Item):
         super().__init__(**kwargs)
         self.entry = entry
         self.add_marker(MARKER)
-        self.add_marker(entry["function"])
+        self.add_marker(entry["group"])
 
     def runtest(self) -> None:
         self.user_properties.append((_POINTS, self.entry["points"]))
         self.user_properties.append((_MAX_POINTS, self.entry["max_points"]))
         self.user_properties.append((_ROLE, self.entry.get("role", "points")))  # gates and diagnostics: 0/0
         if not self.entry["passed"]:
-            from sdverify.checker.report import failure_text
+            from sdverify.grading.model import failure_text
 
             raise ContractFailure(failure_text(self.entry["clause"], self.entry["message"]))
 
@@ -82,7 +81,7 @@ def contract_items(session: pytest.Session, report: dict[str, Any]) -> list[pyte
     groups: dict[str, FunctionChecks] = {}
     items: list[pytest.Item] = []
     for entry in report["checks"]:
-        function = entry["function"]
+        function = entry["group"]
         if function not in groups:
             groups[function] = FunctionChecks.from_parent(root, name=function, path=session.path)
         name = entry["id"].removeprefix(f"{function}.")
@@ -103,25 +102,28 @@ def run_once(config: pytest.Config, target: str, settings: Settings) -> dict[str
     """
     basetemp = getattr(config.option, "basetemp", None)
     if not hasattr(config, "workerinput") or not basetemp:
-        return _check(target, settings).to_dict()
+        return _check(target, settings)
     from filelock import FileLock
 
     path = Path(basetemp).parent / "sdverify-contract-report.json"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(_check(target, settings).to_dict()))
+            tmp.write_text(json.dumps(_check(target, settings)))
             tmp.replace(path)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def _check(target: str, settings: Settings) -> SubmissionReport:
+def _check(target: str, settings: Settings) -> dict[str, Any]:
+    """The checker's JSON report of ``target`` (``sdverify check --json``)."""
     from sdverify.checker import check_submission
+    from sdverify.errors import UsageError
+    from sdverify.grading.render import report_dict
 
     try:
-        return check_submission(target, settings)
-    except (FileNotFoundError, ValueError) as exc:
+        return report_dict(check_submission(target, settings))
+    except (FileNotFoundError, UsageError) as exc:
         raise pytest.UsageError(f"--sdverify-impl: {exc}") from None
 
 

@@ -25,6 +25,11 @@ class CheckResult:
     way a teacher would (expected vs seen, and the named mistake when recognised).
     Frozen: results are shared between reports, so a variant is made with
     ``dataclasses.replace``; ``details`` is never mutated after construction either.
+    ``details`` is free-form evidence for a reader (differences, seeds, timings); what the
+    graders act on is typed: ``mistake`` (the catalog id a failure was recognised as,
+    set by ``sdverify.mistakes.named``), ``status`` (how a probe ended when it did not
+    return), ``case`` (the probe case a correctness check grades) and ``failed_cases``
+    (the cases a failed check failed on; None: not per case, so all of them).
     """
 
     id: str
@@ -32,6 +37,10 @@ class CheckResult:
     message: str = ""
     clause: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    mistake: str | None = None
+    status: OutcomeStatus | None = None
+    case: str | None = None
+    failed_cases: tuple[str, ...] | None = None
 
     def __bool__(self) -> bool:
         return self.passed

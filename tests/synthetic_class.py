@@ -6,8 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sdverify.checker.report import CheckEntry
-from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
+from sdverify.grading.model import CheckEntry, ExerciseGrade, SubmissionGrade, grouped
 from sdverify.notebooks.reports import submission_dir, write_class, write_submission
 
 TITLE = "A synthetic lesson"
@@ -15,9 +14,13 @@ TITLE = "A synthetic lesson"
 
 def _check(id: str, exercise: str, points: float, max_points: float, mistake: str | None = None) -> CheckEntry:
     passed = points == max_points
-    details = {"mistake": mistake} if mistake else {}
     message = "" if passed else f"{id} is wrong" + (f": {mistake.replace('_', ' ')}" if mistake else "")
-    return CheckEntry(id, exercise, passed, points, max_points, message, f"{id} holds", details)
+    return CheckEntry(id, exercise, passed, points, max_points, message, f"{id} holds", mistake=mistake)
+
+
+def module_grade(target: str, checks: list[CheckEntry], error: str | None = None, seconds: float = 0.0):
+    """What the checker returns for ``target``: ``checks`` grouped by API function."""
+    return SubmissionGrade(target, target, "module", grouped(checks), error=error, seconds=seconds)
 
 
 def student(name: str, ex1: tuple[float, str | None], ex2: tuple[float, str | None], seconds: float) -> SubmissionGrade:
@@ -71,18 +74,17 @@ def fake_checker(monkeypatch, *, corrected: bool = False) -> list[str]:
     every function passes, as after a fix of the checker).  Returns the list of modules it was
     asked to check (the batch must run with one worker: in this process)."""
     from sdverify import checker, zoo
-    from sdverify.checker.report import SubmissionReport
 
     checked: list[str] = []
 
-    def check_submission(target: str, **_options) -> SubmissionReport:
+    def check_submission(target: str, **_options) -> SubmissionGrade:
         checked.append(Path(target).stem)
         entries = []
         for line in Path(target).read_text().splitlines():
             function, verdict = (part.strip() for part in line.split("="))
             mistake = verdict.split()[1] if verdict.startswith("fail") and not corrected else None
             entries.append(_check(f"{function}.reference", function, 0 if mistake else 2, 2, mistake))
-        return SubmissionReport(target, entries, None, 0.25 * len(entries))
+        return module_grade(target, entries, seconds=0.25 * len(entries))
 
     monkeypatch.setattr(checker, "check_submission", check_submission)
     monkeypatch.setattr(zoo, "verify", lambda folder: [])  # it reads no weights: hashing them is time lost

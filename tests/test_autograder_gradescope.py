@@ -22,13 +22,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from synthetic_class import module_grade
 
 from sdverify import isolation
 from sdverify.autograder.bundle import SCRIPTS, build_gradescope_bundle
 from sdverify.autograder.run import UNFINISHED, find_submission, run
-from sdverify.checker.report import CheckEntry
 from sdverify.cli import main
-from sdverify.notebooks.gradescope import to_gradescope
+from sdverify.grading.gradescope import to_gradescope
+from sdverify.grading.model import CheckEntry
 from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade
 from sdverify.notebooks.spec import DEFAULT_SPEC, VISIBILITIES, load_spec
 
@@ -46,8 +47,8 @@ def _grade() -> SubmissionGrade:
     """One exercise per visibility; the hidden one fails a check naming its mistake and one naming none."""
 
     def check(id: str, passed: bool, points: float, message: str = "", mistake: str | None = None) -> CheckEntry:
-        details = {"mistake": mistake} if mistake else {}
-        return CheckEntry(id, "ex", passed, points if passed else 0.0, points, message, f"clause of {id}", details)
+        worth = points if passed else 0.0
+        return CheckEntry(id, "ex", passed, worth, points, message, f"clause of {id}", mistake=mistake)
 
     swapped = "the two predictions are swapped in the guidance formula"
     return SubmissionGrade(
@@ -152,7 +153,7 @@ def test_notebook_checks_record_the_mistake_they_recognise():
     gen = torch.Generator().manual_seed(0)
     uniform = latent_noise(None, lookup(torch.rand(1, 4, 64, 64, generator=gen)))
     entry = CheckEntry.from_result("ex3", uniform, 2.0)
-    assert entry.details["mistake"] == "rand_not_randn"
+    assert entry.mistake == "rand_not_randn"
     assert entry.named_mistake == entry.message.splitlines()[0] and "torch.rand" in entry.named_mistake
     scaled = CheckEntry.from_result("ex3", latent_noise(None, lookup(3 * torch.randn(1, 4, 64, 64, generator=gen))))
     assert not scaled.passed and scaled.named_mistake is None  # wrong, but no known mistake
@@ -249,14 +250,13 @@ def test_an_unusable_submission_gets_a_result_that_says_why(tmp_path, files, wor
 
 def test_run_grades_a_module_through_the_checker_and_writes_its_points(monkeypatch, tmp_path):
     from sdverify import checker
-    from sdverify.checker.report import SubmissionReport
 
     def fake_check_submission(target, **options):
         checks = [
             CheckEntry("cfg_combine.cfg.swapped", "cfg_combine", False, 0.0, 2.0, "swapped", "not swapped"),
             CheckEntry("tokenize.reference", "tokenize", True, 1.0, 1.0, ""),
         ]
-        return SubmissionReport(target, checks, None, 0.5)
+        return module_grade(target, checks, seconds=0.5)
 
     monkeypatch.setattr(checker, "check_submission", fake_check_submission)
     (tmp_path / "submission").mkdir()

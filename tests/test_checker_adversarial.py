@@ -34,7 +34,7 @@ def _check(tmp_path: Path, body: str, **kwargs) -> dict[str, list]:
     report = check_submission(_write(tmp_path, body), **kwargs)
     by_function: dict[str, list] = {}
     for c in report.checks:
-        by_function.setdefault(c.function, []).append(c)
+        by_function.setdefault(c.group, []).append(c)
     assert all(c.passed for c in by_function["tokenize"]), "the well-behaved function must still pass"
     return by_function
 
@@ -151,7 +151,7 @@ def test_syntax_error_is_a_failed_submission(tmp_path: Path):
     path.write_text("def tokenize(tokenizer, prompt)\n    return 1\n")
     report = check_submission(str(path))
     assert not report.passed and "SyntaxError" in report.error
-    assert all(not c.passed for c in report.checks if c.function != "sandbox")
+    assert all(not c.passed for c in report.checks if c.group != "sandbox")
 
 
 @pytest.mark.slow
@@ -190,7 +190,7 @@ def test_writes_stay_out_of_the_graders_folders(tmp_path: Path, monkeypatch: pyt
         name="clean.py",
     )
     report = check_submission(clean, weights=str(weights), call_timeout=20)
-    assert all(c.passed for c in report.checks if c.function in ("tokenize", "decode_latents")), report.failed()
+    assert all(c.passed for c in report.checks if c.group in ("tokenize", "decode_latents")), report.failed()
 
 
 @pytest.mark.slow
@@ -202,7 +202,7 @@ def test_total_timeout_bounds_a_submission_whose_functions_all_hang(tmp_path: Pa
     report = check_submission(str(path), call_timeout=5, timeout=10)
     assert time.monotonic() - start < 60
     assert report.score == 0  # every check fails but the delegation gates: nothing was delegated
-    assert all(not c.passed for c in report.checks if c.function != "sandbox" and not c.id.endswith(".own_work"))
+    assert all(not c.passed for c in report.checks if c.group != "sandbox" and not c.id.endswith(".own_work"))
     messages = " ".join(c.message for c in report.checks)
     assert "used up its 10 s" in messages or "total time limit ran out" in messages
 
@@ -234,5 +234,5 @@ def test_weights_edited_in_place_are_named_repaired_and_harm_no_later_run(
     assert zoo.verify(weights) == []
     honest = check_submission(_write(tmp_path, "", name="honest.py"), weights=str(weights), call_timeout=30)
     reference = check_submission(None, weights=str(weights), call_timeout=30)
-    assert all(c.passed for c in honest.checks if c.function in ("tokenize", "sandbox"))
+    assert all(c.passed for c in honest.checks if c.group in ("tokenize", "sandbox"))
     assert reference.passed, [c.message for c in reference.failed()]

@@ -75,18 +75,18 @@ def test_wrong_submission_fails_with_its_mistake_named(name: str, sandbox_level:
     assert not report.passed
     assert not by_id[check_id].passed, f"{check_id} passed"
     assert words in by_id[check_id].message, by_id[check_id].message
-    named = {c.details["mistake"] for c in report.checks if c.details.get("mistake")}
+    named = {c.mistake for c in report.checks if c.mistake}
     assert named <= set(MISTAKES), named  # one catalog
     if name not in NAMELESS:
-        assert by_id[check_id].details.get("mistake") in named, named
+        assert by_id[check_id].mistake in named, named
     # Only the mistaken function (or one built on it) fails; what is implemented elsewhere passes.
     mistaken = check_id.split(".")[0]
-    implemented_failures = {c.function for c in report.failed() if c.details.get("status") != "missing"}
+    implemented_failures = {c.group for c in report.failed() if c.status != "missing"}
     allowed = {mistaken, "encode_prompt"} if mistaken == "tokenize" else {mistaken}
-    assert implemented_failures <= allowed, [c.id for c in report.failed() if c.details.get("status") != "missing"]
+    assert implemented_failures <= allowed, [c.id for c in report.failed() if c.status != "missing"]
     # Points: the mistaken function loses (some of) its correctness points, the rest keep theirs.
-    implemented = {c.function for c in report.checks if c.details.get("status") != "missing"} - {"sandbox"}
-    points = report.points_by_function()
+    implemented = {c.group for c in report.checks if c.status != "missing"} - {"sandbox"}
+    points = report.points_by_group()
     assert points[mistaken][0] < points[mistaken][1], f"{mistaken} kept all its points"
     assert all(points[f][0] == points[f][1] > 0 for f in implemented - allowed), points
 

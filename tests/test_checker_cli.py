@@ -22,10 +22,11 @@ def test_no_argument_checks_the_reference(tmp_path: Path, capsys: pytest.Capture
     assert main(["check", "--json", str(out_json), "--junit", str(out_xml)]) == 0
     assert "PASSED" in capsys.readouterr().out
     report = json.loads(out_json.read_text())
-    assert report["submission"] == "sdverify.reference" and report["passed"] is True
+    assert report["schema"] == 2 and report["submission"] == "sdverify.reference" and report["passed"] is True
     assert report["score"] == report["max_score"] == 100
     for entry in report["checks"]:
-        assert {"id", "function", "passed", "role", "points", "max_points", "message"} <= set(entry)
+        assert {"id", "group", "function", "passed", "role", "points", "max_points", "message"} <= set(entry)
+        assert entry["function"] == entry["group"]  # kept for readers of schema 1
         assert entry["max_points"] > 0 if entry["role"] == "points" else entry["max_points"] == 0
     suite = ET.parse(out_xml).getroot()
     assert suite.get("failures") == "0" and len(suite.findall("testcase")) == len(report["checks"])

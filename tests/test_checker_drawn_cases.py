@@ -41,7 +41,7 @@ def test_a_cfg_special_cased_to_the_documented_scales_loses_the_drawn_cases(
     assert "drawn cases: probe seed 1234 (--probe-seed 1234 draws them again)" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["probe_seed"] == 1234
-    cfg = {c["id"]: c for c in report["checks"] if c["function"] == "cfg_combine" and c["role"] == "points"}
+    cfg = {c["id"]: c for c in report["checks"] if c["group"] == "cfg_combine" and c["role"] == "points"}
     fixed = {"cfg_combine.reference[w=7.5]", "cfg_combine.reference[w=3]"}
     assert all(cfg[i]["passed"] for i in fixed)
     assert (
@@ -104,5 +104,5 @@ def test_the_child_sees_no_drawn_value_before_its_call(tmp_path: Path, sandbox_l
     student = tmp_path / "snoop.py"
     student.write_text(SNOOP.format(wanted=wanted, control="HOME"))
     report = check_submission(str(student), probe_seed=seed)
-    cfg = [c.message for c in report.failed() if c.function == "cfg_combine"]
-    assert report.points_by_function()["cfg_combine"] == (10, 10), cfg
+    cfg = [c.message for c in report.failed() if c.group == "cfg_combine"]
+    assert report.points_by_group()["cfg_combine"] == (10, 10), cfg

@@ -90,7 +90,7 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _cfg_points(report) -> tuple[float, float]:
-    mine = [c for c in report.checks if c.function == "cfg_combine"]
+    mine = [c for c in report.checks if c.group == "cfg_combine"]
     return sum(c.points for c in mine), sum(c.max_points for c in mine)
 
 
@@ -101,7 +101,7 @@ def test_bwrap_contains_every_attempt_at_once(hostile):
     report = check_submission(path, sandbox="bwrap", weights=str(weights))
     assert report.isolation == "bwrap"
     points, most = _cfg_points(report)
-    assert points == most > 0, [c.message for c in report.checks if c.function == "cfg_combine" and not c.passed]
+    assert points == most > 0, [c.message for c in report.checks if c.group == "cfg_combine" and not c.passed]
 
 
 @pytest.mark.slow
@@ -166,8 +166,8 @@ def test_it_cannot_signal_its_parent_or_its_group(tmp_path: Path):
         "    with torch.no_grad():\n        return vae.decode(latents / vae.config.scaling_factor).sample\n"
     )
     report = check_submission(str(student), sandbox="bwrap", call_timeout=30)
-    assert all(c.passed for c in report.checks if c.function in ("cfg_combine", "decode_latents", "sandbox")), [
-        c.message for c in report.failed() if c.function in ("cfg_combine", "decode_latents")
+    assert all(c.passed for c in report.checks if c.group in ("cfg_combine", "decode_latents", "sandbox")), [
+        c.message for c in report.failed() if c.group in ("cfg_combine", "decode_latents")
     ]
     assert check_submission(None, sandbox="bwrap").passed
 

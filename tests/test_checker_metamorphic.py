@@ -22,7 +22,8 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from metamorphic.strategies import MODULE_EDITS, Variant, edited_modules
 
-from sdverify.checker import API_NAMES, SubmissionReport, check_submission
+from sdverify.checker import API_NAMES, check_submission
+from sdverify.grading.model import SubmissionGrade
 
 pytestmark = pytest.mark.usefixtures("process_level")
 
@@ -37,13 +38,13 @@ GRADED = settings(max_examples=VARIANTS, deadline=None, phases=[Phase.explicit, 
 GRADED_WRONG = settings(GRADED, max_examples=max(1, VARIANTS // 5))
 
 
-def _check(variant: Variant[str], folder: Path) -> SubmissionReport:
+def _check(variant: Variant[str], folder: Path) -> SubmissionGrade:
     path = folder / "variant.py"
     path.write_text(variant.value)
     return check_submission(str(path))
 
 
-def _failed(report: SubmissionReport) -> dict[str, str]:
+def _failed(report: SubmissionGrade) -> dict[str, str]:
     return {c.id: c.message for c in report.failed()}
 
 
@@ -54,7 +55,7 @@ def _diff(name: str, variant: Variant[str]) -> str:
 
 
 @functools.cache
-def _original(name: str) -> SubmissionReport:
+def _original(name: str) -> SubmissionGrade:
     return check_submission(str(CATALOG / f"{name}.py"))
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from sdverify import reference
 from sdverify.checker import check_submission, checks, parent  # noqa: F401 - see the docstring
-from sdverify.checker.report import failure_text
+from sdverify.grading.model import failure_text
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("process_level")
@@ -52,7 +52,7 @@ def test_reference_copied_out_passes_every_contract_item_once_the_kit_is_allowed
     # delegation under the default policy, full marks once the instructor allows the kit.
     shutil.copy(reference.__file__, pytester.path / "student.py")
     strict = check_submission(str(pytester.path / "student.py"))
-    own = {c.function: c for c in strict.checks if c.id.endswith(".own_work")}
+    own = {c.group: c for c in strict.checks if c.id.endswith(".own_work")}
     assert not own["tokenize"].passed and "sdverify.tokenizer" in own["tokenize"].message
     assert own["cfg_combine"].passed  # it uses nothing of the kit
     expected = check_submission(str(pytester.path / "student.py"), allow=("sdverify",))
@@ -78,7 +78,7 @@ def test_a_mistake_fails_exactly_the_checks_sdverify_check_fails(pytester: pytes
     result.assert_outcomes(passed=len(report.checks) - len(failed), failed=len(failed) + 2)
     cases = _junit_cases(junit)
     for entry in report.checks:
-        case = cases[f"sdverify.{entry.function}.{entry.id.removeprefix(entry.function + '.')}"]
+        case = cases[f"sdverify.{entry.group}.{entry.id.removeprefix(entry.group + '.')}"]
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties.pop("role") == entry.role
         assert {k: float(v) for k, v in properties.items()} == {"points": entry.points, "max_points": entry.max_points}
@@ -97,7 +97,7 @@ def test_missing_functions_fail_as_not_implemented_and_markers_select(pytester: 
     result = pytester.runpytest_inprocess(
         "--sdverify-impl=student.py", "-m", "sdverify and not generate", "-k", "tokenize or cfg_combine"
     )
-    count = {f: sum(c.function == f for c in report.checks) for f in ("tokenize", "cfg_combine")}
+    count = {f: sum(c.group == f for c in report.checks) for f in ("tokenize", "cfg_combine")}
     unselected = len(report.checks) - sum(count.values())
     result.assert_outcomes(passed=count["cfg_combine"], failed=count["tokenize"], deselected=unselected)
     result.stdout.fnmatch_lines(["*sdverify::tokenize::tokens.vocab*", "not implemented: *defines no tokenize()"])
@@ -130,14 +130,14 @@ def test_inside_this_repository_only_the_contract_and_the_sd_impl_tests_run():
 
 def test_the_options_reach_the_checker_as_one_settings_object(pytester: pytest.Pytester, monkeypatch):
     from sdverify import checker
-    from sdverify.checker.report import SubmissionReport
+    from sdverify.grading.model import SubmissionGrade
     from sdverify.settings import CHECK, Settings
 
     seen: list[Settings] = []
 
     def fake(target, settings):
         seen.append(settings)
-        return SubmissionReport(target, [], None, 0.0)
+        return SubmissionGrade(str(target), str(target), "module", [])
 
     monkeypatch.setattr(checker, "check_submission", fake)
     (pytester.path / "student.py").write_text("")

@@ -63,7 +63,7 @@ def test_a_degenerate_submission_earns_at_most_a_tenth(name: str):
     report = _checked(name)
     assert report.max_score == 100
     assert report.score <= 0.1 * report.max_score, report.score
-    for function, (points, most) in report.points_by_function().items():
+    for function, (points, most) in report.points_by_group().items():
         assert points <= 0.1 * most, (function, points, most)
 
 
@@ -87,14 +87,14 @@ def test_delegation_costs_the_delegating_function_its_points_and_nothing_else(na
     delegated, honest = DELEGATING[name]
     report = check_submission(str(CATALOG / f"{name}.py"))
     by_id = {c.id: c for c in report.checks}
-    points = report.points_by_function()
+    points = report.points_by_group()
     for function in delegated:
         gate = by_id[f"{function}.own_work"]
-        assert not gate.passed and gate.details["mistake"] == "delegation" and "delegation:" in gate.message
+        assert not gate.passed and gate.mistake == "delegation" and "delegation:" in gate.message
         assert points[function][0] == 0
         # Its values were right: only the policy took the points.
-        cases = [c for c in report.checks if c.function == function and c.role == "points"]
-        assert cases and all(c.passed and c.details["withheld_by"] == [gate.id] for c in cases)
+        cases = [c for c in report.checks if c.group == function and c.role == "points"]
+        assert cases and all(c.passed and c.withheld_by == [gate.id] for c in cases)
     for function in honest:
         assert by_id[f"{function}.own_work"].passed
         assert points[function][0] == points[function][1] > 0
@@ -133,7 +133,7 @@ def test_the_bundled_reference_is_exempt_and_an_unused_import_is_only_noted(tmp_
         "    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)\n"
     )
     report = check_submission(str(student))
-    assert report.points_by_function()["cfg_combine"] == (10, 10)
+    assert report.points_by_group()["cfg_combine"] == (10, 10)
     assert any("imports sdverify.reference" in n and "no points lost" in n for n in report.notes), report.notes
 
 
@@ -150,10 +150,10 @@ def test_a_call_that_raises_on_one_case_costs_that_case_only(tmp_path: Path):
         "    with torch.no_grad():\n"
         "        return text_encoder(ids.input_ids)[0]\n"
     )
-    entries = [c for c in check_submission(str(student)).checks if c.function == "encode_prompt"]
+    entries = [c for c in check_submission(str(student)).checks if c.group == "encode_prompt"]
     cases = {c.id: c for c in entries if c.role == "points"}
     assert cases["encode_prompt.reference[empty]"].points == 0
     assert cases["encode_prompt.reference[astronaut]"].points == cases["encode_prompt.reference[astronaut]"].max_points
     gate = next(c for c in entries if c.id == "encode_prompt.embeddings.shape")
-    assert not gate.passed and gate.details["failed_cases"] == ["encode_prompt[empty]"]
+    assert not gate.passed and gate.failed_cases == ["encode_prompt[empty]"]
     assert gate.message.count("encode_prompt[empty]") == 1

@@ -65,7 +65,7 @@ def test_the_drafted_spec_catches_injected_mistakes(drafted: Spec, tmp_path: Pat
     grade = _grade(SAMPLES / f"{sample}.ipynb", drafted, tmp_path)
     assert grade.score < grade.max_score
     if mistake:
-        named = {c.details.get("mistake") for e in grade.exercises for c in e.checks if not c.passed}
+        named = {c.mistake for e in grade.exercises for c in e.checks if not c.passed}
         assert mistake in named, named
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from synthetic_class import module_grade
 
 from sdverify import checker
-from sdverify.checker.report import SubmissionReport
 from sdverify.checker.submission import resolve_target
 from sdverify.cli import main
 from sdverify.notebooks.submissions import NAME_CHARS, Entry, survey, unique_names
@@ -50,7 +50,7 @@ def test_a_hostile_folder_is_graded_to_the_end_with_well_formed_class_files(
 
     def fake_check_submission(target, **options):
         graded.append(Path(target).name)
-        return SubmissionReport(target, [], HOSTILE_ERROR, 0.5)
+        return module_grade(target, [], HOSTILE_ERROR, 0.5)
 
     monkeypatch.setattr(checker, "check_submission", fake_check_submission)
     subs, out = _hostile_folder(tmp_path), tmp_path / "out"

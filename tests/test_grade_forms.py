@@ -85,7 +85,7 @@ def test_token_ids_in_every_form_of_a_real_lesson(ctx):
     wrong = X.token_ids(
         ctx, _lookup(ids=UntrustedValue("ids", {"kind": "value", "value": ids[0, :10].tolist()})), value="ids"
     )
-    assert not wrong.passed and wrong.details.get("mistake") == "ids_not_padded"
+    assert not wrong.passed and wrong.mistake == "ids_not_padded"
     v1 = ExerciseContext(LESSON, ctx.folder, contract_params=False)  # format 1 keeps its one form
     assert "expected token ids (a tensor)" in X.token_ids(v1, _lookup(ids=forms["list"]), value="ids").message
 
@@ -96,7 +96,7 @@ def test_prompt_embeddings_read_one_half_of_cfgs_concatenation(ctx, loop):
     assert X.prompt_embeddings(ctx, both, value="emb", half="uncond").passed  # the negative prompt's
     swapped = _lookup(emb=_tensor("emb", loop["embeddings"].flip(0)))
     result = X.prompt_embeddings(ctx, swapped, value="emb", half="cond")
-    assert not result.passed and result.details.get("mistake") == "embeddings_of_wrong_prompt"
+    assert not result.passed and result.mistake == "embeddings_of_wrong_prompt"
     whole = X.prompt_embeddings(ctx, both, value="emb")
     assert not whole.passed and "has shape [2, 77, 768]; expected [1, 77, 768]" in whole.message
 
@@ -107,10 +107,10 @@ def test_initial_latents_scaled_or_not(ctx, loop):
     assert X.initial_latents(ctx, plain, value="z").passed and X.initial_latents(ctx, scaled, value="z").passed
     assert X.initial_latents(ctx, scaled, value="z", scaled=True).details["seed"] == SEED
     assert X.initial_latents(ctx, plain, value="z", scaled=False).passed
-    assert X.initial_latents(ctx, plain, value="z", scaled=True).details.get("mistake") == "init_noise_sigma_forgotten"
+    assert X.initial_latents(ctx, plain, value="z", scaled=True).mistake == "init_noise_sigma_forgotten"
     assert not X.initial_latents(ctx, scaled, value="z", scaled=False).passed
     uniform = _lookup(z=_tensor("z", torch.rand(LESSON.latent_shape)))
-    assert X.initial_latents(ctx, uniform, value="z").details.get("mistake") == "rand_not_randn"
+    assert X.initial_latents(ctx, uniform, value="z").mistake == "rand_not_randn"
     other = X.initial_latents(ctx, _lookup(z=_tensor("z", torch.randn(LESSON.latent_shape))), value="z")
     assert not other.passed and f"no seed of [42, {SEED}] draws `z`" in other.message
 
@@ -161,7 +161,7 @@ def test_a_post_processed_image_in_every_form(ctx, loop):
     with torch.no_grad():
         undivided = (ctx.components.vae.decode(loop["final"]).sample / 2 + 0.5).clamp(0, 1)
     named = X.image(ctx, _lookup(image=_tensor("image", undivided)))
-    assert (named.passed, named.details.get("mistake")) == (False, "scaling_factor_not_divided"), named.message
+    assert (named.passed, named.mistake) == (False, "scaling_factor_not_divided"), named.message
     mirrored = X.image(ctx, _lookup(image=_tensor("image", hwc.flip(1))))
     assert not mirrored.passed and "no replay from seed(s)" in mirrored.message
     gray = X.image(ctx, _lookup(image=_tensor("image", hwc[..., 0])))

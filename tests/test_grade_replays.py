@@ -93,7 +93,7 @@ def test_a_lesson_written_with_a_generator_and_a_rebound_decode_replays_on_every
     # (reversed timesteps run LMS, Euler, DPM, UniPC... off their tables).
     var = _snapshot(*_lesson_loop(ctx, swapped=True))
     replay, decode = generation_replay(ctx, var), image_decode(ctx, var)
-    assert (replay.id, replay.passed, replay.details.get("mistake")) == ("image_replay", False, "cfg_swapped")
+    assert (replay.id, replay.passed, replay.mistake) == ("image_replay", False, "cfg_swapped")
     assert "could not be checked" not in replay.message
     assert decode.passed, decode.message  # the decode itself was right
 
@@ -106,7 +106,7 @@ def test_the_decode_of_undivided_latents_is_still_named(tiny):
     with torch.no_grad():
         image = ctx.components.vae.decode(final).sample
     result = image_decode(ctx, _snapshot(final, image))
-    assert (result.passed, result.details.get("mistake")) == (False, "scaling_factor_not_divided")
+    assert (result.passed, result.mistake) == (False, "scaling_factor_not_divided")
 
 
 def test_a_batched_cfg_unpacked_in_the_wrong_order_is_named(tiny):
@@ -124,5 +124,5 @@ def test_a_batched_cfg_unpacked_in_the_wrong_order_is_named(tiny):
 
     assert check(u, c).passed
     swapped = check(c, u)
-    assert (swapped.passed, swapped.details.get("mistake")) == (False, "cfg_chunks_swapped")
+    assert (swapped.passed, swapped.mistake) == (False, "cfg_chunks_swapped")
     assert MISTAKES["cfg_chunks_swapped"].words(uncond="eps_uncond", cond="eps_cond") in swapped.message

@@ -10,6 +10,7 @@ import pytest
 import torch
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from synthetic_class import module_grade
 
 from sdverify import contract as C
 from sdverify.cli import main
@@ -244,7 +245,7 @@ def test_default_spec_path_exists():
 
 def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkeypatch, tmp_path):
     from sdverify import checker
-    from sdverify.checker.report import CheckEntry, SubmissionReport
+    from sdverify.grading.model import CheckEntry
     from sdverify.notebooks.batch import grade_batch
     from sdverify.notebooks.grading import Settings
 
@@ -252,7 +253,7 @@ def test_py_submission_is_graded_by_the_checker_one_exercise_per_function(monkey
 
     def fake_check_submission(target, **options):
         calls.append((target, options))
-        return SubmissionReport(
+        return module_grade(
             target,
             [
                 CheckEntry(

@@ -6,10 +6,10 @@ import csv
 from pathlib import Path
 
 import pytest
+from synthetic_class import module_grade
 
-from sdverify.checker.report import CheckEntry
 from sdverify.cli import main
-from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
+from sdverify.grading.model import CheckEntry, ExerciseGrade, SubmissionGrade
 from sdverify.notebooks.lms import CANVAS_HEADER, CANVAS_POINTS_ROW, LmsExport, Roster, Student, load_roster
 from sdverify.notebooks.reports import write_class
 
@@ -114,12 +114,11 @@ def test_canvas_without_a_roster_is_a_usage_error(tmp_path, capsys):
 
 def test_grade_cli_exports_for_canvas_and_warns_about_unmatched_files(monkeypatch, tmp_path, capsys):
     from sdverify import checker
-    from sdverify.checker.report import SubmissionReport
 
     def fake_check_submission(target, **options):
         passed = Path(target).stem == "alice"
-        return SubmissionReport(
-            target, [CheckEntry("t.reference", "tokenize", passed, float(passed), 1.0, "")], None, 0.1
+        return module_grade(
+            target, [CheckEntry("t.reference", "tokenize", passed, float(passed), 1.0, "")], seconds=0.1
         )
 
     monkeypatch.setattr(checker, "check_submission", fake_check_submission)

@@ -53,10 +53,10 @@ def test_rand_is_detected_once_for_checker_and_notebook_grader():
 
 
 def test_a_mistake_is_attached_one_way_words_first():
-    """The id goes to ``details``, the catalog's words open the message (what a student sees of a
-    hidden check), the check's own message follows; a passed check is left alone."""
-    result = named(fail("x", "seen [1,12], expected [1,77]", "clause", case="a"), "ids_not_padded")
-    assert result.details == {"case": "a", "mistake": "ids_not_padded"}
+    """The id goes to ``mistake`` (``details`` untouched), the catalog's words open the message (what
+    a student sees of a hidden check), the check's own message follows; a passed check is left alone."""
+    result = named(fail("x", "seen [1,12], expected [1,77]", "clause", seen=12), "ids_not_padded")
+    assert (result.mistake, result.details) == ("ids_not_padded", {"seen": 12})
     assert result.message.splitlines() == [MISTAKES["ids_not_padded"].message, "seen [1,12], expected [1,77]"]
     filled = named(fail("x", ""), "pil_mode", "in `image`", mode="L")
     assert filled.message == "the image has mode 'L'; expected 'RGB' (uint8 HWC array)\nin `image`"
@@ -76,11 +76,14 @@ def _emitted_ids() -> set[str]:
     ids = set()
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
+        attach = {
+            id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "named" for n in ast.walk(f)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "named" and len(node.args) > 1:
                 if isinstance(node.args[1], ast.Constant):
                     ids.add(node.args[1].value)
-            if isinstance(node, ast.Call):  # a mistake is attached through named() alone
+            if isinstance(node, ast.Call) and id(node) not in attach:  # a mistake is attached through named() alone
                 assert "mistake" not in {k.arg for k in node.keywords}, f"{path}:{node.lineno}"
     for node in ast.walk(ast.parse(SIGNATURES.read_text())):
         if isinstance(node, ast.Dict):  # signature -> id
@@ -109,7 +112,7 @@ def test_a_points_check_carries_the_mistake_its_diagnostic_names():
     from sdverify.checker import check_submission
 
     report = check_submission(str(SUBMISSIONS / "wrong_denoise_no_generator.py"))
-    lost = [c for c in report.checks if c.function == "denoise_step" and c.role == "points" and not c.passed]
+    lost = [c for c in report.checks if c.group == "denoise_step" and c.role == "points" and not c.passed]
     assert lost, [c.id for c in report.checks if not c.passed]
-    assert all(c.details.get("mistake") == "step_generator_ignored" for c in lost), [(c.id, c.message) for c in lost]
+    assert all(c.mistake == "step_generator_ignored" for c in lost), [(c.id, c.message) for c in lost]
     assert all("pass generator= to scheduler.step" in c.message for c in lost)

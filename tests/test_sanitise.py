@@ -15,10 +15,10 @@ from pathlib import Path
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sdverify.checker.report import CheckEntry, SubmissionReport, to_junit, to_text
 from sdverify.cli import _print_grades
+from sdverify.grading.model import CheckEntry, ExerciseGrade, SubmissionGrade
+from sdverify.grading.render import to_junit, to_text
 from sdverify.notebooks import analytics
-from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
 from sdverify.notebooks.lms import LmsExport, Roster, Student
 from sdverify.notebooks.reports import _class_body, _page, _submission_body, grades_csv, junit
 from sdverify.sanitise import FORMULA_PREFIXES, csv_cell, printable
@@ -28,7 +28,7 @@ TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _grade(text: str) -> SubmissionGrade:
-    check = CheckEntry("ex1.check", "ex1", False, 0.0, 1.0, text, text, {"mistake": text})
+    check = CheckEntry("ex1.check", "ex1", False, 0.0, 1.0, text, text, mistake=text)
     exercise = ExerciseGrade("ex1", text, [check], notes=[text])
     return SubmissionGrade(text, text, "module", [exercise], notes=[text], error=text, isolation=text, file=text)
 
@@ -59,15 +59,11 @@ def _parsed(page: str) -> _Page:
     return parser
 
 
-def _report(text: str) -> SubmissionReport:
-    return SubmissionReport(text, _grade(text).exercises[0].checks, text, 1.0, notes=[text])
-
-
 @given(st.text())
 @example(HOSTILE)
 def test_junit_always_parses_and_keeps_the_printable_text(text: str):
     first_line = (text.splitlines() or [""])[0]  # the checker's failure message: the first line
-    for document, message in ((junit([_grade(text)]), text), (to_junit(_report(text)), first_line)):
+    for document, message in ((junit([_grade(text)]), text), (to_junit(_grade(text)), first_line)):
         root = ET.fromstring(document)
         failure = root.find(".//failure")
         assert failure is not None and failure.get("message") == printable(message)
@@ -121,6 +117,6 @@ def test_terminal_text_has_no_control_sequence(text: str):
     shown = io.StringIO()
     with redirect_stdout(shown):
         _print_grades([_grade(text)], Path("out"))
-        print(printable(to_text(_report(text))))
+        print(printable(to_text(_grade(text))))
     assert not TERMINAL_UNSAFE.search(shown.getvalue())
     assert printable(text) in shown.getvalue() and _survives(text, shown.getvalue())

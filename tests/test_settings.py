@@ -10,7 +10,7 @@ import pytest
 
 from sdverify import cli
 from sdverify import contract as C
-from sdverify.checker.report import SubmissionReport
+from sdverify.grading.model import SubmissionGrade
 from sdverify.settings import CHECK, GRADE, Settings
 
 
@@ -44,7 +44,7 @@ def _checked_settings(monkeypatch, argv: list[str]) -> list[Settings]:
 
     def fake(target, settings):
         seen.append(settings)
-        return SubmissionReport("fake", [], None, 0.0)
+        return SubmissionGrade("fake", "fake", "module", [])
 
     monkeypatch.setattr(checker, "check_submission", fake)
     assert cli.main(["check", *argv]) == 0

@@ -25,6 +25,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from sdverify.errors import UsageError
 from sdverify.notebooks.spec import load_spec
 from sdverify.presets import get_preset
 from sdverify.settings import GRADE, Settings
@@ -50,7 +51,7 @@ def project_root() -> Path:
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         name = None
     if name != "sdverify" or not (root / "constraints.txt").is_file():
-        raise ValueError(
+        raise UsageError(
             f"no sdverify source checkout at {root} (pyproject.toml and constraints.txt): the bundle ships a wheel "
             "built from the checkout and its constraints; run this from a clone installed with `pip install -e .`"
         )
@@ -86,7 +87,7 @@ def build_gradescope_bundle(
     spec = load_spec(spec_path)
     get_preset(settings.preset)
     if settings.timeout is None:
-        raise ValueError("a bundle needs a per-submission timeout (Gradescope stops a run at its own limit)")
+        raise UsageError("a bundle needs a per-submission timeout (Gradescope stops a run at its own limit)")
     root = checkout or project_root()
     out.mkdir(parents=True, exist_ok=True)
     target = out / "autograder.zip"

@@ -5,7 +5,7 @@ Gradescope puts the student's files in ``<root>/submission`` (``root`` is ``$AUT
 the one notebook there, else the one ``.py`` module (sub-folders searched, checkpoints
 ignored).  It is graded as ``sdverify grade`` grades a batch of one — the weights checked
 against their manifest, every failure of the submission a graded error, a timed-out exercise
-costing only its own points — and converted by :func:`~sdverify.notebooks.gradescope.to_gradescope`.
+costing only its own points — and converted by :func:`~sdverify.grading.gradescope.to_gradescope`.
 
 Before grading starts, a provisional ``results.json`` says grading did not finish: a grader
 killed mid-way (the container's time limit, a submission that kills its parent at the process
@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sdverify.grading.gradescope import failure_results, to_gradescope
 from sdverify.notebooks.batch import grade_batch
-from sdverify.notebooks.gradescope import failure_results, to_gradescope
 from sdverify.notebooks.spec import Spec
 from sdverify.notebooks.submissions import collect
 from sdverify.settings import Settings

@@ -11,30 +11,21 @@ import time
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from sdverify.checker.report import CheckEntry, SubmissionReport, summary_table, to_json, to_junit, to_text
+from sdverify import contract as C
 from sdverify.checker.submission import Target, resolve_target
 from sdverify.contract import API_NAMES
+from sdverify.errors import UsageError
+from sdverify.grading.model import SubmissionGrade, grouped
 from sdverify.settings import CHECK, Settings
 
 if TYPE_CHECKING:
     from sdverify.checker.checks import CheckContext
     from sdverify.results import CheckResult
 
-__all__ = [
-    "API_NAMES",
-    "CheckEntry",
-    "SubmissionReport",
-    "Target",
-    "check_submission",
-    "resolve_target",
-    "summary_table",
-    "to_json",
-    "to_junit",
-    "to_text",
-]
+__all__ = ["API_NAMES", "Target", "check_submission", "resolve_target"]
 
 
-def check_submission(target: str | Target | None, settings: Settings = CHECK, **options: Any) -> SubmissionReport:
+def check_submission(target: str | Target | None, settings: Settings = CHECK, **options: Any) -> SubmissionGrade:
     """Grade ``target`` (path, module name or resolved :class:`Target`; empty/None: the bundled reference).
 
     Several calls in one process share the sandbox's forkserver and the reference
@@ -53,15 +44,16 @@ def check_submission(target: str | Target | None, settings: Settings = CHECK, **
     drawn cases (:mod:`.cases`; None: a new seed, in the report).
     """
     from sdverify import isolation
-    from sdverify.checker import cases, checks, own_work, parent, points
+    from sdverify.checker import cases, checks, own_work, parent
     from sdverify.delegation import CHECK_POLICY, watch_lists
+    from sdverify.grading import points
 
     settings = with_options(settings, options)
     start = time.perf_counter()
     level = isolation.resolve(settings.sandbox)
     device = settings.device
     if level == "bwrap" and device.startswith("cuda"):
-        raise ValueError(
+        raise UsageError(
             f"--device {device}: the bwrap sandbox passes no GPU into student code; check on --device cpu, "
             "or choose --sandbox process on a runner you trust"
         )
@@ -92,15 +84,17 @@ def check_submission(target: str | Target | None, settings: Settings = CHECK, **
             gate = own_work.gate(function, uses, policies[function], result, ctx.plan.of(function))
             graded.insert(0, points.Graded(gate, "gate"))
         entries += [g.entry(function) for g in graded]
-    entries.append(points.Graded(_weights_unchanged(fixed), "gate").entry(points.EVERYWHERE))
+    entries.append(points.Graded(_weights_unchanged(fixed), "gate", scope="submission").entry(C.SANDBOX_GROUP))
     notes += own_work.unused(uses, policies)
-    return SubmissionReport(
+    return SubmissionGrade(
         resolved.display,
-        points.withhold(entries),
-        result.import_error,
-        time.perf_counter() - start,
-        isolation=level,
+        resolved.display,
+        "module",
+        grouped(points.withhold(entries)),
         notes=notes,
+        error=result.import_error,
+        seconds=time.perf_counter() - start,
+        isolation=level,
         output=result.log_tail,
         probe_seed=ctx.plan.seed,
     )

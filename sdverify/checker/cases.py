@@ -108,14 +108,17 @@ def build_plan(env: Env, cfg_calls: list[tuple[torch.Tensor, torch.Tensor, float
         probes.append(Probe(f"encode_prompt[{label}]", "encode_prompt", {"prompt": PROMPTS[label]}))
     for name, seed in (("pndm", 1), ("euler", 2)):
         probes.append(Probe(f"initial_latents[{name}]", "initial_latents", {"scheduler": name, "seed": seed}))
-    probes.append(Probe("initial_latents[euler,again]", "initial_latents", {"scheduler": "euler", "seed": 2}))
+    probes.append(
+        Probe("initial_latents[euler,again]", "initial_latents", {"scheduler": "euler", "seed": 2}, kind="repeat")
+    )
 
     inputs["cfg_u"], inputs["cfg_c"] = _noise(70), _noise(71)
     for w in CFG_CASES:
         probes.append(Probe(f"cfg_combine[w={w:g}]", "cfg_combine", {"u": "cfg_u", "c": "cfg_c", "w": w}))
     for i, (u, cnd, w) in enumerate(cfg_calls):
         inputs[f"cfg_u{i}"], inputs[f"cfg_c{i}"] = u.detach().cpu().contiguous(), cnd.detach().cpu().contiguous()
-        probes.append(Probe(f"cfg_combine[call {i}]", "cfg_combine", {"u": f"cfg_u{i}", "c": f"cfg_c{i}", "w": w}))
+        args = {"u": f"cfg_u{i}", "c": f"cfg_c{i}", "w": w}
+        probes.append(Probe(f"cfg_combine[call {i}]", "cfg_combine", args, kind="replay"))
 
     with torch.no_grad():
         inputs["uncond"] = reference.encode_prompt(c.tokenizer, c.text_encoder, "").cpu()
@@ -130,7 +133,7 @@ def build_plan(env: Env, cfg_calls: list[tuple[torch.Tensor, torch.Tensor, float
         args = {"scheduler": name, "cond": f"cond_{label}", "w": w, "seed": 30 + i}
         probes.append(Probe(f"denoise_step[{name}]", "denoise_step", args))
         if name == "ddpm":  # stochastic step: the same generator seed must give the same result
-            probes.append(Probe(f"denoise_step[{name},again]", "denoise_step", args))
+            probes.append(Probe(f"denoise_step[{name},again]", "denoise_step", args, kind="repeat"))
 
     inputs["decode_latents"] = _noise(40)
     probes.append(Probe("decode_latents[noise]", "decode_latents", {"latents": "decode_latents"}))

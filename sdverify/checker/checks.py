@@ -24,10 +24,11 @@ from sdverify import reference as R
 from sdverify import zoo
 from sdverify.checker import mistakes
 from sdverify.checker.cases import build_plan, draw
-from sdverify.checker.points import Graded, Role
 from sdverify.checker.probes import Env, Plan, Probe, is_case, run_probe
 from sdverify.checker.protocol import Outcome
 from sdverify.contract import API_NAMES
+from sdverify.grading.model import Role
+from sdverify.grading.points import Graded
 from sdverify.mistakes import Mistake, named, simulated
 from sdverify.properties.cfg import cfg_algebra
 from sdverify.properties.embeddings import embedding_properties
@@ -129,9 +130,11 @@ def _returned(id: str, probe: Probe, outcome: Outcome | None, clause: str) -> Ou
     if outcome is None:
         return fail(id, f"{probe.id}: no result came back", clause)
     if outcome.status == "missing":
-        return fail(id, f"not implemented: the submission defines no {probe.function}()", clause, status="missing")
+        return replace(
+            fail(id, f"not implemented: the submission defines no {probe.function}()", clause), status="missing"
+        )
     if outcome.status != "ok":
-        return fail(id, f"{probe.id}: {probe.function}(...) {outcome.message}", clause, status=outcome.status)
+        return replace(fail(id, f"{probe.id}: {probe.function}(...) {outcome.message}", clause), status=outcome.status)
     return outcome
 
 
@@ -261,7 +264,7 @@ def contract_check(
     if not failures:
         return ok(id, clause)
     first = failures[0]
-    return replace(first, details={**first.details, "failed_cases": failed})
+    return replace(first, failed_cases=tuple(failed))
 
 
 def reproducible_check(id: str, first: Probe, again: Probe, outcomes: dict[str, Outcome]) -> CheckResult:
@@ -299,9 +302,7 @@ def _merged(function: str, per_probe: list[tuple[Probe, list[CheckResult]]]) -> 
             if key not in merged or (merged[key].passed and not r.passed):
                 says_case = r.passed or r.message.startswith(probe.id)
                 merged[key] = replace(r, id=key, message=r.message if says_case else f"{probe.id}: {r.message}")
-    return [
-        replace(r, details={**r.details, "failed_cases": failed[k]}) if k in failed else r for k, r in merged.items()
-    ]
+    return [replace(r, failed_cases=tuple(failed[k])) if k in failed else r for k, r in merged.items()]
 
 
 def _value_properties(
@@ -374,7 +375,7 @@ def _cfg_properties(ctx: CheckContext, function: str, outcomes: dict[str, Outcom
     probes = ctx.plan.of(function)
     calls = [p for p in probes if not is_case(p)]
     missing = _returned("x", probes[0], outcomes.get(probes[0].id), "")
-    if isinstance(missing, CheckResult) and missing.details.get("status") == "missing":
+    if isinstance(missing, CheckResult) and missing.status == "missing":
         ids = [r.id for r in cfg_algebra(R.cfg_combine, *_cfg_inputs(), *CFG_SCALES)]
         return [replace(missing, id=f"cfg_combine.{id}") for id in ids]
     results = cfg_algebra(_replayer([outcomes[p.id] for p in calls]), *_cfg_inputs(), *CFG_SCALES)
@@ -460,8 +461,8 @@ def function_checks(ctx: CheckContext, function: str, outcomes: dict[str, Outcom
     for probe in cases:
         case = probe.id[probe.id.index("[") + 1 : -1]
         result = reference_check(ctx, f"{function}.reference[{case}]", [probe], outcomes)
-        graded.append(Graded(replace(result, details={**result.details, "case": probe.id}), "points", worth))
-    for again in [p for p in probes if p.id.endswith(",again]")]:
+        graded.append(Graded(replace(result, case=probe.id), "points", worth))
+    for again in [p for p in probes if p.kind == "repeat"]:
         original = next(p for p in cases if p.args == again.args)
         graded.append(Graded(reproducible_check(f"{function}.reproducible", original, again, outcomes), "diagnostic"))
     return _diagnosed(graded)
@@ -471,15 +472,14 @@ def _diagnosed(graded: list[Graded]) -> list[Graded]:
     """Failing points checks that name no mistake carry the one a failing diagnostic names: a
     reference mismatch beside ``step_generator_ignored`` is that generator's missing noise."""
     diagnosis = next(
-        (g.result for g in graded if g.role == "diagnostic" and not g.result.passed and "mistake" in g.result.details),
+        (g.result.mistake for g in graded if g.role == "diagnostic" and not g.result.passed and g.result.mistake),
         None,
     )
     if diagnosis is None:
         return graded
-    mistake = diagnosis.details["mistake"]
     return [
-        replace(g, result=named(g.result, mistake))
-        if g.role == "points" and not g.result.passed and "mistake" not in g.result.details
+        replace(g, result=named(g.result, diagnosis))
+        if g.role == "points" and not g.result.passed and g.result.mistake is None
         else g
         for g in graded
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -22,6 +22,12 @@ DENOISE_SCHEDULE = 10  # set_timesteps(10); the first DENOISE_STEPS are checked
 DENOISE_STEPS = 2
 
 
+# What a probe is for: a correctness case (points), a second run of a case with the same
+# arguments (reproducibility), or a call recorded on the reference that the property suite
+# replays (the CFG algebra).  Only the grader reads it; the child runs every probe alike.
+ProbeKind = Literal["case", "repeat", "replay"]
+
+
 @dataclass(frozen=True)
 class Probe:
     """One recipe run: ``function`` is the API name it exercises, ``args`` are JSON-able."""
@@ -29,11 +35,12 @@ class Probe:
     id: str
     function: str
     args: dict[str, Any] = field(default_factory=dict)
+    kind: ProbeKind = "case"
 
 
 def is_case(probe: Probe) -> bool:
-    """A correctness case (points): a first run, not a repeat (``,again``) nor a property-suite call."""
-    return not probe.id.endswith(",again]") and not probe.id.startswith("cfg_combine[call ")
+    """A correctness case (points): a first run, not a repeat nor a property-suite call."""
+    return probe.kind == "case"
 
 
 @dataclass

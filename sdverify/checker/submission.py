@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Literal
 
 from sdverify.contract import API_NAMES
+from sdverify.errors import UsageError
 
 REFERENCE = "sdverify.reference"
 
@@ -61,7 +62,7 @@ def resolve_target(target: str | os.PathLike[str] | None) -> Target:
             raise FileNotFoundError(f"submission {text!r} is not readable (permission denied)")
         return Target("path", str(path.resolve()))
     if not all(part.isidentifier() for part in text.split(".")):
-        raise ValueError(f"submission {text!r} is neither an existing .py file nor a module name")
+        raise UsageError(f"submission {text!r} is neither an existing .py file nor a module name")
     top = text.split(".")[0]
     # PathFinder looks the top-level name up on sys.path without executing anything.
     if (
@@ -69,7 +70,7 @@ def resolve_target(target: str | os.PathLike[str] | None) -> Target:
         and top not in sys.modules
         and (importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is None)
     ):
-        raise ValueError(f"submission module {text!r} not found (no {top!r} on sys.path or in {os.getcwd()})")
+        raise UsageError(f"submission module {text!r} not found (no {top!r} on sys.path or in {os.getcwd()})")
     return Target("module", text)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from sdverify.contract import API_NAMES
 from sdverify.delegation.tripwire import line_hashes
+from sdverify.errors import UsageError
 from sdverify.results import CheckResult, fail, ok
 
 How = Literal["import", "reference", "call", "is", "copy"]
@@ -140,10 +141,10 @@ class Use:
 def validate_names(names: object, where: str) -> tuple[str, ...]:
     """A policy list from a spec or the command line: dotted names (or ``*``); ValueError naming the bad one."""
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
-        raise ValueError(f"{where}: expected a list of dotted names, got {names!r}")
+        raise UsageError(f"{where}: expected a list of dotted names, got {names!r}")
     for name in names:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ValueError(f"{where}: {name!r} is not a dotted name like 'sdverify' or 'diffusers.DiffusionPipeline'")
+            raise UsageError(f"{where}: {name!r} is not a dotted name like 'sdverify' or 'diffusers.DiffusionPipeline'")
     return tuple(names)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdverify.notebooks.grading import SubmissionGrade
+from sdverify.grading.model import SubmissionGrade
 
 SCHEMA = 1
 SLOWEST = 5  # submissions listed as the slowest
@@ -105,12 +105,12 @@ def _checks(grades: list[SubmissionGrade]) -> list[dict[str, Any]]:
 
 
 def _mistakes(grades: list[SubmissionGrade]) -> list[dict[str, Any]]:
-    """Each named mistake (a failed check's ``details["mistake"]``): who made it, and where."""
+    """Each named mistake (a failed check's ``mistake``): who made it, and where."""
     found: dict[str, dict[str, Any]] = {}
     for g in grades:
         for e in g.exercises:
             for c in e.checks:
-                mistake = None if c.passed else c.details.get("mistake")
+                mistake = None if c.passed else c.mistake
                 if not mistake:
                     continue
                 row = found.setdefault(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdverify import isolation, zoo
+from sdverify.errors import UsageError
 from sdverify.notebooks.grading import (
     NOT_RUN,
     SubmissionGrade,
@@ -135,7 +136,7 @@ def _prepare(
     """The batch's files and settings, and every student's name (of the whole class: shards name alike)."""
     found = survey(paths, exclude=(out,))
     if not found.submissions:
-        raise ValueError(
+        raise UsageError(
             f"no .ipynb or .py submissions found in {[str(p) for p in paths]}"
             + "".join(f"\n  skipped {s.file}: {s.reason}" for s in found.skipped[:SKIPPED_SHOWN])
         )

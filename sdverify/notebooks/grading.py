@@ -8,15 +8,14 @@ the machinery on it) becomes a graded error, never an exception out of the batch
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import nbformat
 import torch
@@ -24,9 +23,10 @@ import torch
 from sdverify import contract as C
 from sdverify import isolation, zoo
 from sdverify import reference as R
-from sdverify.checker import points
-from sdverify.checker.report import CheckEntry
 from sdverify.delegation.policy import Policy, Use, own_work, watch_lists
+from sdverify.errors import UsageError
+from sdverify.grading import points
+from sdverify.grading.model import CheckEntry, ExerciseGrade, SubmissionGrade
 from sdverify.notebooks import device_map
 from sdverify.notebooks.exercises import CHECKS, ExerciseContext
 from sdverify.notebooks.kernel_launcher import MEMORY_VARIABLE
@@ -43,60 +43,6 @@ from sdverify.untrusted.value import UntrustedValue
 def resolve_settings(settings: Settings) -> Settings:
     """``settings`` with its sandbox resolved to the level used (once per batch: workers inherit it)."""
     return replace(settings, sandbox=isolation.resolve(settings.sandbox))
-
-
-@dataclass
-class ExerciseGrade:
-    id: str
-    title: str
-    checks: list[CheckEntry]
-    notes: list[str] = field(default_factory=list)
-    definition: str = ""  # the spec's hash of what this verdict depends on (Spec.definitions); "" for modules
-    visibility: str = "visible"  # the spec's (spec.VISIBILITIES); a module's functions are visible
-
-    @property
-    def score(self) -> float:
-        return sum(c.points for c in self.checks)
-
-    @property
-    def max_score(self) -> float:
-        return sum(c.max_points for c in self.checks)
-
-
-@dataclass
-class SubmissionGrade:
-    """Everything the reports need about one submission (JSON round-trips for resuming)."""
-
-    name: str
-    path: str
-    kind: str  # "notebook" | "module"
-    exercises: list[ExerciseGrade]
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    digest: str = ""
-    image: str | None = None  # file name of the generated image, next to the reports
-    isolation: str = ""  # the level student code ran under ("bwrap" | "process"; modules: "checker")
-    file: str = ""  # the file as found, below the folder given (what grades.csv and a roster call it)
-
-    @property
-    def score(self) -> float:
-        return sum(e.score for e in self.exercises)
-
-    @property
-    def max_score(self) -> float:
-        return sum(e.max_score for e in self.exercises)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self), default=str))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SubmissionGrade:
-        exercises = [
-            ExerciseGrade(**{**e, "checks": [CheckEntry(**c) for c in e["checks"]]}) for e in data["exercises"]
-        ]
-        return cls(**{**data, "exercises": exercises})
 
 
 def digest(path: Path, settings: Settings) -> str:
@@ -136,12 +82,12 @@ class Runner:
 
 
 def runner_for(path: Path) -> Runner:
-    """The runner of ``path``'s kind; a ValueError names the kinds there are."""
+    """The runner of ``path``'s kind; a UsageError names the kinds there are."""
     try:
         return RUNNERS[path.suffix]
     except KeyError:
         kind = path.suffix or "suffix-less"
-        raise ValueError(f"{path.name}: cannot grade a {kind} file; expected one of {list(RUNNERS)}") from None
+        raise UsageError(f"{path.name}: cannot grade a {kind} file; expected one of {list(RUNNERS)}") from None
 
 
 NOT_RUN = "not run"  # the isolation of a file refused before anything ran
@@ -368,7 +314,7 @@ def _grade_exercise(
         except Exception as exc:
             result = fail(spec.check, f"could not be checked: {type(exc).__name__}: {exc}")
         checks.append(CheckEntry.from_result(exercise.id, result, spec.points))
-    checks = points.withhold(checks, everywhere=None)
+    checks = points.withhold(checks)
     return ExerciseGrade(exercise.id, exercise.title, checks, notes, definition, exercise.visibility)
 
 
@@ -390,20 +336,11 @@ def _grade_module(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submiss
     from sdverify.checker import check_submission
 
     path, name, settings = job.path, job.name, job.settings
-    report = check_submission(str(path), settings=settings)
-    by_function: dict[str, list[CheckEntry]] = {}
-    for entry in report.checks:
-        by_function.setdefault(entry.function, []).append(entry)
-    exercises = [
-        keep.get(function) or ExerciseGrade(function, f"{function}()", checks)
-        for function, checks in by_function.items()
-    ]
-    seed = report.probe_seed
-    notes = [*report.notes, f"drawn cases: probe seed {seed} (sdverify grade --probe-seed {seed} draws them again)"]
-    grade = SubmissionGrade(
-        name, str(path), "module", exercises, notes=notes, error=report.error, seconds=report.seconds
-    )
-    return SubmissionGrade.from_dict(grade.to_dict())  # details made JSON-safe like a stored grade
+    grade = check_submission(str(path), settings=settings)
+    seed = grade.probe_seed
+    note = f"drawn cases: probe seed {seed} (sdverify grade --probe-seed {seed} draws them again)"
+    exercises = [keep.get(e.id) or e for e in grade.exercises]
+    return replace(grade, name=name, path=str(path), exercises=exercises, notes=[*grade.notes, note])
 
 
 RUNNERS: dict[str, Runner] = {

@@ -22,7 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from sdverify.notebooks.grading import SubmissionGrade
+from sdverify.errors import UsageError
+from sdverify.grading.model import SubmissionGrade
 from sdverify.sanitise import csv_cell
 
 _REQUIRED = ("file", "student_id", "email")
@@ -89,7 +90,7 @@ def load_roster(path: str | Path) -> Roster:
         header = [(h or "").strip().lower() for h in reader.fieldnames or []]
         missing = [c for c in _REQUIRED if c not in header]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"roster {path}: no column(s) {missing}; expected a header with {list(_REQUIRED)} "
                 f"(and optionally {list(_OPTIONAL)}), got {header}"
             )
@@ -99,14 +100,14 @@ def load_roster(path: str | Path) -> Roster:
             if not any(row.values()):
                 continue
             if not row["file"]:
-                raise ValueError(f"roster {path}, line {line}: empty file; expected the submission's file name")
+                raise UsageError(f"roster {path}, line {line}: empty file; expected the submission's file name")
             if not row["student_id"] and not row["email"]:
-                raise ValueError(f"roster {path}, line {line}: {row['file']!r} has neither student_id nor email")
+                raise UsageError(f"roster {path}, line {line}: {row['file']!r} has neither student_id nor email")
             students.append(Student(**{k: row.get(k, "") for k in (*_REQUIRED, *_OPTIONAL)}))
     files = [s.file for s in students]
     repeated = sorted({f for f in files if files.count(f) > 1})
     if repeated:
-        raise ValueError(f"roster {path}: files listed more than once: {repeated}")
+        raise UsageError(f"roster {path}: files listed more than once: {repeated}")
     return Roster(tuple(students), str(path))
 
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sdverify.contract import API_NAMES
-from sdverify.notebooks.grading import ExerciseGrade, Settings, SubmissionGrade, digest, runner_for
+from sdverify.errors import UsageError
+from sdverify.grading.model import ExerciseGrade, SubmissionGrade
+from sdverify.notebooks.grading import Settings, digest, runner_for
 from sdverify.notebooks.spec import Spec
 
 
@@ -67,22 +69,22 @@ def plan(
 
 
 def check_exercises(spec: Spec, exercises: Sequence[str]) -> None:
-    """Raise ValueError naming an ``--exercise`` id that is neither the spec's nor an API function."""
+    """Raise UsageError naming an ``--exercise`` id that is neither the spec's nor an API function."""
     known = [e.id for e in spec.exercises]
     unknown = [x for x in exercises if x not in known and x not in API_NAMES]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"--exercise: unknown {', '.join(map(repr, unknown))}; expected exercise ids of the spec "
             f"({', '.join(known)}) or, for .py submissions, API functions ({', '.join(API_NAMES)})"
         )
 
 
 def check_students(names: Sequence[str], only: Sequence[str]) -> None:
-    """Raise ValueError naming an ``--only`` student that is not among ``names`` (the batch's)."""
+    """Raise UsageError naming an ``--only`` student that is not among ``names`` (the batch's)."""
     unknown = [x for x in only if x not in names]
     if unknown:
         shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
-        raise ValueError(
+        raise UsageError(
             f"--only: no submission named {', '.join(map(repr, unknown))}; names are the file stems "
             f"(the student column of grades.csv): {shown}"
         )

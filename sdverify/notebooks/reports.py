@@ -23,10 +23,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+from sdverify.grading.gradescope import to_gradescope
+from sdverify.grading.model import ExerciseGrade, SubmissionGrade
 from sdverify.isolation import describe as isolation_text
 from sdverify.notebooks import analytics
-from sdverify.notebooks.gradescope import to_gradescope
-from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
 from sdverify.notebooks.lms import ROSTER_COLUMNS, LmsExport
 from sdverify.notebooks.submissions import Skipped
 from sdverify.sanitise import csv_cell, xml_tree
@@ -182,7 +182,7 @@ def _exercise_html(e: ExerciseGrade) -> str:
         f"<td>{escape(c.id)}</td><td>{escape(c.label())}</td>"
         f"<td>{escape(c.clause)}"
         f"{'' if c.passed else '<pre class=fail>' + escape(c.message) + '</pre>'}</td>"
-        f"<td class='mistake'>{'' if c.passed else escape(str(c.details.get('mistake') or ''))}</td></tr>"
+        f"<td class='mistake'>{'' if c.passed else escape(c.mistake or '')}</td></tr>"
         for c in e.checks
     )
     notes = "".join(f"<li class='note'>{escape(n)}</li>" for n in e.notes)

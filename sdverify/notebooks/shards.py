@@ -15,7 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
-from sdverify.notebooks.grading import SubmissionGrade
+from sdverify.errors import UsageError
+from sdverify.grading.model import SubmissionGrade
 from sdverify.notebooks.reports import SUMMARY, load_grade, submission_dir, write_class
 from sdverify.notebooks.submissions import Skipped
 
@@ -26,7 +27,7 @@ def parse_shard(text: str) -> Shard:
     """``"K/N"`` as ``(K, N)``; ValueError saying what was expected otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise ValueError(f"--shard expects K/N with 1 <= K <= N (e.g. 2/4); got {text!r}")
+        raise UsageError(f"--shard expects K/N with 1 <= K <= N (e.g. 2/4); got {text!r}")
     return int(match[1]), int(match[2])
 
 
@@ -44,11 +45,11 @@ def merge(outs: list[Path], dest: Path) -> list[SubmissionGrade]:
     with different titles or exercise definitions (different specs).
     """
     if not outs:
-        raise ValueError("merge: name the shard outputs (the --out folders of the shard runs)")
+        raise UsageError("merge: name the shard outputs (the --out folders of the shard runs)")
     summaries = {out: _summary(out) for out in outs}
     titles = {s["title"] for s in summaries.values()}
     if len(titles) > 1:
-        raise ValueError(f"merge: the outputs were graded with different specs (titles {sorted(titles)})")
+        raise UsageError(f"merge: the outputs were graded with different specs (titles {sorted(titles)})")
     _check_shards({out: s.get("shard") for out, s in summaries.items()})
     found: dict[str, tuple[Path, SubmissionGrade]] = {}
     for out in outs:
@@ -56,9 +57,9 @@ def merge(outs: list[Path], dest: Path) -> list[SubmissionGrade]:
         for folder in sorted(p for p in students.iterdir() if p.is_dir()) if students.is_dir() else []:
             grade = load_grade(folder)
             if grade is None:
-                raise ValueError(f"merge: {folder} has no readable grade.json (rerun that shard: it resumes)")
+                raise UsageError(f"merge: {folder} has no readable grade.json (rerun that shard: it resumes)")
             if grade.name in found:
-                raise ValueError(f"merge: {grade.name} is in both {found[grade.name][0]} and {out}")
+                raise UsageError(f"merge: {grade.name} is in both {found[grade.name][0]} and {out}")
             found[grade.name] = (out, grade)
     _check_definitions({name: (out, grade) for name, (out, grade) in found.items()})
     dest.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def _summary(out: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
-        raise ValueError(
+        raise UsageError(
             f"merge: {path} is missing or unreadable: is {out} a grade output, and did its batch finish? "
             "(rerun it: it resumes)"
         ) from None
@@ -91,15 +92,15 @@ def _check_shards(shards: dict[Path, list[int] | None]) -> None:
         return
     if len(listed) != len(shards):
         plain = [str(out) for out in shards if out not in listed]
-        raise ValueError(f"merge: {', '.join(plain)} graded unsharded; the other outputs are shards")
+        raise UsageError(f"merge: {', '.join(plain)} graded unsharded; the other outputs are shards")
     counts = {n for _, n in listed.values()}
     if len(counts) > 1:
-        raise ValueError(f"merge: the outputs are shards of different splits (N = {sorted(counts)})")
+        raise UsageError(f"merge: the outputs are shards of different splits (N = {sorted(counts)})")
     n = counts.pop()
     have = sorted(k for k, _ in listed.values())
     missing = sorted(set(range(1, n + 1)) - set(have))
     if missing or len(have) != len(set(have)):
-        raise ValueError(f"merge: shards {have} of {n} given; missing {missing or 'none'}, each once")
+        raise UsageError(f"merge: shards {have} of {n} given; missing {missing or 'none'}, each once")
 
 
 def _check_definitions(found: dict[str, tuple[Path, SubmissionGrade]]) -> None:
@@ -111,7 +112,7 @@ def _check_definitions(found: dict[str, tuple[Path, SubmissionGrade]]) -> None:
                 continue
             first = seen.setdefault(exercise.id, (exercise.definition, out))
             if first[0] != exercise.definition and first[1] != out:
-                raise ValueError(
+                raise UsageError(
                     f"merge: exercise {exercise.id} was graded under different spec definitions "
                     f"in {first[1]} and {out}: regrade with one spec"
                 )

@@ -27,6 +27,7 @@ from typing import Any
 
 from sdverify import contract as C
 from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
+from sdverify.errors import UsageError
 from sdverify.notebooks.exercises import CHECKS, V1_FACTS, Lesson
 from sdverify.notebooks.paths import parse_path
 from sdverify.notebooks.segmentation import Snapshot
@@ -39,7 +40,7 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15.toml"
 # Who sees an exercise's checks on Gradescope: always, after the due date, or instructors only
-# (students then see only the mistakes its failed checks name; sdverify/notebooks/gradescope.py).
+# (students then see only the mistakes its failed checks name; sdverify/grading/gradescope.py).
 VISIBILITIES = ("visible", "after_due_date", "hidden")
 _EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility", "forbid", "allow"}
 SPEC_FORMATS = (1, 2)  # a spec without a `format` key is format 1 (docs/grading.md)
@@ -114,7 +115,7 @@ class Setup:
         """Raise ValueError naming the packages the grading environment lacks."""
         missing = self.missing_packages()
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"the lesson needs {missing} ([lesson] packages), which the grading environment lacks: "
                 f"pip install {' '.join(missing)}"
             )
@@ -179,11 +180,11 @@ def load_spec(path: str | Path | None = None) -> Spec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"spec {path}: not valid TOML ({exc})") from None
+        raise UsageError(f"spec {path}: not valid TOML ({exc})") from None
     src = _Source(path, text)
     version = data.get("format", 1)
     if version not in SPEC_FORMATS or isinstance(version, bool):
-        raise ValueError(f"{src.at('format')}: format {version!r}; expected one of {list(SPEC_FORMATS)} (none: 1)")
+        raise UsageError(f"{src.at('format')}: format {version!r}; expected one of {list(SPEC_FORMATS)} (none: 1)")
     if version >= 2 and set(data) - _TOP_KEYS:
         raise src.unknown("top-level keys", set(data) - _TOP_KEYS, _TOP_KEYS)
     facts = {f.name for f in fields(Lesson)} if version >= 2 else set(V1_FACTS)
@@ -196,10 +197,10 @@ def load_spec(path: str | Path | None = None) -> Spec:
     facts_of = Lesson(**lesson) if version == 1 else _facts(src, Lesson(), lesson, "[lesson]")
     exercises = [_exercise(src, i, raw, facts_of, version) for i, raw in enumerate(data.get("exercises", []))]
     if not exercises:
-        raise ValueError(f"{where}: no [[exercises]]; each needs id, title, heading and checks")
+        raise UsageError(f"{where}: no [[exercises]]; each needs id, title, heading and checks")
     ids = [e.id for e in exercises]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{where}: exercise ids must be unique, got {ids}")
+        raise UsageError(f"{where}: exercise ids must be unique, got {ids}")
     return Spec(str(data.get("title", path.stem)), facts_of, tuple(exercises), text, setup, version)
 
 
@@ -219,7 +220,7 @@ class _Source:
                     return f"spec {self.path}, line {number}"
         return f"spec {self.path}"
 
-    def unknown(self, what: str, names: Iterable[str], valid: Iterable[str], version: int = 2) -> ValueError:
+    def unknown(self, what: str, names: Iterable[str], valid: Iterable[str], version: int = 2) -> UsageError:
         """An unknown name (or set of them) with the nearest valid one suggested."""
         names, valid = sorted(names), sorted(valid)
         single = not what.endswith("keys")
@@ -229,7 +230,7 @@ class _Source:
         guesses = [(n, get_close_matches(n, valid, 1)) for n in names if n not in later]
         hint += "".join(f" did you mean {g[0]!r}{'' if len(names) == 1 else f' for {n!r}'}?" for n, g in guesses if g)
         needles = [f"{q}{n}{q}" for n in names for q in ('"', "'")] + [f"{n} =" for n in names] + names
-        return ValueError(f"{self.at(*needles)}: unknown {what} {shown};{hint} expected one of {valid}")
+        return UsageError(f"{self.at(*needles)}: unknown {what} {shown};{hint} expected one of {valid}")
 
 
 def _facts(src: _Source, base: Lesson, raw: dict[str, Any], label: str) -> Lesson:
@@ -238,14 +239,14 @@ def _facts(src: _Source, base: Lesson, raw: dict[str, Any], label: str) -> Lesso
         kind = _FACT_TYPES[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise ValueError(f"{src.at(f'{key} =', key)}: {label} {key} must be {names}, got {value!r}")
+            raise UsageError(f"{src.at(f'{key} =', key)}: {label} {key} must be {names}, got {value!r}")
     if "scheduler" in raw and raw["scheduler"] not in SCHEDULERS:
         raise src.unknown("scheduler", [raw["scheduler"]], SCHEDULERS)
     for key in ("steps", "height", "width"):
         value = raw.get(key, 1 if key == "steps" else C.VAE_DOWNSCALE)
         if value <= 0 or (key != "steps" and value % C.VAE_DOWNSCALE):
             rule = "> 0" if key == "steps" else f"a positive multiple of {C.VAE_DOWNSCALE} (the VAE's downscale)"
-            raise ValueError(f"{src.at(f'{key} =', key)}: {label} {key} must be {rule}, got {value!r}")
+            raise UsageError(f"{src.at(f'{key} =', key)}: {label} {key} must be {rule}, got {value!r}")
     return replace(
         base, **{**raw, **({"guidance_scale": float(raw["guidance_scale"])} if "guidance_scale" in raw else {})}
     )
@@ -254,14 +255,14 @@ def _facts(src: _Source, base: Lesson, raw: dict[str, Any], label: str) -> Lesso
 def _setup(where: str, folder: Path, raw: dict[str, Any]) -> Setup:
     map_device = raw.get("map_device", False)
     if not isinstance(map_device, bool):
-        raise ValueError(f"{where}: [lesson] map_device must be true or false, got {map_device!r}")
+        raise UsageError(f"{where}: [lesson] map_device must be true or false, got {map_device!r}")
     files, packages = raw.get("files", []), raw.get("packages", [])
     for key, value in (("files", files), ("packages", packages)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{where}: [lesson] {key} must be a list of strings, got {value!r}")
+            raise UsageError(f"{where}: [lesson] {key} must be a list of strings, got {value!r}")
     bad = [p for p in packages if not _PACKAGE.fullmatch(p)]
     if bad:
-        raise ValueError(f"{where}: [lesson] packages: {bad} are not package names")
+        raise UsageError(f"{where}: [lesson] packages: {bad} are not package names")
     return Setup(map_device, tuple((name, _data_file(where, folder, name)) for name in files), tuple(packages))
 
 
@@ -269,10 +270,10 @@ def _data_file(where: str, folder: Path, name: str) -> Path:
     """The file ``name`` (relative to the spec's folder) a lesson needs next to its notebook."""
     relative = Path(name)
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise ValueError(f"{where}: [lesson] files: {name!r} must be a path inside the spec's folder")
+        raise UsageError(f"{where}: [lesson] files: {name!r} must be a path inside the spec's folder")
     source = folder / relative
     if not source.is_file():
-        raise ValueError(f"{where}: [lesson] files: {name!r} not found (looked for {source.resolve()})")
+        raise UsageError(f"{where}: [lesson] files: {name!r} not found (looked for {source.resolve()})")
     return source.resolve()
 
 
@@ -280,26 +281,26 @@ def _exercise(src: _Source, index: int, raw: dict[str, Any], lesson: Lesson, ver
     where = f"spec {src.path}"
     missing = {"id", "heading", "checks"} - set(raw)
     if missing:
-        raise ValueError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
+        raise UsageError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
     keys = _EXERCISE_KEYS | (_V2_EXERCISE_KEYS if version >= 2 else set())
     if set(raw) - keys:
         raise src.unknown(f"exercise {raw['id']!r} keys", set(raw) - keys, keys, version)
     name = f"exercise {raw['id']!r}"
     visibility = raw.get("visibility", "visible")
     if visibility not in VISIBILITIES:
-        raise ValueError(f"{where}: {name}: visibility {visibility!r}; expected one of {list(VISIBILITIES)}")
+        raise UsageError(f"{where}: {name}: visibility {visibility!r}; expected one of {list(VISIBILITIES)}")
     for key in ("heading", "ends"):
         try:
             re.compile(raw.get(key, ""))
         except (re.error, TypeError) as exc:
-            raise ValueError(f"{src.at(f'{key} =')}: {name}: {key} is not a valid regex ({exc})") from None
+            raise UsageError(f"{src.at(f'{key} =')}: {name}: {key} is not a valid regex ({exc})") from None
     overrides = raw.get("lesson", {})
     if not isinstance(overrides, dict):
-        raise ValueError(f"{src.at('lesson =')}: {name}: lesson must be a table of facts, got {overrides!r}")
+        raise UsageError(f"{src.at('lesson =')}: {name}: lesson must be a table of facts, got {overrides!r}")
     facts = {f.name for f in fields(Lesson)}
     if set(overrides) & {f.name for f in fields(Setup)}:
         shared = sorted(set(overrides) & {f.name for f in fields(Setup)})
-        raise ValueError(f"{src.at('lesson =')}: {name}: {shared} apply to the whole notebook; set them in [lesson]")
+        raise UsageError(f"{src.at('lesson =')}: {name}: {shared} apply to the whole notebook; set them in [lesson]")
     if set(overrides) - facts:
         raise src.unknown(f"{name} lesson keys", set(overrides) - facts, facts)
     checks = tuple(_check(src, f"{where}: {name} check #{i + 1}", c, version) for i, c in enumerate(raw["checks"]))
@@ -327,11 +328,11 @@ def _check(src: _Source, where: str, raw: dict[str, Any], version: int) -> Check
     if name not in CHECKS:
         raise src.unknown("check", [str(name)], CHECKS)
     if not isinstance(points, (int, float)) or points < 0:
-        raise ValueError(f"{where}: points must be a number >= 0, got {points!r}")
+        raise UsageError(f"{where}: points must be a number >= 0, got {points!r}")
     try:
         inspect.signature(CHECKS[name].fn).bind(None, None, **params)
     except TypeError as exc:
-        raise ValueError(f"{where}: bad parameters for {name!r} ({exc})") from None
+        raise UsageError(f"{where}: bad parameters for {name!r} ({exc})") from None
     check = CheckSpec(name, float(points), params)
     for param, allowed in CHECKS[name].choices.items():
         if param in params and params[param] not in allowed:
@@ -341,5 +342,5 @@ def _check(src: _Source, where: str, raw: dict[str, Any], version: int) -> Check
             try:
                 parse_path(path)
             except ValueError as exc:
-                raise ValueError(f"{src.at(repr(path)[1:-1])}: check {name!r}: {exc}") from None
+                raise UsageError(f"{src.at(repr(path)[1:-1])}: check {name!r}: {exc}") from None
     return check

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdverify.checker.report import CheckEntry, failure_text
+from sdverify.grading.model import CheckEntry, ExerciseGrade, SubmissionGrade, failure_text
 from sdverify.isolation import describe
-from sdverify.notebooks.grading import ExerciseGrade, SubmissionGrade
 
 
 def to_gradescope(grade: SubmissionGrade) -> dict[str, Any]:
