@@ -19,6 +19,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -143,19 +144,21 @@ def test_an_all_passing_hidden_exercise_says_so():
 def test_notebook_checks_record_the_mistake_they_recognise():
     import torch
 
-    from sdverify.notebooks.exercises import latent_noise
+    from sdverify.notebooks.exercises import Lesson, latent_noise
     from sdverify.untrusted.value import UntrustedValue
+
+    ctx = SimpleNamespace(lesson=Lesson())  # the lesson's facts are all this check reads of its context
 
     def lookup(x: torch.Tensor):
         meta = {"kind": "tensor", "dtype": str(x.dtype), "device": "cpu", "shape": list(x.shape)}
         return lambda name: UntrustedValue(name, meta, {name: x}) if name == "z_t" else UntrustedValue(name, {})
 
     gen = torch.Generator().manual_seed(0)
-    uniform = latent_noise(None, lookup(torch.rand(1, 4, 64, 64, generator=gen)))
+    uniform = latent_noise(ctx, lookup(torch.rand(1, 4, 64, 64, generator=gen)))
     entry = CheckEntry.from_result("ex3", uniform, 2.0)
     assert entry.mistake == "rand_not_randn"
     assert entry.named_mistake == entry.message.splitlines()[0] and "torch.rand" in entry.named_mistake
-    scaled = CheckEntry.from_result("ex3", latent_noise(None, lookup(3 * torch.randn(1, 4, 64, 64, generator=gen))))
+    scaled = CheckEntry.from_result("ex3", latent_noise(ctx, lookup(3 * torch.randn(1, 4, 64, 64, generator=gen))))
     assert not scaled.passed and scaled.named_mistake is None  # wrong, but no known mistake
 
 
@@ -177,7 +180,7 @@ def test_spec_visibility_reaches_the_exercises_and_bad_values_are_named(tmp_path
     }
     with pytest.raises(ValueError, match=r"visibility 'secret'; expected one of \['visible', 'after_due_date'"):
         load_spec(_spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisibility = "secret"\n'))
-    with pytest.raises(ValueError, match=r"exercise 'ex3': unknown keys \['visiblity'\]"):
+    with pytest.raises(ValueError, match=r"unknown exercise 'ex3' keys \['visiblity'\]; did you mean 'visibility'\?"):
         load_spec(_spec_with(tmp_path, 'id = "ex3"\n', 'id = "ex3"\nvisiblity = "hidden"\n'))
 
 
