@@ -22,6 +22,7 @@ Two levels, chosen with ``--sandbox auto|bwrap|process`` (``auto``: bwrap where 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,9 @@ _ENV_ALLOWED = (
     "MKL_NUM_THREADS",
     "CUDA_VISIBLE_DEVICES",
 )
+# What the process student code is forked from may also keep: where it imports from, and the hub
+# settings its preloaded libraries read once at import (none of them a secret; HF_TOKEN is dropped).
+_STARTUP_KEPT = ("HOME", "PYTHONPATH", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _UNPRIVILEGED = "65534"  # nobody, inside the user namespace
 # What any program needs to run (binaries, libraries, /etc for the loader, /sys for CPU facts).
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
@@ -121,6 +125,24 @@ def sandbox_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     env.update(HOME=str(home), TMPDIR=str(home), PWD=str(home), PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
     env.update(extra or {})
     return env
+
+
+@contextlib.contextmanager
+def scrubbed_environ() -> Iterator[None]:
+    """Within this block the grader's process environment is the allow-listed one (plus
+    :data:`_STARTUP_KEPT`), so that a process started here, which student code is forked from (the
+    process level's forkserver, a spawned child), never holds the grader's variables: clearing
+    ``os.environ`` in the child leaves the strings its process was started with on its stack,
+    readable by the code it runs (a red team read a secret there)."""
+    kept = {key: os.environ[key] for key in (*_ENV_ALLOWED, *_STARTUP_KEPT) if key in os.environ}
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(kept)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
         os.setsid()
         work = job["workdir"]
         os.chdir(work)
-        os.environ.clear()  # the forkserver's copy of the grader's environment: secrets included
+        os.environ.clear()  # the forkserver's (already allow-listed: isolation.scrubbed_environ)
         os.environ.update(job["env"])
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(log, 1)

@@ -99,7 +99,8 @@ class _ForkRun:
         saved: dict[str, Any] = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
         main.__spec__ = None
         try:
-            self.proc.start()
+            with isolation.scrubbed_environ():  # the forkserver (or spawned child) holds no secret
+                self.proc.start()
         finally:
             main.__dict__.update(saved)
         theirs.close()
@@ -173,7 +174,10 @@ class _Jail:
     def run(self, job: dict[str, Any], inputs: bytes, startup: float) -> _JailChild:
         """Start ``job`` in a fresh child; its values (and its probes) go on a socket of its own."""
         ours, theirs = socket.socketpair()
-        run = _JailChild(self, Connection(ours.detach()), self.log.stat().st_size)
+        # Each run starts an empty log: one that a flood left at the file-size limit would make
+        # every later child's output (a print, a progress bar) fail with EFBIG in its own calls.
+        os.truncate(self.log, 0)
+        run = _JailChild(self, Connection(ours.detach()))
         try:
             if not self.ready:
                 if not self.ctrl.poll(startup):
@@ -203,8 +207,8 @@ class _Jail:
 class _JailChild:
     """One run in a jail: its result pipe, and the server's word on how it ended."""
 
-    def __init__(self, jail: _Jail, recv: Connection, log_start: int) -> None:
-        self.jail, self.recv, self.log_start = jail, recv, log_start
+    def __init__(self, jail: _Jail, recv: Connection) -> None:
+        self.jail, self.recv = jail, recv
         self.code: int | None = None
         self.ended = False
 
@@ -240,8 +244,8 @@ class _JailChild:
         return _describe_exit(self.code)
 
     def log_tail(self) -> str:
-        """What this run printed (the jail's log since it started), last bytes only."""
-        return _tail(self.jail.log, C.CHECK_LOG_TAIL_BYTES, start=self.log_start)
+        """What this run printed (the jail's log, emptied when it started), last bytes only."""
+        return _tail(self.jail.log, C.CHECK_LOG_TAIL_BYTES)
 
 
 _JailKey = tuple[str, str, str, tuple[Path, ...], bool]  # weights, device, dtype, search path, shows the reference
@@ -373,11 +377,11 @@ def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:
     return {"kind": target.kind, "value": target.value}
 
 
-def _tail(path: Path, size: int, start: int = 0) -> str:
-    """The last ``size`` bytes of a child's output (after ``start``); anything but a regular
-    file (a FIFO, a link to /dev/zero) is refused, never read, and reads as nothing."""
+def _tail(path: Path, size: int) -> str:
+    """The last ``size`` bytes of a child's output: a 1 GiB flood costs a seek; anything but a
+    regular file (a FIFO, a link to /dev/zero) is refused, never read, and reads as nothing."""
     try:
-        return read_bounded(path, size, tail=True, start=start).decode(errors="replace")
+        return read_bounded(path, size, tail=True).decode(errors="replace")
     except ValueError:
         return ""
 

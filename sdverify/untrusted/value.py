@@ -80,8 +80,8 @@ def _dims(shape: Any) -> str:
     return "[" + ",".join(str(n) for n in shape) + "]" if isinstance(shape, (list, tuple, torch.Size)) else "?"
 
 
-def read_bounded(path: Path, limit: int, *, tail: bool = False, start: int = 0) -> bytes:
-    """At most ``limit`` bytes of ``path`` (its last ones after ``start``, with ``tail``), only
+def read_bounded(path: Path, limit: int, *, tail: bool = False) -> bytes:
+    """At most ``limit`` bytes of ``path`` (its last ones, with ``tail``), only
     if it is a regular file: untrusted code can write there, so a FIFO, a link or a flood is
     refused (ValueError, naming the file) before anything is read; a flood's tail costs a seek."""
     if path.parent.is_symlink():
@@ -95,7 +95,7 @@ def read_bounded(path: Path, limit: int, *, tail: bool = False, start: int = 0) 
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path.name} is not a regular file")
         if tail:
-            f.seek(max(start, info.st_size - limit))
+            f.seek(max(0, info.st_size - limit))
         elif info.st_size > limit:
             raise ValueError(f"{path.name} is {info.st_size >> 20} MiB, over the {limit >> 20} MiB limit")
         return f.read(limit + 1)[:limit]
