@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,11 @@ from sdverify.mistakes import MISTAKES
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings, SubmissionGrade
 from sdverify.notebooks.spec import load_spec
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 pytestmark = pytest.mark.xdist_group("lessons_corpus")
 
@@ -84,7 +88,13 @@ def _mistakes(embeddings: str, noise: str, denoise: str, decode: str) -> tuple[I
             (decode,),
             frozenset({"scaling_factor_not_divided"}),
         ),
-        Injected("rand_not_randn", "latents = torch.randn(", "latents = torch.rand(", after_noise, frozenset({"rand_not_randn"})),
+        Injected(
+            "rand_not_randn",
+            "latents = torch.randn(",
+            "latents = torch.rand(",
+            after_noise,
+            frozenset({"rand_not_randn"}),
+        ),
         Injected(
             "embeddings_of_wrong_prompt",
             '[""] * batch_size',
