@@ -25,6 +25,7 @@ import pytest
 from filelock import FileLock
 
 from sdverify.mistakes import MISTAKES
+from sdverify.notebooks import spec as spec_module
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings, SubmissionGrade
 from sdverify.notebooks.spec import load_spec
@@ -125,18 +126,9 @@ def injected(lesson: str, mistake: Injected) -> nbformat.NotebookNode:
     return nb
 
 
-def _spec_v2_loads(folder: Path) -> bool:
-    """This sdverify reads format-2 specs (branch spec2): a v2-only key loads."""
-    probe = folder / "probe.toml"
-    probe.write_text(
-        "format = 2\n[[exercises]]\nid = 'a'\nheading = '^#+ A'\nends = '^#+ B'\n"
-        "checks = [{ check = 'token_ids', points = 1, value = 'text_input.input_ids' }]\n"
-    )
-    try:
-        load_spec(probe)
-    except ValueError:
-        return False
-    return True
+def _spec_v2() -> bool:
+    """This sdverify reads format-2 specs (issue 20 item 1, branch spec2 names them in SPEC_FORMATS)."""
+    return 2 in getattr(spec_module, "SPEC_FORMATS", ())
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +136,7 @@ def grade_lesson(tmp_path_factory: pytest.TempPathFactory, worker_id: str, pytes
     """``grade_lesson(name)``: the grades of that lesson's variants (published + mistakes), by stem."""
     base = tmp_path_factory.getbasetemp()
     shared = base if worker_id == "master" else base.parent
-    if not _spec_v2_loads(tmp_path_factory.mktemp("v2probe")):
+    if not _spec_v2():
         pytest.skip("this sdverify cannot load format-2 specs yet (issue 20 item 1, branch spec2)")
     runslow = bool(pytestconfig.getoption("--runslow"))
     cache: dict[str, dict[str, SubmissionGrade]] = {}
@@ -203,6 +195,17 @@ def test_each_lesson_is_the_published_file_with_its_provenance_and_licence(lesso
     data = (LESSONS / lesson / "lesson.ipynb").read_bytes()
     assert hashlib.sha256(data).hexdigest() == prov["sha256"], "lesson.ipynb is not the published file"
     assert prov["changes"].startswith("none")
+
+
+@pytest.mark.parametrize("lesson", NAMES)
+def test_each_spec_loads_with_every_check_it_names(lesson):
+    if not _spec_v2():
+        pytest.skip("this sdverify cannot load format-2 specs yet (issue 20 item 1, branch spec2)")
+    spec = load_spec(LESSONS / lesson / "spec.toml")
+    raw = tomllib.loads((LESSONS / lesson / "spec.toml").read_text())
+    assert [e.id for e in spec.exercises] == [e["id"] for e in raw["exercises"]]
+    assert spec.max_points == sum(c["points"] for e in raw["exercises"] for c in e["checks"])
+    assert spec.setup.missing_packages() == []
 
 
 @pytest.mark.parametrize("lesson", NAMES)
