@@ -15,8 +15,8 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,13 @@ from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.schedulers import SCHEDULERS, make_scheduler
 
 VarLookup = Callable[[str], Variable]
+
+
+@lru_cache(maxsize=2)
+def _components(folder: Path) -> zoo.Components:
+    return zoo.load_components(folder, private=True)  # never a view of a file a kernel can reach
+
+
 # The kernel reports at most this many generators' seeds; a forged report gets no more replays.
 MAX_GENERATOR_SEEDS = 16
 # U-Net predictions an ExerciseContext keeps: Exercise 3 asks for at most four (two prompts,
@@ -49,20 +56,42 @@ class Lesson:
     steps: int = C.NUM_INFERENCE_STEPS
     guidance_scale: float = C.GUIDANCE_SCALE
     scheduler: str = "ddpm"
+    # Spec format 2 only (a v1 [lesson] cannot name them):
+    negative_prompt: str = ""  # the unconditional prompt of CFG
+    height: int = C.IMAGE_SIZE
+    width: int = C.IMAGE_SIZE
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        return (1, C.LATENT_CHANNELS, self.height // C.VAE_DOWNSCALE, self.width // C.VAE_DOWNSCALE)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.height, self.width)
+
+    def facts(self) -> dict[str, Any]:
+        """The facts a verdict depends on; v2's at their defaults are left out, so a v1 spec's
+        exercise definitions (resume digests) stay what they were."""
+        v2 = {f.name: f.default for f in fields(Lesson) if f.name not in V1_FACTS}
+        return {k: v for k, v in asdict(self).items() if k not in v2 or v != v2[k]}
+
+
+V1_FACTS = ("prompt", "seed", "steps", "guidance_scale", "scheduler")  # the [lesson] keys of format 1
 
 
 @dataclass(frozen=True)
 class CheckDef:
     fn: CheckFn
-    variables: tuple[str, ...]  # parameters whose values are notebook variable names
+    variables: tuple[str, ...]  # parameters whose values are notebook variable names (paths in v2)
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # parameter -> the values it takes
 
 
 CHECKS: dict[str, CheckDef] = {}
 
 
-def register(*variables: str) -> Callable[[CheckFn], CheckFn]:
+def register(*variables: str, choices: Mapping[str, tuple[Any, ...]] | None = None) -> Callable[[CheckFn], CheckFn]:
     def add(fn: CheckFn) -> CheckFn:
-        CHECKS[fn.__name__] = CheckDef(fn, variables)
+        CHECKS[fn.__name__] = CheckDef(fn, variables, choices or {})
         return fn
 
     return add
@@ -75,12 +104,13 @@ class ExerciseContext:
     lesson: Lesson
     folder: Path
     contract_params: bool  # True for the sd15 preset or real weights: counts must be SD1.5's
+    version: int = 1  # the spec's format: 2 accepts every form in which real lessons hold a value
     _cache: dict[Any, Any] = field(default_factory=dict)
     _predictions: dict[Any, torch.Tensor] = field(default_factory=dict)  # see unet()
 
-    @cached_property
+    @property
     def components(self) -> zoo.Components:
-        return zoo.load_components(self.folder, private=True)  # never a view of a file a kernel can reach
+        return _components(self.folder)  # one load for every exercise's facts
 
     def scheduler(self):
         """A fresh scheduler of the lesson's kind, from the weights' scheduler config."""
@@ -158,11 +188,11 @@ class ExerciseContext:
         step = partial(R.guided_step, combine=combine, batched=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            cond, uncond = self.embeddings(self.lesson.prompt), self.embeddings("")
+            cond, uncond = self.embeddings(self.lesson.prompt), self.embeddings(self.lesson.negative_prompt)
             scheduler = self.scheduler()
             scheduler.set_timesteps(self.lesson.steps)
             draw = torch.rand if init == "rand" else torch.randn
-            z = draw(C.LATENT_SHAPE) * scheduler.init_noise_sigma
+            z = draw(self.lesson.latent_shape) * scheduler.init_noise_sigma
             return R.denoise_loop(self.components.unet, scheduler, z, cond, uncond, w, step=step, reverse=reverse)
 
     def replay_seeds(self, var: VarLookup) -> list[int]:
@@ -181,6 +211,8 @@ class ExerciseContext:
 def _tensor(id: str, var: Variable, shape: Sequence[int] | None, what: str) -> torch.Tensor | CheckResult:
     """The variable as a tensor of ``shape``, or a failure saying what was found instead."""
     expected = f"{what} (a tensor{' of shape ' + str(list(shape)) if shape else ''})"
+    if var.kind == "unreadable":
+        return fail(id, f"`{var.name}` could not be read: {var.meta.get('error')}")
     if var.kind != "tensor" or var.tensor is None:
         return fail(id, f"`{var.name}` is {var.describe()}; expected {expected}")
     if shape is not None and tuple(var.tensor.shape) != tuple(shape):
@@ -332,7 +364,7 @@ def prompt_embeddings(ctx: ExerciseContext, var: VarLookup, *, value: str, promp
     (x,) = got
     result = compare_tensors(id, x.float(), ctx.embeddings(prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
-        for other in {ctx.lesson.prompt, ""} - {prompt}:
+        for other in {ctx.lesson.prompt, ctx.lesson.negative_prompt} - {prompt}:
             if _close(x, ctx.embeddings(other), C.GRADE_ATOL_FP32):
                 result = named(result, "embeddings_of_wrong_prompt", f"in `{value}`", other=other, prompt=prompt)
     return result
@@ -371,8 +403,8 @@ def latent_noise(
     ctx: ExerciseContext, var: VarLookup, *, value: str = "z_t", dtype: str = "dtype", device: str = "device"
 ) -> CheckResult:
     """A standard-normal latent [1,4,64,64] in the notebook's own dtype and on its device."""
-    id, clause = value, f"`{value}` ~ N(0, 1), shape {list(C.LATENT_SHAPE)}, on `{device}` in `{dtype}`"
-    got = _tensors(id, clause, (var(value), C.LATENT_SHAPE, "the initial latent"))
+    id, clause = value, f"`{value}` ~ N(0, 1), shape {list(ctx.lesson.latent_shape)}, on `{device}` in `{dtype}`"
+    got = _tensors(id, clause, (var(value), ctx.lesson.latent_shape, "the initial latent"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
@@ -424,7 +456,10 @@ def unet_prediction(
         f"`{value}` = unet({latents}, {timestep}, encoder_hidden_states=<embeddings of {prompt!r}>).sample",
     )
     got = _tensors(
-        id, clause, (var(value), C.LATENT_SHAPE, "a noise prediction"), (var(latents), C.LATENT_SHAPE, "the latent")
+        id,
+        clause,
+        (var(value), ctx.lesson.latent_shape, "a noise prediction"),
+        (var(latents), ctx.lesson.latent_shape, "the latent"),
     )
     if isinstance(got, CheckResult):
         return got
@@ -435,7 +470,7 @@ def unet_prediction(
     t_tensor = _timestep(ctx, t)
     result = compare_tensors(id, x.float(), ctx.unet(z, t_tensor, prompt), atol=C.GRADE_ATOL_FP32, clause=clause)
     if not result.passed:
-        for other in {ctx.lesson.prompt, ""} - {prompt}:
+        for other in {ctx.lesson.prompt, ctx.lesson.negative_prompt} - {prompt}:
             if _close(x, ctx.unet(z, t_tensor, other), C.GRADE_ATOL_FP32):
                 result = named(result, "conditioned_on_wrong_prompt", f"in `{value}`", other=other, prompt=prompt)
     return result
@@ -457,7 +492,9 @@ def cfg_combination(
     wrong order makes a formula that holds on mislabelled variables)."""
     w = ctx.lesson.guidance_scale
     id, clause = value, f"`{value}` = {uncond} + {w:g} · ({cond} − {uncond})"
-    got = _tensors(id, clause, *((var(name), C.LATENT_SHAPE, "a noise prediction") for name in (value, uncond, cond)))
+    got = _tensors(
+        id, clause, *((var(name), ctx.lesson.latent_shape, "a noise prediction") for name in (value, uncond, cond))
+    )
     if isinstance(got, CheckResult):
         return got
     out, u, c = (x.double() for x in got)
@@ -479,7 +516,7 @@ def _chunks_swapped(
     and ``timestep``, as given to the U-Net or scaled by ``scale_model_input``?  False when
     those are not there to recompute from."""
     z, t = var(latents).tensor, _scalar(var(timestep))
-    if z is None or t is None or tuple(z.shape) != C.LATENT_SHAPE or _close(u, c, C.GRADE_ATOL_FP32):
+    if z is None or t is None or tuple(z.shape) != ctx.lesson.latent_shape or _close(u, c, C.GRADE_ATOL_FP32):
         return False
     t_tensor = _timestep(ctx, t)
     scheduler = ctx.scheduler()
@@ -490,7 +527,7 @@ def _chunks_swapped(
         inputs = [z.float()]
     return any(
         _close(u, ctx.unet(x, t_tensor, ctx.lesson.prompt), C.GRADE_ATOL_FP32)
-        and _close(c, ctx.unet(x, t_tensor, ""), C.GRADE_ATOL_FP32)
+        and _close(c, ctx.unet(x, t_tensor, ctx.lesson.negative_prompt), C.GRADE_ATOL_FP32)
         for x in inputs
     )
 
@@ -538,9 +575,9 @@ def ddpm_step(
     got = _tensors(
         id,
         clause,
-        (v, C.LATENT_SHAPE, "the next latent"),
-        (var(latents), C.LATENT_SHAPE, "the latent"),
-        (var(noise_pred), C.LATENT_SHAPE, "the guided prediction"),
+        (v, ctx.lesson.latent_shape, "the next latent"),
+        (var(latents), ctx.lesson.latent_shape, "the latent"),
+        (var(noise_pred), ctx.lesson.latent_shape, "the guided prediction"),
     )
     if isinstance(got, CheckResult):
         return got
@@ -573,8 +610,8 @@ def ddpm_step(
 @register("value")
 def image_shape(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> CheckResult:
     """The decoded image: [1,3,512,512], finite."""
-    id, clause = f"{value}_shape", f"`{value}` is the raw VAE output, shape {list(C.IMAGE_SHAPE)}"
-    got = _tensors(id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"))
+    id, clause = f"{value}_shape", f"`{value}` is the raw VAE output, shape {list(ctx.lesson.image_shape)}"
+    got = _tensors(id, clause, (var(value), ctx.lesson.image_shape, "the decoded image"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
@@ -594,7 +631,10 @@ def image_decode(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", 
     sf = ctx.components.vae.config["scaling_factor"]
     id, clause = f"{value}_decode", f"`{value}` = vae.decode({latents} / vae.config.scaling_factor).sample"
     got = _tensors(
-        id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"), (var(latents), C.LATENT_SHAPE, "the final latent")
+        id,
+        clause,
+        (var(value), ctx.lesson.image_shape, "the decoded image"),
+        (var(latents), ctx.lesson.latent_shape, "the final latent"),
     )
     if isinstance(got, CheckResult):
         return got
@@ -643,7 +683,7 @@ def generation_replay(ctx: ExerciseContext, var: VarLookup, *, value: str = "ima
 def _generation_replay(
     ctx: ExerciseContext, var: VarLookup, id: str, clause: str, value: str, latents: str
 ) -> CheckResult:
-    got = _tensors(id, clause, (var(value), C.IMAGE_SHAPE, "the decoded image"))
+    got = _tensors(id, clause, (var(value), ctx.lesson.image_shape, "the decoded image"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
@@ -654,7 +694,7 @@ def _generation_replay(
             return ok(id, clause, seed=seed, max_abs_diff=float((x.double() - image.double()).abs().max()))
     result = compare_tensors(id, x.float(), replays[seeds[0]][1], atol=C.GRADE_ATOL_REPLAY, clause=clause)
     z = var(latents).tensor
-    if z is not None and tuple(z.shape) == C.LATENT_SHAPE:
+    if z is not None and tuple(z.shape) == ctx.lesson.latent_shape:
         sf = ctx.components.vae.config["scaling_factor"]
         for final in (z.float(), z.float() * sf):  # as computed, or rebound to latents / scaling factor
             if any(_close(final, replay[0], C.GRADE_ATOL_REPLAY) for replay in replays.values()):

@@ -225,14 +225,15 @@ def _zero(spec: Spec) -> list[ExerciseGrade]:
 # --- notebooks ---------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _context(folder: str, contract_params: bool, lesson) -> ExerciseContext:
-    # One per worker process and weights: references (embeddings, replays) are shared
-    # by every notebook that worker grades.  Loading bars would interleave with ours.
+@lru_cache(maxsize=8)
+def _context(folder: str, contract_params: bool, lesson, version: int) -> ExerciseContext:
+    # One per worker process, weights and facts (a v2 exercise may have its own): references
+    # (embeddings, replays) are shared by every notebook that worker grades.  Loading bars
+    # would interleave with ours.
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    return ExerciseContext(lesson, Path(folder), contract_params)
+    return ExerciseContext(lesson, Path(folder), contract_params, version)
 
 
 def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
@@ -250,6 +251,9 @@ def kernel_env(hub_cache: Path, settings: Settings) -> dict[str, str]:
     }
 
 
+NO_HEADING_MATCHED = (
+    "no exercise heading of the spec matched any markdown heading of this notebook; is it the right lesson?"
+)
 # A cell error that says the kernel has no GPU (torch without CUDA, or no device visible).
 _NO_CUDA = re.compile(r"CUDA|NVIDIA|cuda")
 
@@ -260,7 +264,6 @@ def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submi
     torch.set_num_threads(settings.threads)
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
     contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
-    ctx = _context(str(weights), contract_params, spec.lesson)
     hub_cache = zoo.hub_cache_for(weights.resolve())
     policies = {e.id: e.policy.relaxed(settings.allow) for e in spec.exercises}
     watch = watch_lists(policies.values())
@@ -287,7 +290,15 @@ def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submi
     exercises = [
         replace(keep[e.id], title=e.title, visibility=e.visibility)
         if e.id in keep
-        else _grade_exercise(ctx, run, e, uses, policies[e.id], definitions[e.id], spec.setup.map_device)
+        else _grade_exercise(
+            _context(str(weights), contract_params, e.lesson, spec.format),
+            run,
+            e,
+            uses,
+            policies[e.id],
+            definitions[e.id],
+            spec.setup.map_device,
+        )
         for e in spec.exercises
     ]
     notes += _device_notes(run, spec.setup.map_device)
@@ -296,6 +307,8 @@ def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submi
         notes.append(
             f"executed.ipynb: outputs of cells {cleared} dropped to keep it under {C.GRADE_NOTEBOOK_BYTES >> 20} MiB"
         )
+    if not run.starts:
+        notes.append(NO_HEADING_MATCHED)
     notes += [f"segmentation: {note}" for note in run.segmentation]
     grade = SubmissionGrade(name, str(path), "notebook", exercises, notes, seconds=run.seconds)
     for exercise in exercises:
@@ -309,9 +322,13 @@ def _grade_notebook(job: Submission, keep: Mapping[str, ExerciseGrade]) -> Submi
 
 
 def _section(run: RunResult, index: int) -> str | None:
-    """The exercise whose cells include ``index`` (None: before the first heading)."""
+    """The exercise whose cells include ``index`` (None: before the first heading, or past an
+    exercise's explicit end)."""
     before = [(start, id) for id, start in run.starts.items() if start <= index]
-    return max(before)[1] if before else None
+    if not before:
+        return None
+    id = max(before)[1]
+    return None if run.ends.get(id, len(run.executed.cells)) <= index else id
 
 
 def _device_notes(run: RunResult, map_device: bool) -> list[str]:

@@ -56,6 +56,7 @@ from sdverify import isolation
 from sdverify.delegation import tripwire
 from sdverify.isolation import Confinement, Level, sandbox_env
 from sdverify.notebooks import device_map
+from sdverify.notebooks.paths import WALK_CODE, kernel_request
 
 _KERNEL_NAME = "sdverify-python"
 # Read with every snapshot: torch.initial_seed() in the kernel, the seed its last
@@ -179,6 +180,8 @@ class Variable:
             return "not defined"
         if self.kind == "error":
             return f"not readable ({self.meta.get('error')})"
+        if self.kind == "unreadable":  # a variable path's step raised (sdverify.notebooks.paths)
+            return f"unreadable ({self.meta.get('error')})"
         if self.kind == "tensor":
             dtype = self.meta["dtype"].replace("torch.", "")
             return f"a {dtype} tensor of shape {self.meta['shape']} on {self.meta['device']}"
@@ -208,6 +211,7 @@ class RunResult:
     executed: NotebookNode
     starts: dict[str, int]  # exercise id -> first cell index (exercises whose heading was found)
     segmentation: list[str]  # warnings of locate_exercises: headings out of order or missing
+    ends: dict[str, int] = field(default_factory=dict)  # exercise id -> cell index of its ``ends`` heading
     # The tripwire's records (untrusted), each with "cell": the index of the cell that made it
     # (None: not a notebook cell); None when no tripwire ran or its records could not be read.
     tripwire: list[dict[str, Any]] | None = None
@@ -220,11 +224,22 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Extraction point: after the cells of exercise ``id`` (found by ``heading``), read ``names``."""
+    """Extraction point: after the cells of exercise ``id`` (found by ``heading``), read ``names``.
+
+    A v2 spec's snapshot reads variable paths (``walk``), matches markdown heading lines only
+    (``headings_only``) and may end its section at the first heading line matching ``ends``.
+    """
 
     id: str
     heading: str
     names: tuple[str, ...]
+    ends: str | None = None
+    walk: bool = False
+    headings_only: bool = False
+
+    def requests(self) -> list[list[Any]]:
+        """What the extraction cell reads: each name as ``[text, root, steps]``."""
+        return [kernel_request(name, walk=self.walk) for name in self.names]
 
 
 def neutralise_shell(source: str) -> tuple[str, list[str]]:
@@ -261,12 +276,15 @@ def locate_exercises(cells: list[NotebookNode], snapshots: list[Snapshot]) -> tu
     """
     patterns = [(snap.id, re.compile(snap.heading, re.IGNORECASE | re.MULTILINE)) for snap in snapshots]
     markdown = [(i, c.source) for i, c in enumerate(cells) if c.cell_type == "markdown"]
-    contents = {i for i, text in markdown if sum(bool(p.search(text)) for _, p in patterns) > 1}
+    headings = [(i, heading_lines(text)) for i, text in markdown]
+    texts = [headings if snap.headings_only else markdown for snap in snapshots]
+    matches = [{i for i, text in where if p.search(text)} for (_, p), where in zip(patterns, texts)]
+    contents = {i for i, _ in markdown if sum(i in found for found in matches) > 1}
     starts: dict[str, int] = {}
     notes: list[str] = []
     previous = -1
-    for id, pattern in patterns:
-        found = [i for i, text in markdown if i not in contents and pattern.search(text)]
+    for (id, pattern), matched in zip(patterns, matches):
+        found = sorted(matched - contents)
         after = [i for i in found if i > previous]
         if after:
             starts[id] = previous = after[0]
@@ -278,18 +296,47 @@ def locate_exercises(cells: list[NotebookNode], snapshots: list[Snapshot]) -> tu
     return starts, notes
 
 
+_HEADING_LINE = re.compile(r"^ {0,3}#.*$", re.MULTILINE)
+
+
+def heading_lines(markdown: str) -> str:
+    """The markdown heading lines (``# ...``) of a cell's text, one per line."""
+    return "\n".join(m.group() for m in _HEADING_LINE.finditer(markdown))
+
+
+def locate_ends(cells: list[NotebookNode], snapshots: list[Snapshot], starts: dict[str, int]) -> dict[str, int]:
+    """Exercise id -> index of the markdown cell whose heading line matches its ``ends`` (the first
+    after its start; exercises without ``ends``, or whose end is not found, have none)."""
+    ends: dict[str, int] = {}
+    for snap in snapshots:
+        start = starts.get(snap.id)
+        if snap.ends is None or start is None:
+            continue
+        pattern = re.compile(snap.ends, re.IGNORECASE | re.MULTILINE)
+        found = [
+            i
+            for i, c in enumerate(cells)
+            if i > start and c.cell_type == "markdown" and pattern.search(heading_lines(c.source))
+        ]
+        if found:
+            ends[snap.id] = found[0]
+    return ends
+
+
 def plan_snapshots(cells: list[NotebookNode], snapshots: list[Snapshot]) -> dict[int, list[Snapshot]]:
     """Cell position -> snapshots to take just before it (``len(cells)`` means at the end).
 
-    An exercise's snapshot goes before the next exercise heading after its own.  An
-    exercise whose heading is missing is snapshotted at the end, so renamed headings
-    cost precision (later cells may overwrite names) but never the grade outright.
+    An exercise's snapshot goes before its ``ends`` heading or the next exercise heading after
+    its own, whichever comes first.  An exercise whose heading is missing is snapshotted at the
+    end, so renamed headings cost precision (later cells may overwrite names) but never the
+    grade outright.
     """
     starts, _ = locate_exercises(cells, snapshots)
+    ends = locate_ends(cells, snapshots, starts)
     plan: dict[int, list[Snapshot]] = {}
     for snap in snapshots:
         start = starts.get(snap.id)
-        later = [i for i in starts.values() if start is not None and i > start]
+        later = [i for i in [*starts.values(), ends.get(snap.id, -1)] if start is not None and i > start]
         plan.setdefault(min(later) if later else len(cells), []).append(snap)
     return plan
 
@@ -354,12 +401,14 @@ def describe(name, v, tensors):
     return meta
 
 manifest, tensors = {}, {}
-for name in NAMES:
-    if name not in NS:
+for name, root, steps in NAMES:
+    if root not in NS:
         manifest[name] = {"kind": "missing"}
         continue
     try:
-        manifest[name] = describe(name, NS[name], tensors)
+        manifest[name] = describe(name, walk(root, steps), tensors)
+    except Unreadable as exc:
+        manifest[name] = {"kind": "unreadable", "error": B.str(exc)}
     except B.BaseException as exc:
         manifest[name] = {"kind": "error", "error": qualname(exc) + ": " + B.str(exc)[:300]}
 manifest[SEED] = {"kind": "value", "value": torch.initial_seed()}  # the seed the notebook last set
@@ -385,13 +434,13 @@ with B.open(os.path.join(FOLDER, "manifest.json"), "w") as f:
 """
 
 
-def _extraction_source(names: tuple[str, ...], folder: Path) -> str:
+def _extraction_source(requests: list[list[Any]], folder: Path) -> str:
     # The outer two lines use only `import` and attributes of the fresh builtins module;
     # everything else runs under exec with a clean globals dict.
     return (
         "import builtins as _sdv_b\n"
-        f"_sdv_b.exec(_sdv_b.compile({_EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
-        f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {list(names)!r}, 'FOLDER': {str(folder)!r}, "
+        f"_sdv_b.exec(_sdv_b.compile({WALK_CODE + _EXTRACT_CODE!r}, '<sdverify-extract>', 'exec'), "
+        f"{{'__builtins__': _sdv_b, 'NS': _sdv_b.globals(), 'NAMES': {requests!r}, 'FOLDER': {str(folder)!r}, "
         f"'SEED': {KERNEL_SEED!r}, 'GENERATORS': {KERNEL_GENERATORS!r}, 'USES': {KERNEL_USES!r}, "
         f"'TRIPWIRE': {tripwire.KERNEL_MODULE!r}, 'MAPPED': {KERNEL_MAPPED!r}, "
         f"'DEVICE_MAP': {device_map.KERNEL_MODULE!r}}})\n"
@@ -702,6 +751,7 @@ def run_notebook(
             f"{C.GRADE_CELL_IMAGE_BYTES >> 20} MiB of images per cell",
         )
     starts, segmentation = locate_exercises(nb.cells, snapshots)
+    ends = locate_ends(nb.cells, snapshots, starts)
     return RunResult(
         snapshots=taken,
         snapshot_errors={k: v for k, v in errors.items() if k not in taken},
@@ -709,6 +759,7 @@ def run_notebook(
         seconds=time.monotonic() - start,
         executed=nb,
         starts=starts,
+        ends=ends,
         segmentation=segmentation,
         tripwire=_by_cell(records.get("latest"), nb) if watch else None,
         mapped=_mapped_cells(records.get("mapped"), nb) if map_device else None,
@@ -801,7 +852,7 @@ def _take_snapshot(client: _Client, step: _Step, tmp: Path, taken: dict, errors:
     assert snap is not None
     folder = Path(tempfile.mkdtemp(prefix=f"{snap.id}-", dir=tmp))
     isolation.hand_over(user, folder)
-    cell = nbformat.v4.new_code_cell(_extraction_source(snap.names, folder))
+    cell = nbformat.v4.new_code_cell(_extraction_source(snap.requests(), folder))
     try:
         reply = client.run(cell, None, EXTRACT_TIMEOUT_S)
     except DeadKernelError:

@@ -14,13 +14,18 @@ import inspect
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
+from sdverify import contract as C
 from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
-from sdverify.notebooks.exercises import CHECKS, Lesson
+from sdverify.notebooks.exercises import CHECKS, V1_FACTS, Lesson
+from sdverify.notebooks.paths import parse_path
 from sdverify.notebooks.runner import Snapshot
+from sdverify.schedulers import SCHEDULERS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,6 +37,20 @@ DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "consolidate_sd15
 # (students then see only the mistakes its failed checks name; sdverify/notebooks/gradescope.py).
 VISIBILITIES = ("visible", "after_due_date", "hidden")
 _EXERCISE_KEYS = {"id", "title", "heading", "checks", "visibility", "forbid", "allow"}
+SPEC_FORMATS = (1, 2)  # a spec without a `format` key is format 1 (docs/grading.md)
+_TOP_KEYS = {"format", "title", "lesson", "exercises"}
+_V2_EXERCISE_KEYS = {"ends", "lesson"}
+_V2_NAMES = _V2_EXERCISE_KEYS | {"negative_prompt", "height", "width", "format"}
+_FACT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "prompt": str,
+    "negative_prompt": str,
+    "seed": int,
+    "steps": int,
+    "guidance_scale": (int, float),
+    "scheduler": str,
+    "height": int,
+    "width": int,
+}
 _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -60,6 +79,9 @@ class ExerciseSpec:
     checks: tuple[CheckSpec, ...]
     visibility: str = "visible"  # one of VISIBILITIES
     policy: Policy = field(default_factory=Policy)  # what its cells may not delegate to (forbid/allow)
+    lesson: Lesson = field(default_factory=Lesson)  # its facts: [lesson] with its own overrides (v2)
+    ends: str | None = None  # v2: the heading that ends its section (regex)
+    format: int = 1  # the spec's format: 2 reads variable paths and matches heading lines only
 
     @property
     def max_points(self) -> float:
@@ -67,7 +89,8 @@ class ExerciseSpec:
 
     def snapshot(self) -> Snapshot:
         names = dict.fromkeys(n for c in self.checks for n in c.variables())
-        return Snapshot(self.id, self.heading, tuple(names))
+        v2 = self.format >= 2
+        return Snapshot(self.id, self.heading, tuple(names), self.ends, walk=v2, headings_only=v2)
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,7 @@ class Spec:
     exercises: tuple[ExerciseSpec, ...]
     text: str  # the file's content: part of each submission's resume digest
     setup: Setup = field(default_factory=Setup)
+    format: int = 1  # one of SPEC_FORMATS
 
     @property
     def max_points(self) -> float:
@@ -121,7 +145,7 @@ class Spec:
         """Each exercise's definition hash: what its verdict depends on, so a spec edit regrades
         exactly the exercises it changes.
 
-        That is the lesson facts, the exercise's checks (points and parameters), its delegation
+        That is the exercise's lesson facts, its end (v2), the exercise's checks (points and parameters), its delegation
         policy (forbid/allow), and the headings
         up to the next exercise's: the exercise's cells run from its heading to the next one
         (headings are located in order), so a heading edited before it, or an exercise inserted
@@ -134,7 +158,8 @@ class Spec:
         for index, exercise in enumerate(self.exercises):
             checks = [(c.check, c.points, sorted(c.params.items())) for c in exercise.checks]
             policy = asdict(exercise.policy)
-            parts = [asdict(self.lesson), headings[: index + 2], checks, policy, *setup]
+            v2 = [exercise.ends, self.format] if self.format >= 2 else []  # a v1 spec's hashes stay as they were
+            parts = [exercise.lesson.facts(), headings[: index + 2], checks, policy, *setup, *v2]
             text = json.dumps(parts, sort_keys=True, default=str)
             found[exercise.id] = hashlib.sha256(text.encode()).hexdigest()[:16]
         return found
@@ -150,20 +175,75 @@ def load_spec(path: str | Path | None = None) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"spec {path}: not valid TOML ({exc})") from None
-    where = f"spec {path}"
-    lesson_keys = {f.name for f in fields(Lesson)} | {f.name for f in fields(Setup)}
+    src = _Source(path, text)
+    version = data.get("format", 1)
+    if version not in SPEC_FORMATS or isinstance(version, bool):
+        raise ValueError(f"{src.at('format')}: format {version!r}; expected one of {list(SPEC_FORMATS)} (none: 1)")
+    if version >= 2 and set(data) - _TOP_KEYS:
+        raise src.unknown("top-level keys", set(data) - _TOP_KEYS, _TOP_KEYS)
+    facts = {f.name for f in fields(Lesson)} if version >= 2 else set(V1_FACTS)
+    lesson_keys = facts | {f.name for f in fields(Setup)}
     lesson = dict(data.get("lesson", {}))
-    unknown = set(lesson) - lesson_keys
-    if unknown:
-        raise ValueError(f"{where}: unknown [lesson] keys {sorted(unknown)}; expected some of {sorted(lesson_keys)}")
+    if set(lesson) - lesson_keys:
+        raise src.unknown("[lesson] keys", set(lesson) - lesson_keys, lesson_keys, version)
+    where = f"spec {path}"
     setup = _setup(where, path.parent, {f.name: lesson.pop(f.name) for f in fields(Setup) if f.name in lesson})
-    exercises = [_exercise(where, i, raw) for i, raw in enumerate(data.get("exercises", []))]
+    facts_of = Lesson(**lesson) if version == 1 else _facts(src, Lesson(), lesson, "[lesson]")
+    exercises = [_exercise(src, i, raw, facts_of, version) for i, raw in enumerate(data.get("exercises", []))]
     if not exercises:
         raise ValueError(f"{where}: no [[exercises]]; each needs id, title, heading and checks")
     ids = [e.id for e in exercises]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{where}: exercise ids must be unique, got {ids}")
-    return Spec(str(data.get("title", path.stem)), Lesson(**lesson), tuple(exercises), text, setup)
+    return Spec(str(data.get("title", path.stem)), facts_of, tuple(exercises), text, setup, version)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The spec file, for errors that name the file and the line of the offending text."""
+
+    path: Path
+    text: str
+
+    def at(self, *needles: str) -> str:
+        """``spec PATH, line N``: the first line holding one of ``needles`` (tried in order)."""
+        lines = self.text.splitlines()
+        for needle in needles:
+            for number, line in enumerate(lines, 1):
+                if needle in line:
+                    return f"spec {self.path}, line {number}"
+        return f"spec {self.path}"
+
+    def unknown(self, what: str, names: Iterable[str], valid: Iterable[str], version: int = 2) -> ValueError:
+        """An unknown name (or set of them) with the nearest valid one suggested."""
+        names, valid = sorted(names), sorted(valid)
+        single = not what.endswith("keys")
+        shown = repr(names[0]) if single else repr(names)
+        guesses = [(n, get_close_matches(n, valid, 1)) for n in names]
+        hints = [f"'{n}' needs format = 2 at the top of the spec" for n in names if version < 2 and n in _V2_NAMES]
+        hints += [f"did you mean {g[0]!r}?" if single else f"did you mean {g[0]!r} for {n!r}?" for n, g in guesses if g]
+        needles = [f"{q}{n}{q}" for n in names for q in ('"', "'")] + [f"{n} =" for n in names] + names
+        hint = f"; {'; '.join(hints)}" if hints else ";"
+        return ValueError(f"{self.at(*needles)}: unknown {what} {shown}{hint} expected one of {valid}")
+
+
+def _facts(src: _Source, base: Lesson, raw: dict[str, Any], label: str) -> Lesson:
+    """``base`` with the facts of ``raw`` (a v2 [lesson] or an exercise's ``lesson``), each validated."""
+    for key, value in raw.items():
+        kind = _FACT_TYPES[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ValueError(f"{src.at(f'{key} =', key)}: {label} {key} must be {names}, got {value!r}")
+    if "scheduler" in raw and raw["scheduler"] not in SCHEDULERS:
+        raise src.unknown("scheduler", [raw["scheduler"]], SCHEDULERS)
+    for key in ("steps", "height", "width"):
+        value = raw.get(key, 1 if key == "steps" else C.VAE_DOWNSCALE)
+        if value <= 0 or (key != "steps" and value % C.VAE_DOWNSCALE):
+            rule = "> 0" if key == "steps" else f"a positive multiple of {C.VAE_DOWNSCALE} (the VAE's downscale)"
+            raise ValueError(f"{src.at(f'{key} =', key)}: {label} {key} must be {rule}, got {value!r}")
+    return replace(
+        base, **{**raw, **({"guidance_scale": float(raw["guidance_scale"])} if "guidance_scale" in raw else {})}
+    )
 
 
 def _setup(where: str, folder: Path, raw: dict[str, Any]) -> Setup:
@@ -191,43 +271,70 @@ def _data_file(where: str, folder: Path, name: str) -> Path:
     return source.resolve()
 
 
-def _exercise(where: str, index: int, raw: dict[str, Any]) -> ExerciseSpec:
+def _exercise(src: _Source, index: int, raw: dict[str, Any], lesson: Lesson, version: int) -> ExerciseSpec:
+    where = f"spec {src.path}"
     missing = {"id", "heading", "checks"} - set(raw)
     if missing:
         raise ValueError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
-    unknown = set(raw) - _EXERCISE_KEYS
-    if unknown:
-        raise ValueError(
-            f"{where}: exercise {raw['id']!r}: unknown keys {sorted(unknown)}; expected some of "
-            f"{sorted(_EXERCISE_KEYS)}"
-        )
+    keys = _EXERCISE_KEYS | (_V2_EXERCISE_KEYS if version >= 2 else set())
+    if set(raw) - keys:
+        raise src.unknown(f"keys of exercise {raw['id']!r}:", set(raw) - keys, keys, version)
+    name = f"exercise {raw['id']!r}"
     visibility = raw.get("visibility", "visible")
     if visibility not in VISIBILITIES:
-        raise ValueError(
-            f"{where}: exercise {raw['id']!r}: visibility {visibility!r}; expected one of {list(VISIBILITIES)}"
-        )
-    try:
-        re.compile(raw["heading"])
-    except re.error as exc:
-        raise ValueError(f"{where}: exercise {raw['id']!r}: heading is not a valid regex ({exc})") from None
-    checks = tuple(_check(f"{where}: exercise {raw['id']!r} check #{i + 1}", c) for i, c in enumerate(raw["checks"]))
+        raise ValueError(f"{where}: {name}: visibility {visibility!r}; expected one of {list(VISIBILITIES)}")
+    for key in ("heading", "ends"):
+        try:
+            re.compile(raw.get(key, ""))
+        except (re.error, TypeError) as exc:
+            raise ValueError(f"{src.at(f'{key} =')}: {name}: {key} is not a valid regex ({exc})") from None
+    overrides = raw.get("lesson", {})
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{src.at('lesson =')}: {name}: lesson must be a table of facts, got {overrides!r}")
+    facts = {f.name for f in fields(Lesson)}
+    if set(overrides) & {f.name for f in fields(Setup)}:
+        shared = sorted(set(overrides) & {f.name for f in fields(Setup)})
+        raise ValueError(f"{src.at('lesson =')}: {name}: {shared} apply to the whole notebook; set them in [lesson]")
+    if set(overrides) - facts:
+        raise src.unknown(f"lesson keys of {name}:", set(overrides) - facts, facts)
+    checks = tuple(_check(src, f"{where}: {name} check #{i + 1}", c, version) for i, c in enumerate(raw["checks"]))
     policy = Policy(
-        validate_names(raw.get("forbid", list(DEFAULT_FORBID)), f"{where}: exercise {raw['id']!r} forbid"),
-        validate_names(raw.get("allow", list(DEFAULT_ALLOW)), f"{where}: exercise {raw['id']!r} allow"),
+        validate_names(raw.get("forbid", list(DEFAULT_FORBID)), f"{where}: {name} forbid"),
+        validate_names(raw.get("allow", list(DEFAULT_ALLOW)), f"{where}: {name} allow"),
     )
-    return ExerciseSpec(str(raw["id"]), str(raw.get("title", raw["id"])), raw["heading"], checks, visibility, policy)
+    return ExerciseSpec(
+        str(raw["id"]),
+        str(raw.get("title", raw["id"])),
+        raw["heading"],
+        checks,
+        visibility,
+        policy,
+        _facts(src, lesson, overrides, f"{name} lesson") if overrides else lesson,
+        raw.get("ends"),
+        version,
+    )
 
 
-def _check(where: str, raw: dict[str, Any]) -> CheckSpec:
+def _check(src: _Source, where: str, raw: dict[str, Any], version: int) -> CheckSpec:
     params = dict(raw)
     name = params.pop("check", None)
     points = params.pop("points", None)
     if name not in CHECKS:
-        raise ValueError(f"{where}: unknown check {name!r}; expected one of {sorted(CHECKS)}")
+        raise src.unknown("check", [str(name)], CHECKS)
     if not isinstance(points, (int, float)) or points < 0:
         raise ValueError(f"{where}: points must be a number >= 0, got {points!r}")
     try:
         inspect.signature(CHECKS[name].fn).bind(None, None, **params)
     except TypeError as exc:
         raise ValueError(f"{where}: bad parameters for {name!r} ({exc})") from None
-    return CheckSpec(name, float(points), params)
+    check = CheckSpec(name, float(points), params)
+    for param, allowed in CHECKS[name].choices.items():
+        if param in params and params[param] not in allowed:
+            raise src.unknown(f"{param} of check {name!r}:", [str(params[param])], [str(a) for a in allowed])
+    if version >= 2:
+        for path in check.variables():
+            try:
+                parse_path(path)
+            except ValueError as exc:
+                raise ValueError(f"{src.at(repr(path)[1:-1])}: check {name!r}: {exc}") from None
+    return check
