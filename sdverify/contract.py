@@ -218,6 +218,8 @@ GRADE_ATOL_FP32 = 1e-4
 # two-call replay by <= 5e-6 in the image and <= 9e-5 in the latents (measured, tiny);
 # the sample mistakes move the image by 0.5 (CFG swapped) to 3.6 (no scaling factor).
 GRADE_ATOL_REPLAY = 1e-3
+# A post-processed 8-bit image (uint8, PIL) vs the replay's: one level of rounding or truncation.
+GRADE_ATOL_PIXEL = 1 / 255
 # Standard-normal test of a latent / of DDPM's step noise: sample mean and std within this
 # many standard errors (1/sqrt(n), 1/sqrt(2n)); a false alarm at 6 sigma has p ~ 2e-9.
 GRADE_NORMAL_SIGMAS = 6.0

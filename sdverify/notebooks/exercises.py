@@ -26,6 +26,7 @@ from sdverify import contract as C
 from sdverify import reference as R
 from sdverify import zoo
 from sdverify.mistakes import MISTAKES, named, replayed, uniform_draw
+from sdverify.notebooks import forms
 from sdverify.notebooks.runner import KERNEL_GENERATORS, KERNEL_SEED, Variable
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
@@ -45,6 +46,7 @@ MAX_GENERATOR_SEEDS = 16
 # the latents as given and as scaled by scale_model_input).
 UNET_PREDICTIONS_KEPT = 8
 CheckFn = Callable[..., CheckResult]
+HALVES = ("uncond", "cond")  # the order of CFG's concatenated batch (diffusers' lessons and pipelines)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,16 @@ class ExerciseContext:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.components.vae.decode(latents.float()).sample
+
+    def noise(self, seed: int) -> torch.Tensor:
+        """The lesson's first draw from ``seed`` (what a CPU generator seeded alike draws too)."""
+
+        def compute() -> torch.Tensor:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return torch.randn(self.lesson.latent_shape)
+
+        return self.cached(("noise", seed), compute)
 
     def param_counts(self) -> dict[str, int]:
         counts = self.cached("params", self.components.param_counts)
@@ -336,7 +348,8 @@ def token_ids(ctx: ExerciseContext, var: VarLookup, *, value: str = "token_ids")
         value,
         f"`{value}` = tokenizer(prompt, padding='max_length', max_length={C.MAX_TOKENS}, truncation=True)",
     )
-    got = _tensors(id, clause, (var(value), None, "token ids"))
+    found = forms.token_ids(var(value)) if ctx.version >= 2 else var(value)  # v2: list, [77], BatchEncoding
+    got = _tensors(id, clause, (found, None, "token ids"))
     if isinstance(got, CheckResult):
         return got
     (ids,) = got
@@ -353,12 +366,27 @@ def token_ids(ctx: ExerciseContext, var: VarLookup, *, value: str = "token_ids")
     return _labelled(compare_tensors(id, ids, expected, atol=0), clause, f"ids of {ctx.lesson.prompt!r}")
 
 
-@register("value")
-def prompt_embeddings(ctx: ExerciseContext, var: VarLookup, *, value: str, prompt: str | None = None) -> CheckResult:
-    """CLIP ``last_hidden_state`` of ``prompt`` (the lesson prompt by default; "" for uncond)."""
-    prompt = ctx.lesson.prompt if prompt is None else prompt
+@register("value", choices={"half": ("cond", "uncond")})
+def prompt_embeddings(
+    ctx: ExerciseContext, var: VarLookup, *, value: str, prompt: str | None = None, half: str | None = None
+) -> CheckResult:
+    """CLIP ``last_hidden_state`` of ``prompt`` (the lesson prompt by default; "" for uncond).
+
+    With ``half``, ``value`` is CFG's concatenation [uncond, cond] ([2,77,768]) and the check
+    reads that half (whose prompt is then the default: the negative prompt for "uncond").
+    """
+    if prompt is None:
+        prompt = ctx.lesson.negative_prompt if half == "uncond" else ctx.lesson.prompt
     id, clause = value, f"`{value}` = text_encoder(ids of {prompt!r}).last_hidden_state"
-    got = _tensors(id, clause, (var(value), C.EMBEDDINGS_SHAPE, f"CLIP embeddings of {prompt!r}"))
+    found = var(value)
+    if half is not None:
+        clause = f"`{value}`[{HALVES.index(half)}] = text_encoder(ids of {prompt!r}).last_hidden_state"
+        shape = (len(HALVES), *C.EMBEDDINGS_SHAPE[1:])
+        got = _tensors(id, clause, (found, shape, "CFG's [uncond, cond] embeddings"))
+        if isinstance(got, CheckResult):
+            return got
+        found = forms.as_tensor(found, got[0][HALVES.index(half)].unsqueeze(0))
+    got = _tensors(id, clause, (found, C.EMBEDDINGS_SHAPE, f"CLIP embeddings of {prompt!r}"))
     if isinstance(got, CheckResult):
         return got
     (x,) = got
@@ -567,6 +595,31 @@ def ddpm_step(
     DDPM adds fresh noise, so the check is on the deterministic part: the residual
     from the posterior mean, divided by the step's std, must be a standard-normal draw.
     """
+    return _step(ctx, var, "a DDPM step", value, latents, noise_pred, timestep)
+
+
+@register("value", "latents", "noise_pred", "timestep")
+def scheduler_step(
+    ctx: ExerciseContext,
+    var: VarLookup,
+    *,
+    value: str,
+    latents: str = "latents",
+    noise_pred: str = "noise_pred",
+    timestep: str = "t",
+) -> CheckResult:
+    """One step of the lesson's scheduler (any registered one) from the notebook's own values.
+
+    The reference is a fresh scheduler's step: a multistep scheduler (PNDM, LMS, DPM-Solver,
+    UniPC, Heun) remembers earlier steps, so read its step at the loop's first timestep.
+    """
+    return _step(ctx, var, f"a {SCHEDULERS[ctx.lesson.scheduler][1]} step", value, latents, noise_pred, timestep)
+
+
+def _step(
+    ctx: ExerciseContext, var: VarLookup, what: str, value: str, latents: str, noise_pred: str, timestep: str
+) -> CheckResult:
+    """``value`` is one step of the lesson's scheduler; a stochastic step is judged on its deterministic part."""
     id, clause = value, f"`{value}` = scheduler.step({noise_pred}, {timestep}, {latents}).prev_sample"
     v = var(value)
     if v.kind == "mapping" and "prev_sample" in v.meta.get("keys", []):
@@ -597,7 +650,7 @@ def ddpm_step(
     if problem_text:
         return fail(
             id,
-            f"`{value}` is not a DDPM step from `{latents}` with `{noise_pred}`: its deviation from the "
+            f"`{value}` is not {what} from `{latents}` with `{noise_pred}`: its deviation from the "
             f"posterior mean, in units of the step's σ = {std:.4g}, {problem_text}",
             clause,
         )
@@ -715,6 +768,100 @@ def _replayed_mistake(ctx: ExerciseContext, seeds: Sequence[int], z: torch.Tenso
             if replay is not None and _close(z, replay, C.GRADE_ATOL_REPLAY):
                 return mistake.id
     return None
+
+
+# --- v2: the forms in which real lessons hold a stage's value --------------------------
+
+
+@register("value", choices={"scaled": ("either", True, False)})
+def initial_latents(
+    ctx: ExerciseContext, var: VarLookup, *, value: str = "latents", scaled: str | bool = "either"
+) -> CheckResult:
+    """The initial noise drawn from one of the notebook's seeds, times ``scheduler.init_noise_sigma``
+    (``scaled = true``), as drawn (``false``) or either."""
+    sigma = float(ctx.scheduler().init_noise_sigma)
+    wanted = {True: (sigma,), False: (1.0,), "either": (1.0, sigma)}[scaled]
+    words = {True: f" · init_noise_sigma ({sigma:g})", False: "", "either": f" (· init_noise_sigma = {sigma:g} or not)"}
+    id, clause = value, f"`{value}` = randn({list(ctx.lesson.latent_shape)}) from the lesson's seed{words[scaled]}"
+    got = _tensors(id, clause, (var(value), ctx.lesson.latent_shape, "the initial latents"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
+    seeds = ctx.replay_seeds(var)
+    for seed in seeds:
+        noise = ctx.noise(seed)
+        if any(_close(x, noise * scale, C.GRADE_ATOL_FP32) for scale in wanted):
+            return ok(id, clause, seed=seed)
+        if _close(x, noise, C.GRADE_ATOL_FP32):
+            return named(fail(id, "", clause), "init_noise_sigma_forgotten", f"in `{value}`")
+    if uniform_draw(x):
+        return named(fail(id, "", clause), "rand_not_randn", f"in `{value}`")
+    first = ctx.noise(seeds[0]) * wanted[-1]
+    result = compare_tensors(id, x.float(), first, atol=C.GRADE_ATOL_FP32, clause=clause)
+    return replace(result, message=f"no seed of {seeds} draws `{value}`: {result.message}")
+
+
+@register("value")
+def final_latents(ctx: ExerciseContext, var: VarLookup, *, value: str = "latents") -> CheckResult:
+    """The loop's final latents: the lesson's generation replayed from one of the notebook's seeds
+    (as they leave the loop, or already divided by the VAE's scaling factor)."""
+    id = value
+    clause = f"`{value}` = the final latents of the lesson's {ctx.lesson.steps}-step {_scheduler_words(ctx)} loop"
+    got = _tensors(id, clause, (var(value), ctx.lesson.latent_shape, "the final latents"))
+    if isinstance(got, CheckResult):
+        return got
+    (x,) = got
+    sf = ctx.components.vae.config["scaling_factor"]
+    seeds = ctx.replay_seeds(var)
+    for seed in seeds:
+        final = ctx.replay(seed)[0]
+        for scale in (1.0, sf):
+            if _close(x.float() * scale, final, C.GRADE_ATOL_REPLAY):
+                return ok(id, clause, seed=seed, rebound=scale != 1.0)
+    result = compare_tensors(id, x.float(), ctx.replay(seeds[0])[0], atol=C.GRADE_ATOL_REPLAY, clause=clause)
+    for z in (x.float(), x.float() * sf):
+        mistake = _replayed_mistake(ctx, seeds, z)
+        if mistake:
+            return named(result, mistake, f"`{value}` matches a replay with this mistake")
+    return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
+
+
+def _scheduler_words(ctx: ExerciseContext) -> str:
+    return f"{SCHEDULERS[ctx.lesson.scheduler][1]} + CFG"
+
+
+@register("value", "latents")
+def decoded(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", latents: str = "latents") -> CheckResult:
+    """The raw VAE decode [1,3,H,W]: ``vae.decode`` of the notebook's final ``latents`` (divided by
+    the scaling factor, or rebound to them divided) where they are there, else the replay's."""
+    z = var(latents)
+    if z.kind == "tensor" and z.tensor is not None and tuple(z.tensor.shape) == ctx.lesson.latent_shape:
+        return image_decode(ctx, var, value=value, latents=latents)
+    return generation_replay(ctx, var, value=value, latents=latents)
+
+
+@register("value")
+def image(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> CheckResult:
+    """The post-processed image (tensor, array or PIL; CHW or HWC; uint8 or float in [0, 1] or
+    [-1, 1]; with or without a batch dimension) of the lesson replayed from one of its seeds."""
+    id = f"{value}_image"
+    clause = f"`{value}` = the image of the lesson's {ctx.lesson.steps}-step {_scheduler_words(ctx)} generation"
+    found = forms.image(var(value))
+    if isinstance(found, str):
+        return fail(id, f"`{value}` {found}", clause)
+    readings = found
+    expected, shape = tuple(ctx.lesson.image_shape), readings[0].shape
+    if tuple(shape) != expected:
+        return fail(id, f"`{value}` is a {shape[2]}×{shape[3]} image; expected {expected[2]}×{expected[3]}", clause)
+    atol = C.GRADE_ATOL_REPLAY + C.GRADE_ATOL_PIXEL  # an image is judged to its 8-bit levels
+    seeds = ctx.replay_seeds(var)
+    references = {seed: (ctx.replay(seed)[1].double() / 2 + 0.5).clamp(0, 1) for seed in seeds}
+    for seed, reference in references.items():
+        for x in readings:
+            if _close(x, reference, atol):
+                return ok(id, clause, seed=seed, max_abs_diff=float((x - reference).abs().max()))
+    result = compare_tensors(id, readings[-1], references[seeds[0]], atol=atol, clause=clause)
+    return replace(result, message=f"no replay from seed(s) {seeds} reproduces `{value}`: {result.message}")
 
 
 @register("names")

@@ -63,6 +63,8 @@ def kernel_request(path: str, *, walk: bool) -> list[Any]:
 # Runs in the kernel inside the extraction cell's clean namespace (``B`` is builtins, ``NS`` the
 # notebook's globals): the value at a path, or a marker of where it could not be read.
 WALK_CODE = r"""
+import builtins as B
+
 class Unreadable(B.Exception):
     pass
 

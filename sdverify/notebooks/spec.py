@@ -221,7 +221,7 @@ class _Source:
         shown = repr(names[0]) if single else repr(names)
         guesses = [(n, get_close_matches(n, valid, 1)) for n in names]
         hints = [f"'{n}' needs format = 2 at the top of the spec" for n in names if version < 2 and n in _V2_NAMES]
-        hints += [f"did you mean {g[0]!r}?" if single else f"did you mean {g[0]!r} for {n!r}?" for n, g in guesses if g]
+        hints += [f"did you mean {g[0]!r}{'' if len(names) == 1 else f' for {n!r}'}?" for n, g in guesses if g]
         needles = [f"{q}{n}{q}" for n in names for q in ('"', "'")] + [f"{n} =" for n in names] + names
         hint = f"; {'; '.join(hints)}" if hints else ";"
         return ValueError(f"{self.at(*needles)}: unknown {what} {shown}{hint} expected one of {valid}")
@@ -278,7 +278,7 @@ def _exercise(src: _Source, index: int, raw: dict[str, Any], lesson: Lesson, ver
         raise ValueError(f"{where}: exercise #{index + 1} lacks {sorted(missing)}")
     keys = _EXERCISE_KEYS | (_V2_EXERCISE_KEYS if version >= 2 else set())
     if set(raw) - keys:
-        raise src.unknown(f"keys of exercise {raw['id']!r}:", set(raw) - keys, keys, version)
+        raise src.unknown(f"exercise {raw['id']!r} keys", set(raw) - keys, keys, version)
     name = f"exercise {raw['id']!r}"
     visibility = raw.get("visibility", "visible")
     if visibility not in VISIBILITIES:
@@ -296,7 +296,7 @@ def _exercise(src: _Source, index: int, raw: dict[str, Any], lesson: Lesson, ver
         shared = sorted(set(overrides) & {f.name for f in fields(Setup)})
         raise ValueError(f"{src.at('lesson =')}: {name}: {shared} apply to the whole notebook; set them in [lesson]")
     if set(overrides) - facts:
-        raise src.unknown(f"lesson keys of {name}:", set(overrides) - facts, facts)
+        raise src.unknown(f"{name} lesson keys", set(overrides) - facts, facts)
     checks = tuple(_check(src, f"{where}: {name} check #{i + 1}", c, version) for i, c in enumerate(raw["checks"]))
     policy = Policy(
         validate_names(raw.get("forbid", list(DEFAULT_FORBID)), f"{where}: {name} forbid"),
