@@ -227,7 +227,7 @@ GRADE_NORMAL_SIGMAS = 6.0
 # weights on CPU need the instructor's --cell-timeout / --timeout.
 GRADE_CELL_TIMEOUT_S = 300.0
 GRADE_NOTEBOOK_TIMEOUT_S = 900.0
-# What the grader keeps of a notebook's outputs (sdverify.notebooks.runner): a lesson cell
+# What the grader keeps of a notebook's outputs (sdverify.notebooks.output_caps): a lesson cell
 # prints a few lines and shows one 512x512 PNG (~0.4 MiB base64); the caps leave ample room
 # for progress bars and plots while a cell printing gigabytes cannot exhaust the grader's
 # memory, and the executed copy stored next to the reports stays small enough to open.

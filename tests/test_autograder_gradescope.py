@@ -143,11 +143,11 @@ def test_notebook_checks_record_the_mistake_they_recognise():
     import torch
 
     from sdverify.notebooks.exercises import latent_noise
-    from sdverify.notebooks.runner import Variable
+    from sdverify.untrusted.value import UntrustedValue
 
     def lookup(x: torch.Tensor):
         meta = {"kind": "tensor", "dtype": str(x.dtype), "device": "cpu", "shape": list(x.shape)}
-        return lambda name: Variable(name, meta, {name: x}) if name == "z_t" else Variable(name, {})
+        return lambda name: UntrustedValue(name, meta, {name: x}) if name == "z_t" else UntrustedValue(name, {})
 
     gen = torch.Generator().manual_seed(0)
     uniform = latent_noise(None, lookup(torch.rand(1, 4, 64, 64, generator=gen)))
@@ -204,6 +204,8 @@ def test_bundle_holds_the_scripts_the_wheel_the_spec_and_its_settings(tmp_path):
     for needed in ("sdverify/autograder/run.py", "sdverify/autograder/templates/run_autograder", "sdverify/cli.py"):
         assert needed in names
     assert any(n.startswith("sdverify/_data/tokenizer/") for n in names)
+    assert "sdverify/notebooks/kernel_program.py" in names  # read as text, so it must ship as a file
+    assert not any("metamorphic" in n for n in names)  # the test suite's (tests/metamorphic), not shipped
     for name in SCRIPTS:
         assert subprocess.run(["bash", "-n", str(tmp_path / "source" / name)]).returncode == 0
 

@@ -1,7 +1,7 @@
 """Metamorphic tests of `sdverify check`: a module rewritten without changing what it
 computes keeps its grade.
 
-Hypothesis draws edits of a catalog module (sdverify.metamorphic: comments, blank lines,
+Hypothesis draws edits of a catalog module (tests/metamorphic: comments, blank lines,
 prints, renamed helper variables, reordered imports, ``torch.inference_mode``,
 ``return_dict=False``, batched CFG) and each example is one ``check_submission`` call in
 this process (the sandbox's forkserver and the reference expectations are shared): a
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
+from metamorphic.strategies import MODULE_EDITS, Variant, edited_modules
 
 from sdverify.checker import API_NAMES, SubmissionReport, check_submission
-from sdverify.metamorphic.strategies import MODULE_EDITS, Variant, edited_modules
 
 pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.usefixtures("process_level")]
 

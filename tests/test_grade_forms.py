@@ -8,33 +8,37 @@ prompt), so each replay takes a fraction of a second.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from sdverify import reference as R
 from sdverify import zoo
 from sdverify.notebooks import exercises as X
 from sdverify.notebooks.exercises import ExerciseContext, Lesson
-from sdverify.notebooks.runner import KERNEL_GENERATORS, KERNEL_SEED, Variable
-from sdverify.schedulers import make_scheduler
+from sdverify.notebooks.extraction import KERNEL_GENERATORS, KERNEL_SEED
+from sdverify.schedulers import SCHEDULERS, make_scheduler
+from sdverify.untrusted.value import UntrustedValue
 
 SEED = 1234  # the generator's; the lesson's is 42
 LESSON = Lesson(prompt="a cat", negative_prompt="blurry", steps=2, scheduler="euler", height=64, width=64)
 
 
-def _tensor(name: str, x: torch.Tensor, device: str = "cpu") -> Variable:
-    meta = {"kind": "tensor", "dtype": str(x.dtype), "device": device, "shape": list(x.shape)}
-    return Variable(name, meta, {name: x})
+def _tensor(name: str, x: torch.Tensor, kind: str = "tensor") -> UntrustedValue:
+    desc = {"kind": kind, "key": name, "dtype": str(x.dtype), "shape": list(x.shape)}
+    return UntrustedValue(name, desc, {name: x})
 
 
-def _lookup(**values: Variable):
+def _lookup(**values: UntrustedValue):
     seeds = {
-        KERNEL_SEED: Variable(KERNEL_SEED, {"kind": "value", "value": 42}),
-        KERNEL_GENERATORS: Variable(KERNEL_GENERATORS, {"kind": "value", "value": [SEED]}),
+        KERNEL_SEED: UntrustedValue(KERNEL_SEED, {"kind": "value", "value": 42}),
+        KERNEL_GENERATORS: UntrustedValue(KERNEL_GENERATORS, {"kind": "value", "value": [SEED]}),
     }
 
-    def var(name: str) -> Variable:
-        return {**seeds, **values}.get(name) or Variable(name, {"kind": "missing"})
+    def var(name: str) -> UntrustedValue:
+        return {**seeds, **values}.get(name) or UntrustedValue(name, {"kind": "missing"})
 
     return var
 
@@ -72,14 +76,14 @@ def test_token_ids_in_every_form_of_a_real_lesson(ctx):
     forms = {
         "tensor": _tensor("ids", ids),
         "flat": _tensor("ids", ids[0]),
-        "list": Variable("ids", {"kind": "value", "value": ids[0].tolist()}),
-        "nested": Variable("ids", {"kind": "value", "value": ids.tolist()}),
-        "batch_encoding": Variable("ids", {"kind": "mapping", "keys": ["input_ids"]}, {"ids.input_ids": ids}),
+        "list": UntrustedValue("ids", {"kind": "value", "value": ids[0].tolist()}),
+        "nested": UntrustedValue("ids", {"kind": "value", "value": ids.tolist()}),
+        "batch_encoding": UntrustedValue("ids", {"kind": "mapping", "keys": ["input_ids"]}, {"ids.input_ids": ids}),
     }
     for form, variable in forms.items():
         assert X.token_ids(ctx, _lookup(ids=variable), value="ids").passed, form
     wrong = X.token_ids(
-        ctx, _lookup(ids=Variable("ids", {"kind": "value", "value": ids[0, :10].tolist()})), value="ids"
+        ctx, _lookup(ids=UntrustedValue("ids", {"kind": "value", "value": ids[0, :10].tolist()})), value="ids"
     )
     assert not wrong.passed and wrong.details.get("mistake") == "ids_not_padded"
     v1 = ExerciseContext(LESSON, ctx.folder, contract_params=False)  # format 1 keeps its one form
@@ -147,8 +151,8 @@ def test_a_post_processed_image_in_every_form(ctx, loop):
         "raw [-1, 1]": _tensor("image", raw),
         "[0, 1] CHW": _tensor("image", unit[0]),
         "[0, 1] HWC batch": _tensor("image", unit.permute(0, 2, 3, 1)),
-        "numpy uint8": _tensor("image", torch.from_numpy(np.array(hwc)), device="numpy"),
-        "PIL": _tensor("image", hwc.clone(), device="PIL"),
+        "numpy uint8": _tensor("image", torch.from_numpy(np.array(hwc)), kind="array"),
+        "PIL": _tensor("image", hwc.clone(), kind="image"),
         "truncated uint8": _tensor("image", (unit[0].permute(1, 2, 0) * 255).to(torch.uint8)),
     }
     for form, variable in forms.items():
@@ -160,5 +164,31 @@ def test_a_post_processed_image_in_every_form(ctx, loop):
     assert not gray.passed and "expected an image" in gray.message
     small = X.image(ctx, _lookup(image=_tensor("image", hwc[:32, :32])))
     assert "is a 32×32 image; expected 64×64" in small.message
-    unread = Variable("image", {"kind": "unreadable", "error": "AttributeError at `.images`"})
+    unread = UntrustedValue("image", {"kind": "unreadable", "error": "AttributeError at `.images`"})
     assert "`image` could not be read: AttributeError at `.images`" in X.decoded(ctx, _lookup(image=unread)).message
+
+
+LAPTOP_STEPS = ("ddim", "euler_a")  # one deterministic, one stochastic; the rest in the slow tier
+
+
+@pytest.mark.parametrize(
+    "scheduler", [pytest.param(s, marks=() if s in LAPTOP_STEPS else pytest.mark.slow) for s in SCHEDULERS]
+)
+def test_scheduler_step_judges_the_first_step_of_every_registered_scheduler(scheduler):
+    lesson = replace(LESSON, scheduler=scheduler)
+    ctx = ExerciseContext(lesson, zoo.weights_dir("tiny"), contract_params=False, version=2)
+    step = make_scheduler(scheduler, dict(ctx.components.scheduler.config))
+    step.set_timesteps(lesson.steps)
+    t = step.timesteps[0]
+    latents = torch.randn(lesson.latent_shape, generator=torch.Generator().manual_seed(0)) * step.init_noise_sigma
+    noise_pred = torch.randn(lesson.latent_shape, generator=torch.Generator().manual_seed(1))
+    after = step.step(noise_pred, t, latents, **R.step_kwargs(step, torch.Generator().manual_seed(2))).prev_sample
+    values = {"latents": latents, "noise_pred": noise_pred, "t": t}
+    result = X.scheduler_step(
+        ctx, _lookup(**{k: _tensor(k, v) for k, v in {**values, "next": after}.items()}), value="next"
+    )
+    assert result.passed, result.message
+    wrong = X.scheduler_step(
+        ctx, _lookup(**{k: _tensor(k, v) for k, v in {**values, "next": latents}.items()}), value="next"
+    )
+    assert not wrong.passed and wrong.clause == "`next` = scheduler.step(noise_pred, t, latents).prev_sample"

@@ -14,7 +14,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
-from sdverify.notebooks.runner import Snapshot, neutralise_shell, run_notebook
+from sdverify.notebooks.runner import run_notebook
+from sdverify.notebooks.segmentation import Snapshot
+from sdverify.notebooks.shell_escapes import neutralise_shell
 from sdverify.notebooks.spec import Setup, load_spec
 
 LESSON = Path(__file__).resolve().parents[1] / "examples" / "gpu_lesson"
@@ -149,8 +151,8 @@ def test_a_gpu_notebook_runs_on_the_cpu_in_float32_with_its_files_and_no_login(t
     )
     assert [e.kind for e in run.events] == ["shell"], run.events
     found = run.snapshots["ex1"]
-    assert [found[n].meta["device"] for n in "xy"] == ["cpu", "cpu"]
-    assert [found[n].meta["dtype"] for n in "xy"] == ["torch.float32", "torch.float32"]
+    assert [found[n].desc["device"] for n in "xy"] == ["cpu", "cpu"]
+    assert [found[n].desc["dtype"] for n in "xy"] == ["torch.float32", "torch.float32"]
     assert found["data"].value == "a cat" and "cuda mapped" in found["gpu"].value
     assert run.mapped == {kind: [3, 4] for kind in ("device", "dtype", "autocast", "torch.cuda")}
     login = "".join(o.get("text", "") for o in run.executed.cells[0].outputs)

@@ -29,7 +29,8 @@ from sdverify import isolation, zoo
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.kernel_launcher import MEMORY_VARIABLE
-from sdverify.notebooks.runner import Snapshot, run_notebook
+from sdverify.notebooks.runner import run_notebook
+from sdverify.notebooks.segmentation import Snapshot
 from sdverify.notebooks.spec import load_spec
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"

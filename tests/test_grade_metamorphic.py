@@ -1,7 +1,7 @@
 """Metamorphic tests of `sdverify grade`: a notebook rewritten without changing what it
 computes keeps its grade.
 
-The edits (sdverify.metamorphic: comments, markdown and prints that mention exercises, a
+The edits (tests/metamorphic: comments, markdown and prints that mention exercises, a
 table of contents, recap headings, inert cells, ``%%time``, renamed helper variables,
 reordered imports, ``torch.inference_mode``, ``return_dict=False``, batched CFG) are drawn by
 Hypothesis first and graded afterwards in one ``grade_batch`` call, since a notebook costs
@@ -20,9 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from hypothesis import settings
+from metamorphic import notebooks as N
+from metamorphic.strategies import NOTEBOOK_EDITS, Variant, draw_examples, edited_notebooks
 
-from sdverify.metamorphic import notebooks as N
-from sdverify.metamorphic.strategies import NOTEBOOK_EDITS, Variant, draw_examples, edited_notebooks
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings, SubmissionGrade
 from sdverify.notebooks.spec import load_spec

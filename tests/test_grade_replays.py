@@ -20,21 +20,22 @@ from sdverify import contract as C
 from sdverify import zoo
 from sdverify.mistakes import MISTAKES
 from sdverify.notebooks.exercises import ExerciseContext, Lesson, cfg_combination, generation_replay, image_decode
-from sdverify.notebooks.runner import KERNEL_GENERATORS, KERNEL_SEED, Variable
+from sdverify.notebooks.extraction import KERNEL_GENERATORS, KERNEL_SEED
 from sdverify.schedulers import SCHEDULERS, make_scheduler
+from sdverify.untrusted.value import UntrustedValue
 
 STEPS = 3  # enough for a multistep scheduler (LMS, DPM, UniPC, PNDM) to use its history
 SEED = 1234  # the generator's; the lesson's is 42
 
 
-def _tensor(name: str, x: torch.Tensor) -> Variable:
+def _tensor(name: str, x: torch.Tensor) -> UntrustedValue:
     meta = {"kind": "tensor", "dtype": str(x.dtype), "device": "cpu", "shape": list(x.shape)}
-    return Variable(name, meta, {name: x})
+    return UntrustedValue(name, meta, {name: x})
 
 
-def _lookup(values: dict[str, Variable]):
-    def var(name: str) -> Variable:
-        return values.get(name) or Variable(name, {"kind": "missing"})
+def _lookup(values: dict[str, UntrustedValue]):
+    def var(name: str) -> UntrustedValue:
+        return values.get(name) or UntrustedValue(name, {"kind": "missing"})
 
     return var
 
@@ -66,8 +67,8 @@ def _snapshot(z: torch.Tensor, image: torch.Tensor):
         {
             "z": _tensor("z", z),
             "image": _tensor("image", image),
-            KERNEL_SEED: Variable(KERNEL_SEED, {"kind": "value", "value": 42}),
-            KERNEL_GENERATORS: Variable(KERNEL_GENERATORS, {"kind": "value", "value": [SEED]}),
+            KERNEL_SEED: UntrustedValue(KERNEL_SEED, {"kind": "value", "value": 42}),
+            KERNEL_GENERATORS: UntrustedValue(KERNEL_GENERATORS, {"kind": "value", "value": [SEED]}),
         }
     )
 

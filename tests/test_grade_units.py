@@ -15,14 +15,9 @@ from sdverify import contract as C
 from sdverify.cli import main
 from sdverify.delegation import Policy
 from sdverify.notebooks.exercises import ddpm_posterior_mean_std, normal_statistics
-from sdverify.notebooks.runner import (
-    Snapshot,
-    cap_notebook,
-    escape_calls,
-    locate_exercises,
-    neutralise_shell,
-    plan_snapshots,
-)
+from sdverify.notebooks.output_caps import cap_notebook
+from sdverify.notebooks.segmentation import Snapshot, locate_exercises, plan_snapshots
+from sdverify.notebooks.shell_escapes import escape_calls, neutralise_shell
 from sdverify.notebooks.spec import DEFAULT_SPEC, load_spec
 from sdverify.notebooks.submissions import survey, unique_names
 from sdverify.schedulers import make_scheduler

@@ -16,12 +16,9 @@ import nbformat
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from nbformat.v4 import new_markdown_cell
-
-from sdverify.checker import API_NAMES
-from sdverify.metamorphic import notebooks as N
-from sdverify.metamorphic import source as S
-from sdverify.metamorphic.strategies import (
+from metamorphic import notebooks as N
+from metamorphic import source as S
+from metamorphic.strategies import (
     CELL_SOURCE_EDITS,
     RENAME,
     SOURCE_EDITS,
@@ -29,7 +26,10 @@ from sdverify.metamorphic.strategies import (
     edited_modules,
     edited_notebooks,
 )
-from sdverify.notebooks.runner import locate_exercises, plan_snapshots
+from nbformat.v4 import new_markdown_cell
+
+from sdverify.checker import API_NAMES
+from sdverify.notebooks.segmentation import locate_exercises, plan_snapshots
 from sdverify.notebooks.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 from transformers import BatchEncoding
 
 from sdverify.notebooks.exercises import V1_FACTS, Lesson
+from sdverify.notebooks.extraction import extraction_source, read_snapshot
 from sdverify.notebooks.paths import parse_path
-from sdverify.notebooks.runner import Snapshot, _extraction_source, plan_snapshots, read_snapshot
+from sdverify.notebooks.segmentation import Snapshot, plan_snapshots
 from sdverify.notebooks.spec import DEFAULT_SPEC, load_spec
 
 GPU_LESSON = Path(__file__).resolve().parents[1] / "examples" / "gpu_lesson" / "spec.toml"
@@ -107,7 +108,7 @@ def test_paths_are_walked_on_the_live_objects_and_a_failing_step_is_named(tmp_pa
         "nowhere.x",
     ]
     snapshot = Snapshot("ex", "^#", tuple(paths), walk=True, headings_only=True)
-    exec(_extraction_source(snapshot.requests(), tmp_path), namespace)
+    exec(extraction_source(snapshot.requests(), tmp_path), namespace)
     found = read_snapshot(tmp_path)
     assert torch.equal(found["text_input.input_ids"].tensor, ids)
     assert torch.equal(found["text_input['input_ids']"].tensor, ids)
@@ -116,13 +117,13 @@ def test_paths_are_walked_on_the_live_objects_and_a_failing_step_is_named(tmp_pa
     assert found["out['n']"].value == 3
     assert torch.equal(found["embeddings[1]"].tensor, torch.tensor([3.0, 4.0, 5.0]))
     assert found["text_input.pixel_values"].describe() == "unreadable (AttributeError at `.pixel_values`)"
-    assert found["chunks[5]"].meta["error"] == "IndexError at `[5]`"
+    assert found["chunks[5]"].desc["error"] == "IndexError at `[5]`"
     assert found["nowhere.x"].kind == "missing"
 
 
 def test_a_v1_snapshot_reads_names_as_they_are(tmp_path):
     snapshot = Snapshot("ex", "^#", ("a.b",))
-    exec(_extraction_source(snapshot.requests(), tmp_path), {"a.b": 5, "a": object()})
+    exec(extraction_source(snapshot.requests(), tmp_path), {"a.b": 5, "a": object()})
     assert read_snapshot(tmp_path)["a.b"].value == 5
 
 
@@ -168,7 +169,10 @@ def test_v1_specs_load_as_before():
         ([("steps = 25", 'steps = "25"')], "[lesson] steps must be int, got '25'"),
         ([("format = 2", "format = 3")], "line 1: format 3; expected one of [1, 2]"),
         ([('title = "Deconstructing', 'titel = "Deconstructing')], "unknown top-level keys ['titel']; did you mean"),
-        ([("format = 2\n", "")], "'negative_prompt' needs format = 2 at the top of the spec"),
+        (
+            [("format = 2\n", "")],
+            "['height', 'negative_prompt', 'width'] need format = 2 at the top of the spec; expected one of",
+        ),
         ([('prompt = "a cat"', "prompt = 3")], "exercise 'tokens' lesson prompt must be str, got 3"),
     ],
 )

@@ -26,7 +26,7 @@ from sdverify.checker import mistakes
 from sdverify.checker.cases import build_plan, draw
 from sdverify.checker.points import Graded, Role
 from sdverify.checker.probes import Env, Plan, Probe, is_case, run_probe
-from sdverify.checker.protocol import Outcome, Value
+from sdverify.checker.protocol import Outcome
 from sdverify.contract import API_NAMES
 from sdverify.mistakes import Mistake, named, simulated
 from sdverify.properties.cfg import cfg_algebra
@@ -35,6 +35,7 @@ from sdverify.properties.tokens import token_id_properties
 from sdverify.properties.untrusted import dims, expectation, tensor_result
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.tokenizer import text_token_count
+from sdverify.untrusted.value import UntrustedValue
 
 CFG_SCALES = (7.5, 3.0)  # the two weights of the CFG algebra properties
 # Properties that are interface clauses (what the next stage needs): gates; the others are diagnostics.
@@ -113,11 +114,11 @@ def with_drawn(ctx: CheckContext, seed: int) -> CheckContext:
 
 
 # ----------------------------------------------------------------------- helpers
-def _student_tensor(value: Value) -> Any:
+def _student_tensor(value: UntrustedValue) -> Any:
     """The value as a tensor on its reported device, or a stand-in whose type name is the student's."""
     if value.kind == "tensor" and value.tensor is not None:
         return value.tensor.to(value.desc.get("device", "cpu"))
-    return type(str(value.desc.get("type", "object")), (), {})()
+    return type(value.type_name, (), {})()
 
 
 def _returned(id: str, probe: Probe, outcome: Outcome | None, clause: str) -> Outcome | CheckResult:
@@ -138,7 +139,7 @@ def _with_mistake(result: CheckResult, found: mistakes.Found | None) -> CheckRes
     return named(result, mistake, **fields)
 
 
-def _matches(function: str, values: list[Value], target: list[torch.Tensor]) -> bool:
+def _matches(function: str, values: list[UntrustedValue], target: list[torch.Tensor]) -> bool:
     atol, rtol = FUNCTIONS[function].tolerance
     if len(values) != len(target):
         return False
@@ -165,7 +166,7 @@ def _simulated(ctx: CheckContext, mistake: Mistake, impl: Callable, probe: Probe
     return ctx.simulated[key]
 
 
-def name_mistake(ctx: CheckContext, probe: Probe, values: list[Value]) -> mistakes.Found | None:
+def name_mistake(ctx: CheckContext, probe: Probe, values: list[UntrustedValue]) -> mistakes.Found | None:
     """The known mistake whose signature ``values`` carry, if any."""
     for value in values:
         found = mistakes.from_value(probe.function, value)

@@ -11,10 +11,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
-from PIL import Image
 
 from sdverify import hub, isolation
 from sdverify.checker import protocol
@@ -22,7 +20,7 @@ from sdverify.checker.probes import Env, Probe, run_probe
 from sdverify.checker.submission import Target, load_module
 from sdverify.contract import API_NAMES
 from sdverify.delegation.tripwire import PSEUDO_FILES, Tripwire
-from sdverify.properties.untrusted import plain_tensor
+from sdverify.untrusted.describer import describe
 
 _PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # sdverify/
 
@@ -35,33 +33,6 @@ def _describe_exception(exc: BaseException) -> str:
     where = f" (at {Path(outside[-1].filename).name}:{outside[-1].lineno}, in {outside[-1].name})" if outside else ""
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return f"raised {type(exc).__name__}: {text}{where}"
-
-
-def _encode(value: Any, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Describe a returned value and extract its data as plain CPU tensors."""
-    if isinstance(value, torch.Tensor):
-        tensor = plain_tensor(value)
-        desc: dict[str, Any] = {
-            "kind": "tensor",
-            "key": key,
-            "type": type(value).__name__,
-            "device": str(tensor.device),
-        }
-        return desc, {key: tensor.cpu().contiguous()}
-    if isinstance(value, Image.Image):
-        array = np.array(value)
-        return {"kind": "image", "key": key, "mode": value.mode, "size": list(value.size)}, {
-            key: torch.from_numpy(array.copy())
-        }
-    desc = {"kind": "other", "type": type(value).__name__}
-    if isinstance(value, np.ndarray):
-        desc.update(shape=list(value.shape), dtype=str(value.dtype))
-    elif isinstance(value, (list, tuple)):
-        desc["len"] = len(value)
-        desc["items"] = [type(v).__name__ for v in value[:3]]
-    if hasattr(value, "keys") and callable(value.keys):
-        desc["fields"] = [str(k) for k in list(value.keys())[:8]]
-    return desc, {}
 
 
 def _limit_memory(limit_mb: int | None, device: str) -> None:
@@ -131,11 +102,8 @@ def child_main(job: dict[str, Any], conn: protocol.Connection, preloaded: Env | 
         uses = tripwire.take if tripwire else list
         try:
             values = run_probe(module, env, probe)
-            descs, tensors = [], {}
-            for i, value in enumerate(values):
-                desc, data = _encode(value, f"v{i}")
-                descs.append(desc)
-                tensors.update(data)
+            tensors: dict[str, torch.Tensor] = {}
+            descs = [describe(value, f"v{i}", tensors, deep=False) for i, value in enumerate(values)]
         except BaseException as exc:
             failed = {"status": "error", "message": _describe_exception(exc)}
             protocol.send(conn, {"event": "done", "probe": probe.id, **failed, "uses": uses()})

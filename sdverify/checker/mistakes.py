@@ -21,14 +21,14 @@ from typing import Any
 import torch
 
 from sdverify import contract as C
-from sdverify.checker.protocol import Value
 from sdverify.mistakes import uniform_draw
+from sdverify.untrusted.value import UntrustedValue
 
 # A recognised mistake: its catalog id and the fields its words take (sdverify.mistakes.named).
 Found = tuple[str, dict[str, Any]]
 
 
-def from_cfg(values: list[Value], u: torch.Tensor, c: torch.Tensor, w: float) -> Found | None:
+def from_cfg(values: list[UntrustedValue], u: torch.Tensor, c: torch.Tensor, w: float) -> Found | None:
     """A ``cfg_combine`` case's mistake: a known wrong formula (:mod:`sdverify.properties.cfg`'s
     catalog) or inputs changed in place (the probe hands back the inputs after the call)."""
     from sdverify.properties.cfg import cfg_tolerance, name_cfg_mistake
@@ -65,14 +65,14 @@ _TYPE_SIGNATURES: dict[tuple[str, str], str] = {
 }
 
 
-def from_value(function: str, value: Value) -> Found | None:
+def from_value(function: str, value: UntrustedValue) -> Found | None:
     """The known mistake whose signature a value's type or shape is."""
-    kind = "Image" if value.kind == "image" else str(value.desc.get("type", ""))
+    kind = "Image" if value.kind == "image" else value.type_name
     if kind == "NoneType":
         return "returned_none", {}
     if (function, kind) in _TYPE_SIGNATURES:
         return _TYPE_SIGNATURES[function, kind], {"type_name": kind, "function": function}
-    if value.kind == "other" and kind == "ndarray":
+    if value.kind == "array":
         return "numpy_array", {}
     shape = tuple(value.tensor.shape) if value.kind == "tensor" and value.tensor is not None else None
     if shape is None:
@@ -95,7 +95,7 @@ def _shape_signature(function: str, shape: tuple[int, ...]) -> Found | None:
     return (found, {}) if found else None
 
 
-def _image_mode(function: str, value: Value) -> Found | None:
+def _image_mode(function: str, value: UntrustedValue) -> Found | None:
     if function != "to_pil" or value.kind != "image" or value.desc.get("mode") == "RGB":
         return None
     return "pil_mode", {"mode": value.desc.get("mode")}

@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from sdverify.checker.submission import Target
 from sdverify.contract import API_NAMES
 from sdverify.delegation.policy import Watch
 from sdverify.results import OutcomeStatus
+from sdverify.untrusted.value import read_bounded
 
 _PRELOAD = [
     "torch",
@@ -374,17 +374,12 @@ def _target_job(target: Target, level: isolation.Level) -> dict[str, str]:
 
 
 def _tail(path: Path, size: int, start: int = 0) -> str:
-    """The last ``size`` bytes of a child's output (after ``start``): a 1 GiB flood costs a seek;
-    anything but a regular file (a FIFO, a link to /dev/zero) is refused, never read."""
+    """The last ``size`` bytes of a child's output (after ``start``); anything but a regular
+    file (a FIFO, a link to /dev/zero) is refused, never read, and reads as nothing."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        return read_bounded(path, size, tail=True, start=start).decode(errors="replace")
+    except ValueError:
         return ""
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        f.seek(max(start, f.seek(0, os.SEEK_END) - size))
-        return f.read(size).decode(errors="replace")
 
 
 def _drive(

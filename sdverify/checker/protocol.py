@@ -19,6 +19,7 @@ import torch
 from sdverify import contract as C
 from sdverify.delegation.policy import Use, from_records
 from sdverify.results import OutcomeStatus
+from sdverify.untrusted.value import UntrustedValue, load_tensors
 
 _HEADER_BYTES = 2**20  # a header is a few hundred bytes of JSON; a MiB is anything but honest
 JOB_BYTES = 64 * 2**20  # the job a bwrap child reads: probes, plus a .py submission's source (hex)
@@ -41,39 +42,11 @@ class ChannelFault(ValueError):
 
 
 @dataclass
-class Value:
-    """One returned value as the child described it; ``tensor`` holds its data when it had any."""
-
-    desc: dict[str, Any]
-    tensor: torch.Tensor | None = None
-
-    @property
-    def kind(self) -> str:
-        return self.desc.get("kind", "other")
-
-    def describe(self) -> str:
-        d = self.desc
-        if d.get("kind") == "tensor" and self.tensor is not None:
-            kind = "Tensor" if d.get("type") == "Tensor" else f"{d.get('type')} (a torch.Tensor subclass)"
-            return f"{kind} of shape {list(self.tensor.shape)}, dtype {self.tensor.dtype}, device {d.get('device')}"
-        if d.get("kind") == "image":
-            return f"PIL image of size {d.get('size')}, mode {d.get('mode')}"
-        text = str(d.get("type", "object"))
-        if "shape" in d:
-            text += f" of shape {d['shape']}, dtype {d.get('dtype')}"
-        if "len" in d:
-            text += f" of length {d['len']}"
-        if d.get("fields"):
-            text += f" with fields {d['fields']}"
-        return text
-
-
-@dataclass
 class Outcome:
     """What happened when a probe ran: ``status`` is ok, error, missing, timeout, crashed or skipped."""
 
     status: OutcomeStatus
-    values: list[Value] = field(default_factory=list)
+    values: list[UntrustedValue] = field(default_factory=list)
     message: str = ""
 
 
@@ -141,13 +114,13 @@ def read(conn: Connection, timeout: float) -> tuple[dict[str, Any] | None, bytes
     return header, payload
 
 
-def values(header: dict[str, Any], payload: bytes, device: torch.device) -> list[Value]:
+def values(header: dict[str, Any], payload: bytes, device: torch.device) -> list[UntrustedValue]:
     """The values of a ``done`` header, each checked against what the run could produce:
     devices the run's or CPU, dtypes from the allow-list, data present for every tensor."""
     try:
-        tensors = safetensors.torch.load(payload)
-    except Exception as exc:  # SafetensorError is no ValueError; garbage bytes are a channel fault
-        raise ChannelFault(f"unreadable tensor bytes ({exc})") from exc
+        tensors = load_tensors(payload, "tensor bytes")
+    except ValueError as exc:
+        raise ChannelFault(str(exc)) from None
     allowed_devices = {"cpu", str(device)}
     described = header.get("values", [])
     if not isinstance(described, list):
@@ -166,7 +139,7 @@ def values(header: dict[str, Any], payload: bytes, device: torch.device) -> list
                 raise ChannelFault(f"a tensor of dtype {data.dtype}")
         if kind == "tensor" and desc.get("device") not in allowed_devices:
             raise ChannelFault(f"a tensor on device {str(desc.get('device'))[:40]!r}, not {sorted(allowed_devices)}")
-        out.append(Value(desc, data))
+        out.append(UntrustedValue(str(key), desc, {str(key): data} if data is not None else {}))
     return out
 
 

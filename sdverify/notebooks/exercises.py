@@ -2,7 +2,7 @@
 
 Each check is ``fn(ctx, var, **params) -> CheckResult``: ``ctx`` holds the lesson and
 the reference components (the same zoo files the kernel loaded, float32 on CPU),
-``var(name)`` returns a :class:`~sdverify.notebooks.runner.Variable` of the exercise's
+``var(name)`` returns a :class:`~sdverify.untrusted.value.UntrustedValue` of the exercise's
 snapshot.  Parameters listed in ``register(...)`` name notebook variables (their
 defaults are the lesson's names); the spec may rename them.  Checks compare against
 references recomputed on the notebook's *own* upstream values (its ``z_t``, its
@@ -27,12 +27,13 @@ from sdverify import reference as R
 from sdverify import zoo
 from sdverify.mistakes import MISTAKES, named, replayed, uniform_draw
 from sdverify.notebooks import forms
-from sdverify.notebooks.runner import KERNEL_GENERATORS, KERNEL_SEED, Variable
+from sdverify.notebooks.extraction import KERNEL_GENERATORS, KERNEL_SEED
 from sdverify.properties.cfg import name_cfg_mistake
 from sdverify.results import CheckResult, compare_tensors, fail, ok
 from sdverify.schedulers import SCHEDULERS, make_scheduler
+from sdverify.untrusted.value import UntrustedValue
 
-VarLookup = Callable[[str], Variable]
+VarLookup = Callable[[str], UntrustedValue]
 
 
 @lru_cache(maxsize=2)
@@ -220,12 +221,12 @@ class ExerciseContext:
 # --- helpers ---------------------------------------------------------------------
 
 
-def _tensor(id: str, var: Variable, shape: Sequence[int] | None, what: str) -> torch.Tensor | CheckResult:
+def _tensor(id: str, var: UntrustedValue, shape: Sequence[int] | None, what: str) -> torch.Tensor | CheckResult:
     """The variable as a tensor of ``shape``, or a failure saying what was found instead."""
     expected = f"{what} (a tensor{' of shape ' + str(list(shape)) if shape else ''})"
     if var.kind == "unreadable":
-        return fail(id, f"`{var.name}` could not be read: {var.meta.get('error')}")
-    if var.kind != "tensor" or var.tensor is None:
+        return fail(id, f"`{var.name}` could not be read: {var.desc.get('error')}")
+    if var.tensor is None:
         return fail(id, f"`{var.name}` is {var.describe()}; expected {expected}")
     if shape is not None and tuple(var.tensor.shape) != tuple(shape):
         return fail(id, f"`{var.name}` has shape {list(var.tensor.shape)}; expected {list(shape)}")
@@ -233,7 +234,7 @@ def _tensor(id: str, var: Variable, shape: Sequence[int] | None, what: str) -> t
 
 
 def _tensors(
-    id: str, clause: str, *wanted: tuple[Variable, Sequence[int] | None, str]
+    id: str, clause: str, *wanted: tuple[UntrustedValue, Sequence[int] | None, str]
 ) -> list[torch.Tensor] | CheckResult:
     """Each ``(variable, shape, what)`` as a tensor, or the first failure labelled with ``clause``."""
     found = []
@@ -245,10 +246,10 @@ def _tensors(
     return found
 
 
-def _scalar(var: Variable) -> float | None:
+def _scalar(var: UntrustedValue) -> float | None:
     if var.kind == "value" and isinstance(var.value, (int, float)) and not isinstance(var.value, bool):
         return float(var.value)
-    if var.kind == "tensor" and var.tensor is not None and var.tensor.numel() == 1:
+    if var.tensor is not None and var.tensor.numel() == 1:
         return float(var.tensor.reshape(()).item())
     return None
 
@@ -412,7 +413,7 @@ def scheduler_setup(ctx: ExerciseContext, var: VarLookup, *, value: str = "sched
     v = var(value)
     if v.kind != "scheduler":
         return fail(id, f"`{value}` is {v.describe()}; expected a {cls}", clause)
-    if not v.meta["type"].endswith("." + cls):
+    if not v.type_name == cls:
         return fail(id, f"`{value}` is {v.describe()}; the lesson uses {cls}", clause)
     steps = v.tensors.get(f"{value}.timesteps")
     expected = ctx.timesteps()
@@ -436,12 +437,12 @@ def latent_noise(
     if isinstance(got, CheckResult):
         return got
     (x,) = got
-    meta = var(value).meta
+    has_dtype, has_device = str(x.dtype), str(var(value).desc.get("device"))
     want_dtype, want_device = var(dtype), var(device)
-    if want_dtype.kind == "value" and str(want_dtype.value) != meta["dtype"]:
-        return fail(id, f"`{value}` is {meta['dtype']} but `{dtype}` is {want_dtype.value}", clause)
-    if want_device.kind == "value" and torch.device(str(want_device.value)).type != torch.device(meta["device"]).type:
-        return fail(id, f"`{value}` is on {meta['device']} but `{device}` is {want_device.value}", clause)
+    if want_dtype.kind == "value" and str(want_dtype.value) != has_dtype:
+        return fail(id, f"`{value}` is {has_dtype} but `{dtype}` is {want_dtype.value}", clause)
+    if want_device.kind == "value" and torch.device(str(want_device.value)).type != torch.device(has_device).type:
+        return fail(id, f"`{value}` is on {has_device} but `{device}` is {want_device.value}", clause)
     mean, std, problem_text = normal_statistics(x)
     if problem_text == MISTAKES["rand_not_randn"].message:
         return named(fail(id, problem_text, clause, mean=mean, std=std), "rand_not_randn", f"in `{value}`")
@@ -622,8 +623,8 @@ def _step(
     """``value`` is one step of the lesson's scheduler; a stochastic step is judged on its deterministic part."""
     id, clause = value, f"`{value}` = scheduler.step({noise_pred}, {timestep}, {latents}).prev_sample"
     v = var(value)
-    if v.kind == "mapping" and "prev_sample" in v.meta.get("keys", []):
-        type_name = v.meta["type"].rsplit(".", 1)[-1]
+    if v.kind == "mapping" and "prev_sample" in v.desc.get("keys", []):
+        type_name = v.type_name
         return named(fail(id, "", clause), "prev_sample_missing", f"in `{value}`", type_name=type_name)
     got = _tensors(
         id,
@@ -844,7 +845,7 @@ def decoded(ctx: ExerciseContext, var: VarLookup, *, value: str = "image", laten
 def image(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> CheckResult:
     """The post-processed image (tensor, array or PIL; CHW or HWC; uint8 or float in [0, 1] or
     [-1, 1]; with or without a batch dimension) of the lesson replayed from one of its seeds."""
-    id = f"{value}_image"
+    id = f"{value}_pixels"
     clause = f"`{value}` = the image of the lesson's {ctx.lesson.steps}-step {_scheduler_words(ctx)} generation"
     found = forms.image(var(value))
     if isinstance(found, str):

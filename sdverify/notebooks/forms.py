@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import torch
 
-from sdverify.notebooks.runner import Variable
+from sdverify.untrusted.value import UntrustedValue
 
 # A float image whose largest value is above this holds 0..255 levels, not a fraction.
 _LEVELS_ABOVE = 1.5
 
 
-def as_tensor(var: Variable, tensor: torch.Tensor) -> Variable:
+def as_tensor(var: UntrustedValue, tensor: torch.Tensor) -> UntrustedValue:
     """``var`` described as the tensor ``tensor`` (what a check reads of a normalised form)."""
-    meta = {"kind": "tensor", "dtype": str(tensor.dtype), "device": "cpu", "shape": list(tensor.shape)}
-    return Variable(var.name, {**var.meta, **meta}, {var.name: tensor})
+    desc = {"kind": "tensor", "key": var.name, "dtype": str(tensor.dtype), "device": "cpu", "shape": list(tensor.shape)}
+    return UntrustedValue(var.name, {**var.desc, **desc}, {var.name: tensor})
 
 
-def token_ids(var: Variable) -> Variable:
+def token_ids(var: UntrustedValue) -> UntrustedValue:
     """``var`` as a [1,77]-shaped ids tensor where it holds one of the token-id forms; else as it is."""
     tensor = var.tensor
-    if var.kind == "mapping" and "input_ids" in var.meta.get("keys", []):
+    if var.kind == "mapping" and "input_ids" in var.desc.get("keys", []):
         tensor = var.tensors.get(f"{var.name}.input_ids")
     elif var.kind == "value" and isinstance(var.value, list):
         try:
@@ -37,10 +37,10 @@ def token_ids(var: Variable) -> Variable:
     return as_tensor(var, tensor.unsqueeze(0) if tensor.dim() == 1 else tensor)
 
 
-def image(var: Variable) -> list[torch.Tensor] | str:
+def image(var: UntrustedValue) -> list[torch.Tensor] | str:
     """The image as float [1,3,H,W] in [0, 1], read as each range it may hold, or what was wrong."""
     x = var.tensor
-    if var.kind != "tensor" or x is None:
+    if x is None:
         return f"is {var.describe()}; expected an image (a tensor, array or PIL image)"
     shape = list(x.shape)
     if x.dim() == 4 and x.shape[0] == 1:

@@ -29,11 +29,13 @@ from sdverify.delegation.policy import Policy, Use, own_work, watch_lists
 from sdverify.notebooks import device_map
 from sdverify.notebooks.exercises import CHECKS, ExerciseContext
 from sdverify.notebooks.kernel_launcher import MEMORY_VARIABLE
-from sdverify.notebooks.runner import RunResult, Variable, cap_notebook, run_notebook
+from sdverify.notebooks.output_caps import cap_notebook
+from sdverify.notebooks.runner import RunResult, run_notebook
 from sdverify.notebooks.spec import ExerciseSpec, Spec
 from sdverify.notebooks.uses import notebook_uses, outside_exercises
 from sdverify.presets import get_preset
 from sdverify.results import fail
+from sdverify.untrusted.value import UntrustedValue
 
 
 @dataclass(frozen=True)
@@ -344,11 +346,11 @@ def _device_notes(run: RunResult, map_device: bool) -> list[str]:
     ]
 
 
-def _as_graded(variable: Variable) -> Variable:
+def _as_graded(variable: UntrustedValue) -> UntrustedValue:
     """A variable naming a device or dtype (``torch_device = "cuda"``), as the device map ran it."""
     if variable.kind != "value":
         return variable
-    return replace(variable, meta={**variable.meta, "value": device_map.as_graded(variable.value)})
+    return replace(variable, desc={**variable.desc, "value": device_map.as_graded(variable.value)})
 
 
 def _grade_exercise(

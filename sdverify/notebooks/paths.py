@@ -3,7 +3,7 @@
 Grammar: ``NAME ( '.' NAME | '[' INT ']' | '[' STRING ']' )*``, where NAME is an identifier not
 starting with ``_`` (no dunders, no private attributes) and STRING is single- or double-quoted
 without quotes inside.  The grader parses a path (trusted); the kernel only walks the parsed steps
-(:data:`WALK_CODE`), one getattr or ``__getitem__`` at a time, so no spec text is ever evaluated.
+(:mod:`.kernel_program`), one getattr or ``[...]`` at a time, so no spec text is ever evaluated.
 """
 
 from __future__ import annotations
@@ -58,22 +58,3 @@ def kernel_request(path: str, *, walk: bool) -> list[Any]:
         return [path, path, []]
     root, steps = parse_path(path)
     return [path, root, [list(step) for step in steps]]
-
-
-# Runs in the kernel inside the extraction cell's clean namespace (``B`` is builtins, ``NS`` the
-# notebook's globals): the value at a path, or a marker of where it could not be read.
-WALK_CODE = r"""
-import builtins as B
-
-class Unreadable(B.Exception):
-    pass
-
-def walk(root, steps):
-    value = NS[root]
-    for kind, key, text in steps:
-        try:
-            value = B.getattr(value, key) if kind == "attr" else value[key]
-        except B.BaseException as exc:
-            raise Unreadable(B.type(exc).__name__ + " at `" + text + "`") from None
-    return value
-"""

@@ -3,6 +3,11 @@
 A spec is a TOML file (see ``sdverify/specs/consolidate_sd15.toml``, the shipped lesson).
 Loading validates everything up front — unknown checks, unknown or missing parameters,
 bad points — so an instructor's typo is reported before any notebook runs.
+
+Two formats (docs/grading.md): a spec without ``format`` is format 1 and loads and grades as it
+always did; ``format = 2`` adds variable paths, per-exercise facts, a negative prompt, the image
+size and section ends, and validates every name strictly, suggesting the nearest valid one with
+the file and line of the offending text.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from sdverify import contract as C
 from sdverify.delegation import DEFAULT_ALLOW, DEFAULT_FORBID, Policy, validate_names
 from sdverify.notebooks.exercises import CHECKS, V1_FACTS, Lesson
 from sdverify.notebooks.paths import parse_path
-from sdverify.notebooks.runner import Snapshot
+from sdverify.notebooks.segmentation import Snapshot
 from sdverify.schedulers import SCHEDULERS
 
 if sys.version_info >= (3, 11):
@@ -219,12 +224,12 @@ class _Source:
         names, valid = sorted(names), sorted(valid)
         single = not what.endswith("keys")
         shown = repr(names[0]) if single else repr(names)
-        guesses = [(n, get_close_matches(n, valid, 1)) for n in names]
-        hints = [f"'{n}' needs format = 2 at the top of the spec" for n in names if version < 2 and n in _V2_NAMES]
-        hints += [f"did you mean {g[0]!r}{'' if len(names) == 1 else f' for {n!r}'}?" for n, g in guesses if g]
+        later = [n for n in names if version < 2 and n in _V2_NAMES]
+        hint = f" {later} need format = 2 at the top of the spec;" if later else ""
+        guesses = [(n, get_close_matches(n, valid, 1)) for n in names if n not in later]
+        hint += "".join(f" did you mean {g[0]!r}{'' if len(names) == 1 else f' for {n!r}'}?" for n, g in guesses if g)
         needles = [f"{q}{n}{q}" for n in names for q in ('"', "'")] + [f"{n} =" for n in names] + names
-        hint = f"; {'; '.join(hints)}" if hints else ";"
-        return ValueError(f"{self.at(*needles)}: unknown {what} {shown}{hint} expected one of {valid}")
+        return ValueError(f"{self.at(*needles)}: unknown {what} {shown};{hint} expected one of {valid}")
 
 
 def _facts(src: _Source, base: Lesson, raw: dict[str, Any], label: str) -> Lesson:

@@ -14,6 +14,7 @@ from typing import Any, overload
 import torch
 
 from sdverify.results import CheckResult, fail
+from sdverify.untrusted import describer
 
 
 def dims(shape: Sequence[int]) -> str:
@@ -52,16 +53,9 @@ def plain_tensor(value: torch.Tensor) -> torch.Tensor: ...
 @overload
 def plain_tensor(value: object) -> torch.Tensor | None: ...
 def plain_tensor(value: object) -> torch.Tensor | None:
-    """A detached plain ``torch.Tensor`` copy of ``value``, or None if it is not a tensor.
-
-    Subclasses are unwrapped with their ``__torch_function__`` disabled and called through
-    unbound ``torch.Tensor`` methods, so overridden methods of the returned object never run.
-    """
-    if not isinstance(value, torch.Tensor):
-        return None
-    with torch._C.DisableTorchFunctionSubclass():
-        base = torch.Tensor.as_subclass(value, torch.Tensor)
-        return torch.Tensor.clone(torch.Tensor.detach(base))
+    """A detached plain ``torch.Tensor`` copy of ``value`` (its subclass' methods never run,
+    :func:`sdverify.untrusted.describer.plain_tensor`), or None if it is not a tensor."""
+    return describer.plain_tensor(value) if isinstance(value, torch.Tensor) else None
 
 
 def same_device(actual: torch.device, expected: torch.device | str) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from sdverify.metamorphic import source as S
+from metamorphic import source as S
 
 CONTENTS_STYLES = ("headings", "links", "numbered")
 INERT_CODE = ("empty", "blank lines", "comment", "print")

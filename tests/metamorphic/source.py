@@ -4,7 +4,7 @@ Each edit comes as two plain functions: ``*_sites(source)`` lists where it can a
 the edit itself takes the source and ``choices`` (site index -> what to do there: the
 comment's text, the import order...) and returns the new source.  Sites the choices do
 not name are left alone, so an edit with no choices returns the source unchanged.
-Hypothesis draws the choices (:mod:`sdverify.metamorphic.strategies`); the edits
+Hypothesis draws the choices (:mod:`metamorphic.strategies`); the edits
 themselves are deterministic and know nothing of Hypothesis.
 
 Why each keeps the program's meaning is in its docstring.  Notebook cells may hold

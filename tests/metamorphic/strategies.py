@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from nbformat import NotebookNode
 
-from sdverify.metamorphic import notebooks as N
-from sdverify.metamorphic import source as S
+from metamorphic import notebooks as N
+from metamorphic import source as S
 
 T = TypeVar("T")
 
