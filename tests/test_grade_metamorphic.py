@@ -5,8 +5,8 @@ The edits (tests/metamorphic: comments, markdown and prints that mention exercis
 table of contents, recap headings, inert cells, ``%%time``, renamed helper variables,
 reordered imports, ``torch.inference_mode``, ``return_dict=False``, batched CFG) are drawn by
 Hypothesis first and graded afterwards in one ``grade_batch`` call, since a notebook costs
-about 13 s.  The laptop tier grades one correct notebook carrying every kind of edit; the
-slow tier grades, in one batch on two workers, ``VARIANTS`` edited correct notebooks, each
+about 13 s.  All of it is in the slow tier: one correct notebook carrying every kind of
+edit and, in one batch on two workers, ``VARIANTS`` edited correct notebooks, each
 single-mistake sample with an edited copy of it (the same checks must fail), and a copy
 whose heading was renamed (a segmentation note and a best-effort grade, never a silent
 misgrade).  ``SDVERIFY_HYPOTHESIS_PROFILE=thorough`` draws more (docs/development.md).
@@ -69,6 +69,7 @@ def _full_marks(grade: SubmissionGrade, variant: Variant) -> None:
     assert not [n for n in grade.notes if n.startswith("segmentation")], (variant, grade.notes)
 
 
+@pytest.mark.slow  # a kernel (~15 s of CPU); the laptop tier: the edits' properties, an edited module's grade
 def test_a_correct_notebook_with_every_kind_of_edit_keeps_full_marks(tmp_path: Path):
     [variant] = _variants("correct", 1, min_edits=len(NOTEBOOK_EDITS))
     assert {edit.split(":")[0] for edit in variant.edits} == set(NOTEBOOK_EDITS), variant

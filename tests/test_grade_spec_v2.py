@@ -112,7 +112,7 @@ def test_a_tutorial_style_lesson_gets_full_marks_and_another_lesson_one_note(tmp
     for name, nb in lessons.items():
         nbformat.write(nb, str(tmp_path / f"{name}.ipynb"))
         paths.append(tmp_path / f"{name}.ipynb")
-    grades = grade_batch(paths, tmp_path / "out", spec=spec, settings=Settings(), workers=1, progress=False)
+    grades = grade_batch(paths, tmp_path / "out", spec=spec, settings=Settings(), workers=1)
     lesson, other = sorted(grades, key=lambda g: g.name)
     assert lesson.score == lesson.max_score == 8, [
         c.message for e in lesson.exercises for c in e.checks if not c.passed

@@ -3,11 +3,12 @@
 Each lesson is a notebook as published (provenance.json pins repository, path, commit and the
 file's sha256) with a format-2 spec.  Graded unmodified it gets full marks; each mistake below,
 injected as a source edit of the published notebook, loses points in the exercises it touches
-and is named there (a failed check's ``details["mistake"]``).
+and is named there (a failed check's ``mistake``).
 
 Each lesson's variants are graded ONCE per session (one batch, 2 workers, shared across xdist
 workers through a lock, as in test_grade_samples.py).  The laptop tier grades the fastest
-lesson as published and with one mistake; ``--runslow`` grades every lesson and mistake.
+lesson as published (its mistaken notebook: test_grade_samples.py's); ``--runslow`` grades every
+lesson and mistake.
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ import pytest
 from filelock import FileLock
 
 from sdverify.mistakes import MISTAKES
-from sdverify.notebooks import spec as spec_module
 from sdverify.notebooks.batch import grade_batch
-from sdverify.notebooks.exercises import CHECKS
 from sdverify.notebooks.grading import Settings, SubmissionGrade
 from sdverify.notebooks.spec import load_spec
 
@@ -116,8 +115,8 @@ INJECTED: dict[str, tuple[Injected, ...]] = {
     # One markdown heading over the whole hand-written pipeline: one exercise.
     "hf_stable_diffusion_blog": _mistakes(*["own_pipeline"] * 4),
 }
-# The laptop tier's lesson (the fastest to grade) and mistake.
-FAST = ("diffusers_write_own_pipeline", "rand_not_randn")
+# The laptop tier's lesson (the fastest to grade), as published; every mistake is in the slow tier.
+FAST = ("diffusers_write_own_pipeline", None)
 
 
 def injected(lesson: str, mistake: Injected) -> nbformat.NotebookNode:
@@ -129,25 +128,11 @@ def injected(lesson: str, mistake: Injected) -> nbformat.NotebookNode:
     return nb
 
 
-# The format-2 check kinds the corpus's specs use (issue 20 item 1, branch spec2).
-V2_KINDS = {"token_ids", "prompt_embeddings", "initial_latents", "final_latents", "image"}
-
-
-def _v2_missing() -> str:
-    """Why this sdverify cannot grade the corpus yet ("" once it can)."""
-    if 2 not in getattr(spec_module, "SPEC_FORMATS", ()):
-        return "this sdverify cannot load format-2 specs yet (issue 20 item 1)"
-    missing = sorted(V2_KINDS - set(CHECKS))
-    return f"this sdverify lacks the format-2 check kinds {missing} yet (issue 20 item 1)" if missing else ""
-
-
 @pytest.fixture(scope="module")
 def grade_lesson(tmp_path_factory: pytest.TempPathFactory, worker_id: str, pytestconfig: pytest.Config) -> Any:
     """``grade_lesson(name)``: the grades of that lesson's variants (published + mistakes), by stem."""
     base = tmp_path_factory.getbasetemp()
     shared = base if worker_id == "master" else base.parent
-    if _v2_missing():
-        pytest.skip(_v2_missing())
     runslow = bool(pytestconfig.getoption("--runslow"))
     cache: dict[str, dict[str, SubmissionGrade]] = {}
 
@@ -162,7 +147,7 @@ def grade_lesson(tmp_path_factory: pytest.TempPathFactory, worker_id: str, pytes
                     for m in mistakes:
                         nbformat.write(injected(lesson, m), folder / f"{m.id}.ipynb")
                 spec = load_spec(LESSONS / lesson / "spec.toml")
-                grades = grade_batch([folder], out, spec=spec, settings=Settings(), workers=2, progress=False)
+                grades = grade_batch([folder], out, spec=spec, settings=Settings(), workers=2)
             cache[lesson] = {g.name: g for g in grades}
         return cache[lesson]
 
@@ -217,8 +202,6 @@ def test_each_lesson_is_the_published_file_with_its_provenance_and_licence(lesso
 
 @pytest.mark.parametrize("lesson", NAMES)
 def test_each_spec_loads_with_every_check_it_names(lesson):
-    if _v2_missing():
-        pytest.skip(_v2_missing())
     spec = load_spec(LESSONS / lesson / "spec.toml")
     raw = tomllib.loads((LESSONS / lesson / "spec.toml").read_text())
     assert [e.id for e in spec.exercises] == [e["id"] for e in raw["exercises"]]
@@ -272,5 +255,5 @@ def test_each_injected_mistake_loses_named_points(grade_lesson, lesson, mistake)
     assert grade.error is None, grade.error
     lost = {e.id for e in grade.exercises if e.score < e.max_score}
     assert lost == set(mistake.loses), {e.id: [c.message for c in e.checks if not c.passed] for e in grade.exercises}
-    named = {c.details.get("mistake") for e in grade.exercises for c in e.checks if not c.passed}
+    named = {c.mistake for e in grade.exercises for c in e.checks if not c.passed}
     assert named & mistake.named, (mistake.id, named)
