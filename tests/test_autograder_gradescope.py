@@ -377,7 +377,6 @@ def _spec_test_names(spec_path: Path, failing: dict[str, dict[str, str]]) -> set
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gradescope_bundle")
 def test_bundle_grades_the_correct_notebook_with_full_marks(gradescope_root):
     results = _run_autograder(gradescope_root, EXAMPLES / "notebooks" / "correct.ipynb")
     assert _failed(results) == set()
@@ -389,7 +388,6 @@ def test_bundle_grades_the_correct_notebook_with_full_marks(gradescope_root):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gradescope_bundle")
 def test_bundle_grades_a_mistaken_notebook_and_hides_exercise_3_s_checks(gradescope_root):
     from test_grade_samples import EXPECTED
 
@@ -414,7 +412,6 @@ def _by_function(results: dict) -> dict[str, set[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gradescope_bundle")
 def test_bundle_grades_a_sample_module(gradescope_root):
     from test_checker_catalog import WRONG
 
@@ -430,7 +427,6 @@ def test_bundle_grades_a_sample_module(gradescope_root):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gradescope_bundle")
 def test_bundle_keeps_the_points_of_the_other_functions_when_one_hangs(gradescope_root, tmp_path):
     module = tmp_path / "student.py"
     module.write_text(  # its own tokenize and encode_prompt (importing the kit's is delegation)
@@ -518,7 +514,6 @@ def _as_on_gradescope() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gradescope_bundle")
 @pytest.mark.parametrize("level", ["bwrap", "process"])
 def test_a_submission_cannot_forge_its_grade(gradescope_root, tmp_path, level):
     if level == "bwrap" and isolation.bwrap_problem() is not None:

@@ -19,8 +19,8 @@ import pytest
 from sdverify.checker import API_NAMES, check_submission
 from sdverify.cli import main
 
-# One worker checks this file's submissions, so the two tests of degenerate_zeros share its report.
-pytestmark = [pytest.mark.xdist_group("checker_points"), pytest.mark.usefixtures("process_level")]
+# One worker runs this file (--dist loadfile), so the two tests of degenerate_zeros share its report.
+pytestmark = pytest.mark.usefixtures("process_level")
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 DEGENERATE = sorted(p.stem for p in CATALOG.glob("degenerate_*.py"))

@@ -19,8 +19,6 @@ from sdverify.notebooks.grading import Settings, grade_submission
 from sdverify.notebooks.release import write_release
 from sdverify.notebooks.spec import Spec, load_spec
 
-pytestmark = pytest.mark.xdist_group("draft")
-
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
 SOLVED = SAMPLES / "correct.ipynb"
 

@@ -22,9 +22,6 @@ from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings
 from sdverify.notebooks.spec import load_spec
 
-# One xdist worker grades the batch and runs every test on it (no other worker waits on it).
-pytestmark = pytest.mark.xdist_group("notebook_samples")
-
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
 # The never-finishing sample (slow tier) costs this much wall time.  The slowest lesson cell
 # (imports + loading) takes ~10 s on 2 idle cores and over 45 s when the whole suite shares

@@ -35,8 +35,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-pytestmark = pytest.mark.xdist_group("lessons_corpus")
-
 LESSONS = Path(__file__).resolve().parents[1] / "examples" / "lessons"
 NAMES = sorted(p.parent.name for p in LESSONS.glob("*/lesson.ipynb"))
 # Licences that let us redistribute a lesson (SPDX ids); the texts live in examples/lessons/LICENSES.

@@ -19,7 +19,7 @@ import pytest
 
 from sdverify import isolation
 
-pytestmark = [pytest.mark.xdist_group("checker"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 needs_bwrap = pytest.mark.skipif(isolation.bwrap_problem() is not None, reason=str(isolation.bwrap_problem()))
 
 # The scan of a process's own memory: what the child's code can read without any permission.
