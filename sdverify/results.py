@@ -62,8 +62,12 @@ def ok(id: str, clause: str = "", **details: Any) -> CheckResult:
     return CheckResult(id, True, "", clause, details)
 
 
-def fail(id: str, message: str, clause: str = "", **details: Any) -> CheckResult:
-    return CheckResult(id, False, message, clause, details)
+def fail(
+    id: str, message: str, clause: str = "", *, status: OutcomeStatus | None = None, **details: Any
+) -> CheckResult:
+    """A failed clause; ``status`` says how the probe ended when it did not return (a typed
+    field the points model reads, never evidence in ``details``)."""
+    return CheckResult(id, False, message, clause, details, status=status)
 
 
 def _jsonable(value: Any) -> Any:

@@ -84,7 +84,11 @@ def check_ceiling(peak: Peak, ceiling: Ceiling) -> CheckResult:
     set) stays under the ceiling, whatever else earlier tests left on the device."""
     footprint = ceiling.weight_bytes + peak.activation_bytes
     clause = f"one generation needs under {ceiling.describe()}"
-    details = {"footprint_bytes": footprint, "ceiling_bytes": ceiling.total, "peak_bytes": peak.peak_bytes}
+    details: dict[str, Any] = {
+        "footprint_bytes": footprint,
+        "ceiling_bytes": ceiling.total,
+        "peak_bytes": peak.peak_bytes,
+    }
     if footprint < ceiling.total:
         return ok("memory.generation_ceiling", clause, **details)
     return fail(
