@@ -142,5 +142,5 @@ def test_a_released_corpus_lesson_grades_below_its_solved_one(lesson: str, tmp_p
     solved = LESSONS / lesson / "lesson.ipynb"
     student = tmp_path / "student.ipynb"
     assert write_release(str(solved), str(student), spec).stubbed
-    assert _grade(solved, spec, tmp_path / "solved").score == spec.max_score
-    assert _grade(student, spec, tmp_path / "student").score < spec.max_score
+    assert _grade(solved, spec, tmp_path / "solved").score == spec.max_points
+    assert _grade(student, spec, tmp_path / "student").score < spec.max_points

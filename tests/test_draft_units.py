@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from sdverify.cli import main
-from sdverify.notebooks.draft import Candidate, Facts, Section, render, sections
+from sdverify.notebooks.draft import Candidate, Facts, Section, _toml, render, sections
 from sdverify.notebooks.exercises import Lesson
-from sdverify.notebooks.spec import load_spec
+from sdverify.notebooks.spec import load_spec, tomllib
 
 
 def test_each_markdown_heading_cell_opens_a_section_whose_pattern_matches_it_only() -> None:
@@ -51,3 +52,11 @@ def test_the_rendered_spec_loads_and_says_every_guess(tmp_path: Path) -> None:
 def test_the_draft_command_refuses_a_missing_notebook(tmp_path: Path, capsys) -> None:
     assert main(["spec", "draft", str(tmp_path / "nope.ipynb")]) == 2
     assert "nope.ipynb not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text", ["Café au lait, naïve — 3 cats!!! 🐈", 'a "quoted" \\ path\n\tnext', "del\x7f ctl\x01"]
+)
+def test_a_drafted_string_reads_back_from_toml_unchanged(text: str) -> None:
+    """A prompt with an emoji once made the draft unreadable (JSON's surrogate pairs are not TOML)."""
+    assert tomllib.loads(f"value = {_toml(text)}")["value"] == text

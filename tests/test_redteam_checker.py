@@ -98,7 +98,7 @@ def test_bwrap_child_finds_no_earlier_submission_in_its_memory(tmp_path: Path):
     needle = f"({marker[:12]!r} + {marker[12:]!r}).encode().hex().encode()"
     breached = f"def breached():\n    return memory_holds({needle}, ['[heap]'], b' the answer')\n"
     report = check_submission(_module(tmp_path / "reader.py", breached), sandbox="bwrap", timeout=30)
-    mine = [c for c in report.checks if c.function == "cfg_combine"]
+    mine = [c for c in report.checks if c.group == "cfg_combine"]
     assert sum(c.points for c in mine) == sum(c.max_points for c in mine) > 0, [c.message for c in mine]
 
 
@@ -119,5 +119,5 @@ def test_bwrap_output_flood_costs_no_later_submission_its_prints(tmp_path: Path)
         "import sys\ndef cfg_combine(u, c, w):\n    print('w =', w, file=sys.stderr)\n    return u + w * (c - u)\n"
     )
     report = check_submission(str(victim), sandbox="bwrap", timeout=30)
-    mine = [c for c in report.checks if c.function == "cfg_combine"]
+    mine = [c for c in report.checks if c.group == "cfg_combine"]
     assert sum(c.points for c in mine) == sum(c.max_points for c in mine) > 0, [c.message for c in mine]

@@ -462,11 +462,12 @@ def _exercises(
 
 
 def _toml(value: Any) -> str:
-    """A TOML value: strings as basic strings (JSON's escapes are TOML's)."""
+    """A TOML value: strings as basic strings.  JSON's escapes are TOML's, except that TOML takes
+    no surrogate pairs (an emoji stays literal: ``ensure_ascii=False``) and wants DEL escaped."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return repr(value)
 
 
