@@ -113,8 +113,13 @@ def _injected(solved: Path, pattern: str, replacement: str, out: Path) -> bool:
     return hits > 0
 
 
+# The blog lesson (100 K-LMS steps) is left out: inferring its seed and scale by replay took
+# over 10 min on 2 cores in CI, past the tier's budget; drafting it is open (issue 20).
+DRAFTED = [lesson for lesson in CORPUS if lesson != "hf_stable_diffusion_blog"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lesson", CORPUS)
+@pytest.mark.parametrize("lesson", DRAFTED)
 def test_a_drafted_corpus_spec_grades_its_lesson_and_catches_mistakes(lesson: str, tmp_path: Path) -> None:
     if not _v2():
         pytest.skip("this sdverify cannot load the corpus' format-2 specs yet (branch spec2)")
