@@ -94,13 +94,6 @@ INJECTIONS = (
 )
 
 
-def _v2() -> bool:
-    """The corpus' specs are format 2: graded only where this sdverify reads them (branch spec2)."""
-    from sdverify.notebooks import spec as spec_module
-
-    return 2 in getattr(spec_module, "SPEC_FORMATS", ())
-
-
 def _injected(solved: Path, pattern: str, replacement: str, out: Path) -> bool:
     """Write ``solved`` with ``pattern`` replaced in its code to ``out``; False where it has none."""
     nb = nbformat.read(str(solved), as_version=4)
@@ -121,8 +114,6 @@ DRAFTED = [lesson for lesson in CORPUS if lesson != "hf_stable_diffusion_blog"]
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", DRAFTED)
 def test_a_drafted_corpus_spec_grades_its_lesson_and_catches_mistakes(lesson: str, tmp_path: Path) -> None:
-    if not _v2():
-        pytest.skip("this sdverify cannot load the corpus' format-2 specs yet (branch spec2)")
     solved = LESSONS / lesson / "lesson.ipynb"
     path = tmp_path / "drafted.toml"
     path.write_text(draft_spec(solved, Settings()))
@@ -141,8 +132,6 @@ def test_a_drafted_corpus_spec_grades_its_lesson_and_catches_mistakes(lesson: st
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", CORPUS)
 def test_a_released_corpus_lesson_grades_below_its_solved_one(lesson: str, tmp_path: Path) -> None:
-    if not _v2():
-        pytest.skip("this sdverify cannot load the corpus' format-2 specs yet (branch spec2)")
     spec = load_spec(LESSONS / lesson / "spec.toml")
     solved = LESSONS / lesson / "lesson.ipynb"
     student = tmp_path / "student.ipynb"
