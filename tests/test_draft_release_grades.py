@@ -106,13 +106,8 @@ def _injected(solved: Path, pattern: str, replacement: str, out: Path) -> bool:
     return hits > 0
 
 
-# The blog lesson (100 K-LMS steps) is left out: inferring its seed and scale by replay took
-# over 10 min on 2 cores in CI, past the tier's budget; drafting it is open (issue 20).
-DRAFTED = [lesson for lesson in CORPUS if lesson != "hf_stable_diffusion_blog"]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("lesson", DRAFTED)
+@pytest.mark.parametrize("lesson", CORPUS)
 def test_a_drafted_corpus_spec_grades_its_lesson_and_catches_mistakes(lesson: str, tmp_path: Path) -> None:
     solved = LESSONS / lesson / "lesson.ipynb"
     path = tmp_path / "drafted.toml"

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import nbformat
 import pytest
+import torch
 
 from sdverify.cli import main
-from sdverify.notebooks.draft import Candidate, Facts, Section, _toml, render, sections
-from sdverify.notebooks.exercises import Lesson
+from sdverify.notebooks import exercises
+from sdverify.notebooks.draft import Candidate, Contexts, Facts, Section, _toml, render, sections, written_for_gpu
+from sdverify.notebooks.exercises import ExerciseContext, Lesson
 from sdverify.notebooks.spec import load_spec, tomllib
+from sdverify.untrusted.value import UntrustedValue
+
+SF = {"scaling_factor": 0.18215}
 
 
 def test_each_markdown_heading_cell_opens_a_section_whose_pattern_matches_it_only() -> None:
@@ -60,3 +67,38 @@ def test_the_draft_command_refuses_a_missing_notebook(tmp_path: Path, capsys) ->
 def test_a_drafted_string_reads_back_from_toml_unchanged(text: str) -> None:
     """A prompt with an emoji once made the draft unreadable (JSON's surrogate pairs are not TOML)."""
     assert tomllib.loads(f"value = {_toml(text)}")["value"] == text
+
+
+def test_a_lesson_naming_a_gpu_is_run_under_the_device_map_from_the_start() -> None:
+    def notebook(*sources: str) -> nbformat.NotebookNode:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell("# cuda in prose"), *map(nbformat.v4.new_code_cell, sources)]
+        return nb
+
+    for gpu in ('unet.to("cuda")', "torch_dtype=torch.float16", "x = x.half()", "with autocast('cuda'):"):
+        assert written_for_gpu(notebook("import torch", gpu)), gpu
+    assert not written_for_gpu(notebook("import torch", "latents = torch.randn(1, 4, 64, 64)", "cudagraphs = 1"))
+
+
+def test_drafting_contexts_share_references_across_seeds_only(tmp_path: Path) -> None:
+    contexts = Contexts(ExerciseContext(Lesson(), tmp_path, False, version=2))
+    a, b = contexts(Lesson(seed=1)), contexts(Lesson(seed=2))
+    a.cached(("replay", 5), lambda: "computed once")
+    assert b.cached(("replay", 5), lambda: "again") == "computed once"
+    assert contexts(Lesson(guidance_scale=3.0)).cached(("replay", 5), lambda: "again") == "again"
+    assert (a.lesson.seed, b.lesson.seed, a.version, a.names_mistakes) == (1, 2, 2, False)
+
+
+def test_a_check_asked_only_whether_it_passes_replays_no_mistake(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(exercises, "_components", lambda folder: SimpleNamespace(vae=SimpleNamespace(config=SF)))
+    lesson = Lesson(steps=2)
+    final, other = torch.zeros(lesson.latent_shape), torch.ones(lesson.latent_shape)
+    desc = {"kind": "tensor", "key": "latents", "dtype": "torch.float32", "shape": list(other.shape)}
+    found = UntrustedValue("latents", desc, {"latents": other})
+    for names_mistakes in (True, False):
+        ctx = ExerciseContext(lesson, tmp_path, False, version=2, names_mistakes=names_mistakes)
+        ctx._cache[("replay", lesson.seed)] = (final, torch.zeros(lesson.image_shape))
+        replayed: list[Any] = []
+        monkeypatch.setattr(ctx, "mistaken_replay", lambda seed, options, made=replayed: made.append(options))
+        result = exercises.final_latents(ctx, lambda name: found if name == "latents" else UntrustedValue(name, {}))
+        assert not result.passed and bool(replayed) == names_mistakes

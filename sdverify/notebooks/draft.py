@@ -40,6 +40,9 @@ from sdverify.untrusted.value import UntrustedValue
 
 _HEADING = re.compile(r"^\s*#+\s+(\S.*?)\s*#*\s*$")
 _CUDA_ERROR = re.compile(r"CUDA|NVIDIA|cuda")
+# Code written for a GPU: run under the device map from the start (unmapped, its float16 runs
+# ~13x slower on the CPU before a CUDA error would ask for a second run).
+_GPU_CODE = re.compile(r"\bcuda\b|float16|bfloat16|\.half\(|autocast")
 _GUIDANCE_NAME = re.compile(r"guidance|cfg|scale", re.IGNORECASE)
 _SEED_NAME = re.compile(r"seed", re.IGNORECASE)
 DEFAULT_POINTS = 1
@@ -127,20 +130,25 @@ def draft_spec(path: str | Path, settings: Settings | None = None) -> str:
             n for c in nb.cells if c.cell_type == "code" for n in bound_names(c.source) if not n.startswith("_")
         )
     )
-    run, map_device = _run(path, [Snapshot(s.id, s.pattern, names) for s in found], settings)
+    run, map_device = _run(path, [Snapshot(s.id, s.pattern, names) for s in found], settings, written_for_gpu(nb))
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights)
     contract_params = settings.weights is not None or get_preset(settings.preset).expected_params is not None
-    base = ExerciseContext(Lesson(), weights, contract_params, version=2)
+    contexts = Contexts(ExerciseContext(Lesson(), weights, contract_params, version=2))
     lookups = [_lookup(run, s.id, map_device) for s in found]
-    facts = infer_facts(base, lookups, names)
-    ctx = _with_lesson(base, facts.lesson)
-    exercises = _exercises(ctx, lookups, names)
+    facts = infer_facts(contexts, lookups, names)
+    exercises = _exercises(contexts(facts.lesson), lookups, names)
     title = next((s.title for s in found if nb.cells[s.cell].source.lstrip().startswith("# ")), path.stem)
     return render(path.name, title, facts, map_device, [(found[i], checks) for i, checks in exercises])
 
 
-def _run(path: Path, snapshots: list[Snapshot], settings: Settings) -> tuple[RunResult, bool]:
-    """Run the lesson; once more with the device map if cells failed for want of a GPU."""
+def written_for_gpu(nb: nbformat.NotebookNode) -> bool:
+    """Does the lesson's code name a GPU device or a half-precision dtype?"""
+    return any(c.cell_type == "code" and _GPU_CODE.search(c.source) for c in nb.cells)
+
+
+def _run(path: Path, snapshots: list[Snapshot], settings: Settings, gpu: bool) -> tuple[RunResult, bool]:
+    """Run the lesson, under the device map where its code is written for a ``gpu``; once more
+    with the map if cells failed for want of a GPU all the same."""
     weights = zoo.weights_dir(settings.preset, settings.seed, settings.weights).resolve()
     hub_cache = zoo.hub_cache_for(weights)
     torch.set_num_threads(settings.threads)
@@ -158,10 +166,10 @@ def _run(path: Path, snapshots: list[Snapshot], settings: Settings) -> tuple[Run
             map_device=map_device,
         )
 
-    result = run(False)
-    if any(e.kind == "error" and _CUDA_ERROR.search(e.message) for e in result.events):
+    result = run(gpu)
+    if not gpu and any(e.kind == "error" and _CUDA_ERROR.search(e.message) for e in result.events):
         return run(True), True
-    return result, False
+    return result, gpu
 
 
 def _lookup(run: RunResult, section: str, map_device: bool) -> Lookup:
@@ -174,21 +182,33 @@ def _lookup(run: RunResult, section: str, map_device: bool) -> Lookup:
     return var
 
 
-def _with_lesson(ctx: ExerciseContext, lesson: Lesson) -> ExerciseContext:
-    """A context for ``lesson`` on ``ctx``'s weights (loaded once per folder), judging as a v2 spec."""
-    return ExerciseContext(lesson, ctx.folder, ctx.contract_params, version=2)
+class Contexts:
+    """Contexts for lessons on ``base``'s weights, judging as a v2 spec whether a check passes (a
+    failure is not named: that would replay each mistake for each candidate that is not the
+    stage's value).  A reference never depends
+    on the lesson's seed (a replay takes its seed as an argument), so lessons that differ only in
+    their seed share one cache: the replays tried while inferring the facts serve the checks."""
+
+    def __init__(self, base: ExerciseContext) -> None:
+        self.base = base
+        self._caches: dict[Lesson, dict[Any, Any]] = {}
+
+    def __call__(self, lesson: Lesson) -> ExerciseContext:
+        cache = self._caches.setdefault(replace(lesson, seed=Lesson.seed), {})
+        base = self.base
+        return ExerciseContext(lesson, base.folder, base.contract_params, version=2, names_mistakes=False, _cache=cache)
 
 
 # --- the lesson's facts --------------------------------------------------------------
 
 
-def infer_facts(ctx: ExerciseContext, lookups: list[Lookup], names: tuple[str, ...]) -> Facts:
+def infer_facts(contexts: Contexts, lookups: list[Lookup], names: tuple[str, ...]) -> Facts:
     """Prompt, scheduler and steps, then the (guidance, seed) whose replay the lesson holds."""
     variables = [var(n) for var in lookups for n in names]
     facts = Facts()
-    _infer_prompt(ctx, variables, facts)
-    _infer_scheduler(ctx, variables, facts)
-    _infer_replay(ctx, lookups, names, variables, facts)
+    _infer_prompt(contexts.base, variables, facts)
+    _infer_scheduler(contexts.base, variables, facts)
+    _infer_replay(contexts, lookups, variables, facts)
     return facts
 
 
@@ -263,9 +283,7 @@ def _numbers(variables: list[UntrustedValue], pattern: re.Pattern[str], kind: ty
     return found
 
 
-def _infer_replay(
-    ctx: ExerciseContext, lookups: list[Lookup], names: tuple[str, ...], variables: list[UntrustedValue], facts: Facts
-) -> None:
+def _infer_replay(contexts: Contexts, lookups: list[Lookup], variables: list[UntrustedValue], facts: Facts) -> None:
     generators = [var(KERNEL_GENERATORS).value for var in lookups]
     seeds = [s for found in generators if isinstance(found, list) for s in found]
     seeds += [*_numbers(variables, _SEED_NAME, int), *(var(KERNEL_SEED).value for var in lookups)]
@@ -279,7 +297,7 @@ def _infer_replay(
                 break
             tried += 1
             lesson = replace(facts.lesson, guidance_scale=scale, seed=seed)
-            latents, image = _with_lesson(ctx, lesson).replay(seed)
+            latents, image = contexts(lesson).replay(seed)
             match = next((v for v in held if _close(v.tensor, latents, C.GRADE_ATOL_REPLAY)), None)
             match = match or next((v for v in held if _close(v.tensor, image, C.GRADE_ATOL_REPLAY)), None)
             if match is not None:
@@ -508,7 +526,7 @@ def render(
         lines += [_comment(facts.guesses.get(key, "the default")), f"{key} = {_toml(value)}"]
     if map_device:
         lines += [
-            "# guessed: cells failed for want of a GPU; its cuda/float16 code runs on the CPU",
+            "# guessed: the lesson is written for a GPU; its cuda/float16 code runs on the CPU",
             "map_device = true",
         ]
     taken: set[str] = set()

@@ -108,6 +108,9 @@ class ExerciseContext:
     folder: Path
     contract_params: bool  # True for the sd15 preset or real weights: counts must be SD1.5's
     version: int = 1  # the spec's format: 2 accepts every form in which real lessons hold a value
+    # False where only pass or fail matters (the drafter's question): a failure is not named, so
+    # no mistaken generation is replayed for it (each is a whole generation).
+    names_mistakes: bool = True
     _cache: dict[Any, Any] = field(default_factory=dict)
     _predictions: dict[Any, torch.Tensor] = field(default_factory=dict)  # see unet()
 
@@ -748,7 +751,7 @@ def _generation_replay(
             return ok(id, clause, seed=seed, max_abs_diff=float((x.double() - image.double()).abs().max()))
     result = compare_tensors(id, x.float(), replays[seeds[0]][1], atol=C.GRADE_ATOL_REPLAY, clause=clause)
     z = var(latents).tensor
-    if z is not None and tuple(z.shape) == ctx.lesson.latent_shape:
+    if ctx.names_mistakes and z is not None and tuple(z.shape) == ctx.lesson.latent_shape:
         sf = ctx.components.vae.config["scaling_factor"]
         for final in (z.float(), z.float() * sf):  # as computed, or rebound to latents / scaling factor
             if any(_close(final, replay[0], C.GRADE_ATOL_REPLAY) for replay in replays.values()):
@@ -820,7 +823,7 @@ def final_latents(ctx: ExerciseContext, var: VarLookup, *, value: str = "latents
             if _close(x.float() * scale, final, C.GRADE_ATOL_REPLAY):
                 return ok(id, clause, seed=seed, rebound=scale != 1.0)
     result = compare_tensors(id, x.float(), ctx.replay(seeds[0])[0], atol=C.GRADE_ATOL_REPLAY, clause=clause)
-    for z in (x.float(), x.float() * sf):
+    for z in (x.float(), x.float() * sf) if ctx.names_mistakes else ():
         mistake = _replayed_mistake(ctx, seeds, z)
         if mistake:
             return named(result, mistake, f"`{value}` matches a replay with this mistake")
@@ -872,6 +875,8 @@ def image(ctx: ExerciseContext, var: VarLookup, *, value: str = "image") -> Chec
 def _mistaken_images(ctx: ExerciseContext, seeds: Sequence[int]) -> Iterator[tuple[str, torch.Tensor]]:
     """(mistake, the [0, 1] image it makes) for the decode's scaling mistakes and each replayed
     mistake of the loop, from each of ``seeds``; lazily, so a match stops the work."""
+    if not ctx.names_mistakes:
+        return
     sf = ctx.components.vae.config["scaling_factor"]
 
     def unit(z: torch.Tensor, scale: float) -> torch.Tensor:
