@@ -13,8 +13,19 @@ import torch
 
 from sdverify.cli import main
 from sdverify.notebooks import exercises
-from sdverify.notebooks.draft import Candidate, Contexts, Facts, Section, _toml, render, sections, written_for_gpu
+from sdverify.notebooks.draft import (
+    Candidate,
+    Contexts,
+    Facts,
+    Section,
+    _infer_replay,
+    _toml,
+    render,
+    sections,
+    written_for_gpu,
+)
 from sdverify.notebooks.exercises import ExerciseContext, Lesson
+from sdverify.notebooks.extraction import KERNEL_GENERATORS
 from sdverify.notebooks.spec import load_spec, tomllib
 from sdverify.untrusted.value import UntrustedValue
 
@@ -102,3 +113,19 @@ def test_a_check_asked_only_whether_it_passes_replays_no_mistake(monkeypatch, tm
         monkeypatch.setattr(ctx, "mistaken_replay", lambda seed, options, made=replayed: made.append(options))
         result = exercises.final_latents(ctx, lambda name: found if name == "latents" else UntrustedValue(name, {}))
         assert not result.passed and bool(replayed) == names_mistakes
+
+
+def test_the_seed_is_inferred_from_final_latents_rebound_by_the_decode_idiom(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(exercises, "_components", lambda folder: SimpleNamespace(vae=SimpleNamespace(config=SF)))
+    contexts = Contexts(ExerciseContext(Lesson(), tmp_path, False, version=2))
+    lesson = Lesson()
+    finals = {seed: torch.full(lesson.latent_shape, float(seed)) for seed in (5, 32)}
+    for seed, final in finals.items():
+        contexts(lesson).cached(("replay", seed), lambda final=final: (final, torch.zeros(lesson.image_shape)))
+    rebound = finals[32] / SF["scaling_factor"]  # latents = 1 / 0.18215 * latents
+    desc = {"kind": "tensor", "key": "latents", "dtype": "torch.float32", "shape": list(rebound.shape)}
+    held = {"latents": UntrustedValue("latents", desc, {"latents": rebound})}
+    held[KERNEL_GENERATORS] = UntrustedValue(KERNEL_GENERATORS, {"kind": "value", "value": [5, 32]})
+    facts = Facts()
+    _infer_replay(contexts, [lambda name: held.get(name, UntrustedValue(name, {}))], list(held.values()), facts)
+    assert facts.lesson.seed == 32 and "replayed from seed 32" in facts.guesses["seed"]

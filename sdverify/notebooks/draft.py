@@ -290,6 +290,7 @@ def _infer_replay(contexts: Contexts, lookups: list[Lookup], variables: list[Unt
     seeds = [s for s in dict.fromkeys(seeds) if isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63]
     scales = list(dict.fromkeys([*_numbers(variables, _GUIDANCE_NAME, float), C.GUIDANCE_SCALE]))
     held = [v for v in variables if v.tensor is not None and tuple(v.tensor.shape) in (C.LATENT_SHAPE, C.IMAGE_SHAPE)]
+    sf = contexts.base.components.vae.config["scaling_factor"]
     tried = 0
     for scale in scales:
         for seed in seeds:
@@ -299,6 +300,8 @@ def _infer_replay(contexts: Contexts, lookups: list[Lookup], variables: list[Unt
             lesson = replace(facts.lesson, guidance_scale=scale, seed=seed)
             latents, image = contexts(lesson).replay(seed)
             match = next((v for v in held if _close(v.tensor, latents, C.GRADE_ATOL_REPLAY)), None)
+            # or rebound by the decode idiom (latents = 1 / 0.18215 * latents), as final_latents reads them
+            match = match or next((v for v in held if _close(v.tensor * sf, latents, C.GRADE_ATOL_REPLAY)), None)
             match = match or next((v for v in held if _close(v.tensor, image, C.GRADE_ATOL_REPLAY)), None)
             if match is not None:
                 facts.lesson = lesson
