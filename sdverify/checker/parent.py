@@ -14,6 +14,7 @@ validated (:mod:`.protocol`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import multiprocessing
 import os
@@ -142,7 +143,8 @@ class _Jail:
         env = isolation.sandbox_env(scratch, _hub_env(Path(weights)))
         hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
         readable = (hub, Path(weights), *readable)
-        user = isolation.sandbox_user("bwrap", readable)
+        self.lease = contextlib.ExitStack()  # the jail's uid, held (and swept) until it is discarded
+        user = self.lease.enter_context(isolation.sandbox_user("bwrap", readable))
         isolation.hand_over(user, scratch)
         confinement = isolation.Confinement(
             "bwrap",
@@ -201,6 +203,7 @@ class _Jail:
             pass
         self.proc.wait(5)
         self.ctrl.close()
+        self.lease.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -297,8 +300,10 @@ def run_submission(
         safetensors.torch.save_file(plan.inputs, str(inputs))
         log = Path(tmp) / "child.log"
         while pending:
-            with tempfile.TemporaryDirectory(prefix="work-", dir=tmp) as work:
-                user = _process_user(target) if level == "process" else None
+            with (
+                tempfile.TemporaryDirectory(prefix="work-", dir=tmp) as work,
+                _process_user(target, level) as user,  # every process of its uid is killed after
+            ):
                 isolation.hand_over(user, Path(work))
                 job = {
                     "target": _target_job(target, level),
@@ -362,9 +367,12 @@ def _hub_env(weights: Path) -> dict[str, str]:
     return zoo.offline_env(zoo.hub_cache_for(weights.resolve()))
 
 
-def _process_user(target: Target) -> int | None:
-    """The uid a process-level child drops to after loading the weights: it must still read the
-    submission (a path's folder, or where module names resolve)."""
+def _process_user(target: Target, level: isolation.Level) -> contextlib.AbstractContextManager[int | None]:
+    """The uid a process-level child drops to after loading the weights, for one run: it must
+    still read the submission (a path's folder, or where module names resolve).  None under
+    bwrap, whose jail holds a uid of its own."""
+    if level != "process":
+        return contextlib.nullcontext()
     where = Path(target.value).resolve().parent if target.kind == "path" else Path.cwd()
     return isolation.sandbox_user("process", (where,))
 
