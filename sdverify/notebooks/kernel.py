@@ -64,17 +64,22 @@ class _ConfinedKernelManager(AsyncKernelManager):
         isolation.hand_over(self.confinement.user, Path(self.connection_file))
         return self.confinement.command(cmd)
 
-    def client(self, **kwargs: Any) -> Any:
-        """A client whose sockets refuse any one message over ``GRADE_KERNEL_MESSAGE_BYTES``
-        before buffering it: a flood drops the connection, not the grader's memory.  Called once
-        the kernel started: the shared folder is then opened, and ipc sockets are reached in it."""
-        context = zmq.asyncio.Context()
-        context.setsockopt(zmq.MAXMSGSIZE, C.GRADE_KERNEL_MESSAGE_BYTES)
-        if self.confinement is not None and self.confinement.shared is not None and self.shared_fd is None:
+    async def _async_post_start_kernel(self, **kw: Any) -> None:
+        """Once the kernel is launched (its connection file read from :attr:`ip`, the path it
+        sees), open the shared folder and reach its ipc sockets there: the control socket made
+        next (interrupts) and every client then connect through the grader's descriptor."""
+        if self.confinement is not None and self.confinement.shared is not None:
             pid = self.provisioner.process.pid  # type: ignore[union-attr]
             self.shared_fd = self.confinement.open_shared(pid, _MOUNT_TIMEOUT_S)
-        if self.transport == "ipc" and self.shared_fd is not None:
-            kwargs["ip"] = f"/proc/self/fd/{self.shared_fd}/{Path(self.ip).name}"
+            if self.transport == "ipc":
+                self.ip = f"/proc/self/fd/{self.shared_fd}/{Path(self.ip).name}"
+        await super()._async_post_start_kernel(**kw)
+
+    def client(self, **kwargs: Any) -> Any:
+        """A client whose sockets refuse any one message over ``GRADE_KERNEL_MESSAGE_BYTES``
+        before buffering it: a flood drops the connection, not the grader's memory."""
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, C.GRADE_KERNEL_MESSAGE_BYTES)
         return super().client(context=context, **kwargs)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
