@@ -503,8 +503,10 @@ def hand_over(user: int | None, *paths: Path) -> None:
     if user is None:
         return
     for path in paths:
-        os.chown(path, user, user, follow_symlinks=False)
+        # The mode first: once the sandbox owns ``path`` it may swap it for a link, which a chmod
+        # by root would follow.
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        os.chown(path, user, user, follow_symlinks=False)
         mode = path.parent.stat().st_mode
         if mode & 0o111 != 0o111:
             os.chmod(path.parent, mode | 0o111)

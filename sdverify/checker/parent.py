@@ -143,32 +143,34 @@ class _Jail:
         env = isolation.sandbox_env(scratch, _hub_env(Path(weights)))
         hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
         readable = (hub, Path(weights), *readable)
-        self.lease = contextlib.ExitStack()  # the jail's uid, held (and swept) until it is discarded
-        user = self.lease.enter_context(isolation.sandbox_user("bwrap", readable))
-        isolation.hand_over(user, scratch)
-        confinement = isolation.Confinement(
-            "bwrap",
-            scratch,
-            env,
-            readable=readable,
-            private_work=Path(JAIL_WORK),
-            user=user,
-            shows_reference=shows_reference,
-        )
-        ours, theirs = socket.socketpair()
-        argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
-        with open(self.log, "ab") as sink:
-            self.proc = subprocess.Popen(
-                confinement.command(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                pass_fds=(theirs.fileno(),),
-                **confinement.popen_kwargs(),  # type: ignore[call-overload]
+        # The jail's uid, held (and swept) until it is discarded; given back if it cannot start.
+        with contextlib.ExitStack() as lease:
+            user = lease.enter_context(isolation.sandbox_user("bwrap", readable))
+            isolation.hand_over(user, scratch)
+            confinement = isolation.Confinement(
+                "bwrap",
+                scratch,
+                env,
+                readable=readable,
+                private_work=Path(JAIL_WORK),
+                user=user,
+                shows_reference=shows_reference,
             )
-        theirs.close()
-        self.ctrl = Connection(ours.detach())
-        self.ready = False
+            ours, theirs = socket.socketpair()
+            argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
+            with open(self.log, "ab") as sink:
+                self.proc = subprocess.Popen(
+                    confinement.command(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(theirs.fileno(),),
+                    **confinement.popen_kwargs(),  # type: ignore[call-overload]
+                )
+            theirs.close()
+            self.ctrl = Connection(ours.detach())
+            self.ready = False
+            self.lease = lease.pop_all()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
