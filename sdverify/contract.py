@@ -205,7 +205,15 @@ SANDBOX_FILE_BYTES = SANDBOX_WORK_BYTES
 # host (a root grader's sandboxes) or per sandbox (bwrap's user namespace), so 1024 fits ~70
 # parallel kernels while a fork bomb stops there.
 SANDBOX_PROCESSES = 1024
-SANDBOX_UID = 65534  # nobody
+# The uid inside bwrap's user namespace (a grader that is not root): nobody.
+SANDBOX_UID = 65534
+# Where the grader is root, each run of student code (a kernel, a checker child, a jail) leases
+# its own uid from this range (a lock file per uid, so parallel workers never share one) and
+# every process of that uid is killed when the run ends.  Numeric ids, no account needed: a uid
+# or gid that has one is skipped (never swept).  systemd leaves 60578-61183 unallocated (between
+# systemd-homed's and DynamicUser's ranges), and a container's 65536-id user namespace maps it.
+SANDBOX_UID_FIRST = 60600
+SANDBOX_UIDS = 512
 # RLIMIT_CPU: CPU seconds of one kernel or checker child (all its threads): generous, a
 # backstop under the wall-clock limits for what they do not see (a child busy after its reply).
 SANDBOX_CPU_S = 3600
@@ -242,3 +250,7 @@ GRADE_KERNEL_MESSAGE_BYTES = 64 << 20
 # What one exercise's extraction may hand back (an image is 3 MiB, the rest far less).
 GRADE_SNAPSHOT_BYTES = 64 << 20
 GRADE_SNAPSHOT_MANIFEST_BYTES = 1 << 20
+# A kernel's sockets and extraction folders: under bwrap a tmpfs of this size that only the
+# sandbox mounts (the grader reaches it through the kernel's mount namespace), so a notebook
+# writes there no more than one extraction needs, and nothing to the host's disk.
+SANDBOX_SHARED_BYTES = GRADE_SNAPSHOT_BYTES + GRADE_SNAPSHOT_MANIFEST_BYTES + (1 << 20)

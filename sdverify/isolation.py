@@ -12,25 +12,37 @@ Two levels, chosen with ``--sandbox auto|bwrap|process`` (``auto``: bwrap where 
   nothing it starts outlives the run (``--die-with-parent`` and its own PID namespace).
   Its ``/tmp``, ``/dev/shm`` and hidden folders are size-limited tmpfs (contract ``SANDBOX_*``).
   Where the grader runs as root there is no user namespace (its uid 0 would be the host's
-  root): root builds the mounts and ``setpriv`` drops to ``SANDBOX_UID`` with no capabilities.
+  root): root builds the mounts and ``setpriv`` drops to a uid of the run's own
+  (:func:`sandbox_user`) with no capabilities.  What it shares with the grader (a kernel's
+  sockets and extraction folders) is a size-limited tmpfs of its own, which the grader reaches
+  through its mount namespace (:meth:`Confinement.open_shared`): nothing it writes lands on
+  the host's disk.
 * ``process`` — a child process with the same allow-listed environment, a scratch working
   folder, resource limits and a process group the grader kills; it can read what your user
   can read and use the network.  Used where bwrap cannot run (macOS, containers without
   user namespaces); reports say so and one warning is printed.  Where the grader is root
-  it runs as ``SANDBOX_UID``, which can write none of the grader's files.
+  each run has a uid of its own (leased from ``SANDBOX_UID_FIRST``), which can write none of
+  the grader's files nor reach another run's, and every process of that uid is killed when the
+  run ends (a daemon that left the session included).  Where it is not, uids cannot change:
+  runs share the grader's uid and a daemon can outlive its run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import grp
 import logging
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +74,6 @@ _ENV_ALLOWED = (
 # What the process student code is forked from may also keep: where it imports from, and the hub
 # settings its preloaded libraries read once at import (none of them a secret; HF_TOKEN is dropped).
 _STARTUP_KEPT = ("HOME", "PYTHONPATH", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-_UNPRIVILEGED = "65534"  # nobody, inside the user namespace
 # What any program needs to run (binaries, libraries, /etc for the loader, /sys for CPU facts).
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
 _SYSTEM_NAMES = {name.lstrip("/") for name in _SYSTEM}
@@ -152,7 +163,9 @@ class Confinement:
     level: Level
     scratch: Path  # the working folder, the only writable place (with ``writable``)
     env: dict[str, str]
-    writable: tuple[Path, ...] = ()  # e.g. a socket folder shared with the grader
+    # A folder the sandbox writes and the grader reads (a kernel's sockets and extractions):
+    # under bwrap a tmpfs of SANDBOX_SHARED_BYTES in the sandbox only (:meth:`open_shared`).
+    shared: Path | None = None
     readable: tuple[Path, ...] = ()  # re-shown read-only after hiding (weights, caches)
     hidden: tuple[Path, ...] = field(default_factory=tuple)  # shown empty (submissions, grader output)
     # A mount point made under /tmp, which is then read-only: for a process that gives each of
@@ -180,7 +193,8 @@ class Confinement:
                 out += ["--symlink", os.readlink(name), name]
             elif os.path.isdir(name):
                 out += ["--ro-bind", name, name]
-        out += self._passable_parents((*runtime_paths(), *self.readable, *self.hidden, self.scratch, *self.writable))
+        shared = () if self.shared is None else (self.shared,)
+        out += self._passable_parents((*runtime_paths(), *self.readable, *self.hidden, self.scratch, *shared))
         for path in (*runtime_paths(), *self.readable):
             if path.exists():
                 out += ["--ro-bind", str(path), str(path)]
@@ -190,8 +204,8 @@ class Confinement:
             if path.is_dir():
                 out += _tmpfs(str(path), C.SANDBOX_COVER_BYTES)
         out += self._scratch_mount()
-        for path in self.writable:
-            out += ["--bind", str(path), str(path)]
+        for path in shared:
+            out += _tmpfs(str(path), C.SANDBOX_SHARED_BYTES, "1777")
         if self.private_work is not None:
             out += ["--dir", str(self.private_work), "--remount-ro", "/tmp"]
         # Nothing else is writable: bwrap's own root and /dev are tmpfs, read-only from here on.
@@ -210,12 +224,32 @@ class Confinement:
             kwargs.update(user=self.user, group=self.user, extra_groups=[])
         return kwargs
 
+    def open_shared(self, pid: int, timeout: float) -> int:
+        """A descriptor of :attr:`shared` as the sandbox started as ``pid`` sees it (the grader
+        reads and writes through ``/proc/self/fd/<fd>``): the folder itself at the process level;
+        under bwrap the sandbox's tmpfs, reached through ``/proc/<child>/root`` once bwrap has
+        mounted it (the host has no such folder).  Held open, it cannot come to mean another
+        process's folder when ``pid`` is gone and its number reused."""
+        assert self.shared is not None
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        if self.level == "process":
+            return os.open(self.shared, flags | os.O_NOFOLLOW)
+        deadline = time.monotonic() + timeout
+        while True:
+            for child in _children(pid):
+                with contextlib.suppress(OSError):
+                    return os.open(f"/proc/{child}/root{self.shared}", flags)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the sandbox did not mount {self.shared.name} within {timeout:g} s")
+            time.sleep(0.01)
+
     def _namespaces(self) -> list[str]:
         """Fresh namespaces: user, PID, mount, network, IPC, UTS.  With :attr:`user` (the grader
         is root) no user namespace, whose uid would be the host's root: real root builds the
         mounts and :meth:`_as_user` then becomes ``user`` on the host, with no capabilities."""
         if self.user is None:
-            return ["--unshare-all", "--unshare-user", "--uid", _UNPRIVILEGED, "--gid", _UNPRIVILEGED]
+            uid = str(C.SANDBOX_UID)
+            return ["--unshare-all", "--unshare-user", "--uid", uid, "--gid", uid]
         out = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         return [*out, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
 
@@ -246,6 +280,15 @@ class Confinement:
         for path in sorted(self.scratch.iterdir()):
             out += ["--ro-bind", str(path), str(path)]
         return out
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (none once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
 
 
 def _without_reference() -> list[str]:
@@ -296,7 +339,7 @@ def _tmpfs(path: str, size: int, perms: str = "0755") -> list[str]:
 
 def limit_resources() -> None:
     """Cap this process and what it starts (soft and hard): file size, CPU time and, where it runs
-    as ``SANDBOX_UID`` (:func:`sandbox_user`, or bwrap's user namespace), the process count
+    as a sandbox uid (:func:`sandbox_user`, or bwrap's user namespace), the process count
     (contract ``SANDBOX_*``).  The kernel counts processes per uid: as your own user the count
     would include your whole session, and root ignores it.  A write past the file size fails
     with EFBIG in the submission instead of a SIGXFSZ that kills it."""
@@ -305,7 +348,7 @@ def limit_resources() -> None:
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     limits = [(resource.RLIMIT_FSIZE, C.SANDBOX_FILE_BYTES), (resource.RLIMIT_CPU, C.SANDBOX_CPU_S)]
-    if os.getuid() == C.SANDBOX_UID:
+    if is_sandbox_uid(os.getuid()):
         limits.append((resource.RLIMIT_NPROC, C.SANDBOX_PROCESSES))
     for which, limit in limits:
         hard = resource.getrlimit(which)[1]
@@ -313,23 +356,108 @@ def limit_resources() -> None:
         resource.setrlimit(which, (limit, limit))
 
 
-def sandbox_user(level: Level, needs: Iterable[Path] = ()) -> int | None:
-    """The uid student code runs as: ``SANDBOX_UID`` where the grader is root, so that it can
-    write none of the grader's files and its process count is bounded; None (the grader's own
-    uid) where the grader is not root, or where that uid cannot reach the runtime, ``needs``
+def is_sandbox_uid(uid: int) -> bool:
+    """Whether ``uid`` is one student code runs as: a leased one, or bwrap's ``SANDBOX_UID``."""
+    return uid == C.SANDBOX_UID or C.SANDBOX_UID_FIRST <= uid < C.SANDBOX_UID_FIRST + C.SANDBOX_UIDS
+
+
+@contextlib.contextmanager
+def sandbox_user(level: Level, needs: Iterable[Path] = ()) -> Iterator[int | None]:
+    """The uid one run of student code has, for the ``with`` block: where the grader is root, a
+    uid of its own (:func:`leased_uid`), so that it can write none of the grader's files, reach
+    no other run's, count its processes apart, and leave nothing running; None (the grader's own
+    uid) where the grader is not root, or where a sandbox uid cannot reach the runtime, ``needs``
     (weights), or start bwrap (then a warning names why)."""
     if os.geteuid() != 0:
-        return None
+        yield None
+        return
     problem = _unreachable(level, tuple(runtime_paths()), tuple(sorted(set(needs))))
-    if problem is None:
-        return C.SANDBOX_UID
-    _warn_root(problem)
-    return None
+    if problem is not None:
+        _warn_root(problem)
+        yield None
+        return
+    with leased_uid() as uid:
+        yield uid
+
+
+@contextlib.contextmanager
+def leased_uid() -> Iterator[int]:
+    """A uid of ``SANDBOX_UID_FIRST``'s range that no other run holds (an exclusive ``flock`` on
+    its file in a root-only folder, dropped by the kernel if the grader dies), with no process
+    left when the block starts or ends (:func:`sweep`).  For a root grader only."""
+    folder = _lease_folder()
+    for uid in range(C.SANDBOX_UID_FIRST, C.SANDBOX_UID_FIRST + C.SANDBOX_UIDS):
+        if _has_account(uid):
+            continue
+        fd = os.open(folder / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            sweep(uid)  # what a grader killed before its own sweep left
+            yield uid
+        finally:
+            sweep(uid)
+            os.close(fd)
+        return
+    raise RuntimeError(f"all {C.SANDBOX_UIDS} sandbox uids from {C.SANDBOX_UID_FIRST} are in use")
+
+
+def _lease_folder() -> Path:
+    """Where the uids' lock files live: root's and writable by root only (student code at the
+    process level sees ``/tmp``, and must not hold or forge a lease)."""
+    for base in ("/run", tempfile.gettempdir()):
+        folder = Path(base) / "sdverify-uids"
+        with contextlib.suppress(OSError):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            info = os.lstat(folder)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022:
+                return folder
+    raise RuntimeError("no root-only folder for the sandbox uids' lock files (/run or the temporary folder)")
+
+
+def _has_account(uid: int) -> bool:
+    """Whether ``uid`` (or the gid of the same number) names an account: never leased or swept."""
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+            return True
+        except KeyError:
+            pass
+    return False
+
+
+# kill(-1) as the uid signals every process it may signal (those of that uid) but itself, in one
+# pass over the task list that no fork can slip through.
+_KILL_EVERY = "import os\ntry:\n    os.kill(-1, 9)\nexcept ProcessLookupError:\n    pass\n"
+
+
+def sweep(uid: int) -> None:
+    """Kill every process whose real or saved uid is ``uid`` (a daemon that double-forked and
+    took its own session included, in any PID namespace): ``kill(-1, SIGKILL)`` from a process
+    that becomes ``uid``.  For a root grader only, on a uid it leased."""
+    try:
+        subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _KILL_EVERY],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            env={},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:  # a uid that cannot start Python started nothing
+        log.debug("sweep of uid %d: %s", uid, exc)
 
 
 @functools.lru_cache(maxsize=8)
 def _unreachable(level: Level, runtime: tuple[Path, ...], needs: tuple[Path, ...]) -> str | None:
-    """Why a sandbox of ``level`` running as ``SANDBOX_UID`` cannot read the ``runtime`` and
+    """Why a sandbox of ``level`` running as a sandbox uid cannot read the ``runtime`` and
     ``needs``, or None when it can (tried once: a Python started as the sandbox will start one)."""
     # The runtime's folders are checked, ``needs`` (weights: a few files) file by file.
     code = (
@@ -339,8 +467,8 @@ def _unreachable(level: Level, runtime: tuple[Path, ...], needs: tuple[Path, ...
         "files = [os.path.join(d, f) for p in deep for d, _, fs in os.walk(p, onerror=sys.exit) for f in fs]\n"
         "sys.exit(next((p for p in [*shallow, *deep, *files] if not os.access(p, os.R_OK)), None))\n"
     )
-    with tempfile.TemporaryDirectory(prefix="sdverify-user-") as tmp:
-        trial = Confinement(level, Path(tmp), sandbox_env(Path(tmp)), readable=needs, user=C.SANDBOX_UID)
+    with tempfile.TemporaryDirectory(prefix="sdverify-user-") as tmp, leased_uid() as uid:
+        trial = Confinement(level, Path(tmp), sandbox_env(Path(tmp)), readable=needs, user=uid)
         hand_over(trial.user, Path(tmp))
         try:
             done = subprocess.run(
@@ -352,9 +480,9 @@ def _unreachable(level: Level, runtime: tuple[Path, ...], needs: tuple[Path, ...
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"uid {C.SANDBOX_UID} cannot start Python: {exc}"
+            return f"a sandbox uid cannot start Python: {exc}"
     if done.returncode != 0:
-        return f"uid {C.SANDBOX_UID} cannot read {done.stderr.strip()[-300:] or sys.executable}"
+        return f"a sandbox uid cannot read {done.stderr.strip()[-300:] or sys.executable}"
     return None
 
 
@@ -369,12 +497,16 @@ def _warn_root(problem: str) -> None:
 
 
 def hand_over(user: int | None, *paths: Path) -> None:
-    """Make ``paths`` (folders made by the grader for the sandbox) the sandbox user's, and their
-    parents passable, so that a sandbox running as ``user`` can write there; nothing for None."""
+    """Make ``paths`` (folders and files made by the grader for the sandbox) the sandbox user's
+    alone (mode 0700, a file 0600: no other run's uid reads them), and their parents passable,
+    so that a sandbox running as ``user`` can write there; nothing for None."""
     if user is None:
         return
     for path in paths:
-        os.chown(path, user, user)
+        # The mode first: once the sandbox owns ``path`` it may swap it for a link, which a chmod
+        # by root would follow.
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        os.chown(path, user, user, follow_symlinks=False)
         mode = path.parent.stat().st_mode
         if mode & 0o111 != 0o111:
             os.chmod(path.parent, mode | 0o111)

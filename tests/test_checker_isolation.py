@@ -78,7 +78,8 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         body = "".join(f"{k} = {v!r}\n" for k, v in constants.items()) + textwrap.dedent(CFG)
         # The process count is set only where the child runs as the sandbox's uid.
         body += "import resource\nLIMITED = [resource.RLIMIT_FSIZE, resource.RLIMIT_CPU, resource.RLIMIT_NPROC]\n"
-        body += f"if os.getuid() != {C.SANDBOX_UID}:\n    LIMITS, LIMITED = LIMITS[:2], LIMITED[:2]\n"
+        leased = f"{C.SANDBOX_UID_FIRST} <= os.getuid() < {C.SANDBOX_UID_FIRST + C.SANDBOX_UIDS}"
+        body += f"if not (os.getuid() == {C.SANDBOX_UID} or {leased}):\n    LIMITS, LIMITED = LIMITS[:2], LIMITED[:2]\n"
         body += "ATTEMPTS = [" + ", ".join(ATTEMPTS[n] for n in names) + "]\n"
         path = folder / "student.py"
         path.write_text(body)

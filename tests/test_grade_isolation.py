@@ -146,8 +146,8 @@ def test_each_probe_through_the_score(world, level):
     lost = {g.name.removeprefix("probe_") for g in grades if g.score < g.max_score}
     assert all(g.error is None and g.isolation == level for g in grades)
     # At the process level as the grader's own user it can read and write what the grader can; as
-    # SANDBOX_UID (a root grader) it keeps only the network.
-    other_uid = level == "process" and _sandbox_uid(level, zoo.default_cache_root()) != os.getuid()
+    # a uid of its own (a root grader) it keeps only the network.
+    other_uid = level == "process" and _sandboxed(level, zoo.default_cache_root())
     assert lost == (set() if level == "bwrap" else {"tcp"} if other_uid else set(PROBES) - {"env"})
     assert (world["out"] / "breach.txt").exists() == (level == "process" and not other_uid)
 
@@ -224,12 +224,13 @@ sizes = {{p: os.statvfs(p).f_blocks * os.statvfs(p).f_frsize for p in ('/tmp', '
 x = [limits, past, sizes, os.getuid()]"""
 
 
-def _sandbox_uid(level: str, *needs: Path) -> int:
-    """The uid a kernel of ``level`` reading ``needs`` runs as here (bwrap: 65534 inside, in its
-    own user namespace or on the host)."""
-    if level == "bwrap" or isolation.sandbox_user("process", needs) is not None:
-        return C.SANDBOX_UID
-    return os.getuid()
+def _sandboxed(level: str, *needs: Path) -> bool:
+    """Whether a kernel of ``level`` reading ``needs`` runs as a sandbox uid here (bwrap: 65534 in
+    its own user namespace, or a leased uid on the host), not as the grader's."""
+    if level == "bwrap":
+        return True
+    with isolation.sandbox_user("process", needs) as user:
+        return user is not None
 
 
 @pytest.mark.parametrize("level", [pytest.param("bwrap", marks=[needs_bwrap, pytest.mark.slow]), "process"])
@@ -238,8 +239,8 @@ def test_kernel_gets_the_sandbox_limits(tmp_path, level):
     limits, past, sizes, uid = run.variable("all", "x").value
     assert limits["RLIMIT_FSIZE"] == [C.SANDBOX_FILE_BYTES] * 2 and past == errno.EFBIG
     assert limits["RLIMIT_CPU"] == [C.SANDBOX_CPU_S] * 2
-    assert uid == _sandbox_uid(level)
-    if uid == C.SANDBOX_UID:  # as your own user the count would be your whole session's: not set
+    assert isolation.is_sandbox_uid(uid) == _sandboxed(level)
+    if _sandboxed(level):  # as your own user the count would be your whole session's: not set
         assert limits["RLIMIT_NPROC"] == [C.SANDBOX_PROCESSES] * 2
     if level == "bwrap":  # RAM-backed and size-limited; at the process level they are the host's (README)
         work = next(p for p in sizes if p not in ("/tmp", "/dev/shm"))
@@ -325,7 +326,7 @@ x = int(subprocess.run([sys.executable, '-I', '-S', '-c', code], capture_output=
 def test_a_fork_bomb_stops_at_the_process_limit(tmp_path, level):
     budget = C.SANDBOX_PROCESSES + 100
     forks = _run(tmp_path, [FORK_CELL.format(budget=budget)], level).variable("all", "x").value
-    if _sandbox_uid(level) == C.SANDBOX_UID:
+    if _sandboxed(level):
         assert 0 < forks < C.SANDBOX_PROCESSES
     else:  # the OS limit: a process-level kernel as the grader's own user has no count (README)
         assert forks == budget

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
+from sandbox_uids import alive, daemon_source, needs_sandbox_uid
 
 from sdverify import isolation
 
@@ -121,3 +124,27 @@ def test_bwrap_output_flood_costs_no_later_submission_its_prints(tmp_path: Path)
     report = check_submission(str(victim), sandbox="bwrap", timeout=30)
     mine = [c for c in report.checks if c.group == "cfg_combine"]
     assert sum(c.points for c in mine) == sum(c.max_points for c in mine) > 0, [c.message for c in mine]
+
+
+@pytest.mark.parametrize("level", [pytest.param("bwrap", marks=needs_bwrap), "process"])
+def test_a_childs_daemon_does_not_outlive_its_run(level: str):
+    # Broke at the process level: a process in a session of its own escaped the child's killed
+    # session and could signal later children and rewrite files.  Now every process of the run's
+    # uid is killed when it ends; under bwrap the child's PID namespace is swept by the jail.
+    from sdverify.checker import check_submission
+
+    folder = Path(tempfile.mkdtemp(prefix="sdverify-daemon-"))
+    os.chmod(folder, 0o755)  # the submission's folder: a sandbox uid must read it
+    if level == "process":
+        needs_sandbox_uid(folder)
+    marker = f"sdverify-daemon-{uuid.uuid4().hex}"
+    daemon = daemon_source(marker) + "def breached():\n    return False\n"
+    try:
+        report = check_submission(_module(folder / "student.py", daemon), sandbox=level, timeout=30)
+        mine = [c for c in report.checks if c.group == "cfg_combine"]
+        assert sum(c.points for c in mine) == sum(c.max_points for c in mine) > 0, [c.message for c in mine]
+        assert alive(marker) == []
+    finally:
+        for pid in alive(marker):
+            os.kill(pid, 9)
+        shutil.rmtree(folder)

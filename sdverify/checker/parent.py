@@ -14,6 +14,7 @@ validated (:mod:`.protocol`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import multiprocessing
 import os
@@ -142,31 +143,34 @@ class _Jail:
         env = isolation.sandbox_env(scratch, _hub_env(Path(weights)))
         hub = Path(env["HF_HUB_CACHE"]) if "HF_HUB_CACHE" in env else Path(weights)
         readable = (hub, Path(weights), *readable)
-        user = isolation.sandbox_user("bwrap", readable)
-        isolation.hand_over(user, scratch)
-        confinement = isolation.Confinement(
-            "bwrap",
-            scratch,
-            env,
-            readable=readable,
-            private_work=Path(JAIL_WORK),
-            user=user,
-            shows_reference=shows_reference,
-        )
-        ours, theirs = socket.socketpair()
-        argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
-        with open(self.log, "ab") as sink:
-            self.proc = subprocess.Popen(
-                confinement.command(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                pass_fds=(theirs.fileno(),),
-                **confinement.popen_kwargs(),  # type: ignore[call-overload]
+        # The jail's uid, held (and swept) until it is discarded; given back if it cannot start.
+        with contextlib.ExitStack() as lease:
+            user = lease.enter_context(isolation.sandbox_user("bwrap", readable))
+            isolation.hand_over(user, scratch)
+            confinement = isolation.Confinement(
+                "bwrap",
+                scratch,
+                env,
+                readable=readable,
+                private_work=Path(JAIL_WORK),
+                user=user,
+                shows_reference=shows_reference,
             )
-        theirs.close()
-        self.ctrl = Connection(ours.detach())
-        self.ready = False
+            ours, theirs = socket.socketpair()
+            argv = [sys.executable, "-m", "sdverify.checker.jail", str(theirs.fileno()), weights, device, dtype]
+            with open(self.log, "ab") as sink:
+                self.proc = subprocess.Popen(
+                    confinement.command(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(theirs.fileno(),),
+                    **confinement.popen_kwargs(),  # type: ignore[call-overload]
+                )
+            theirs.close()
+            self.ctrl = Connection(ours.detach())
+            self.ready = False
+            self.lease = lease.pop_all()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -201,6 +205,7 @@ class _Jail:
             pass
         self.proc.wait(5)
         self.ctrl.close()
+        self.lease.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -297,8 +302,10 @@ def run_submission(
         safetensors.torch.save_file(plan.inputs, str(inputs))
         log = Path(tmp) / "child.log"
         while pending:
-            with tempfile.TemporaryDirectory(prefix="work-", dir=tmp) as work:
-                user = _process_user(target) if level == "process" else None
+            with (
+                tempfile.TemporaryDirectory(prefix="work-", dir=tmp) as work,
+                _process_user(target, level) as user,  # every process of its uid is killed after
+            ):
                 isolation.hand_over(user, Path(work))
                 job = {
                     "target": _target_job(target, level),
@@ -362,9 +369,12 @@ def _hub_env(weights: Path) -> dict[str, str]:
     return zoo.offline_env(zoo.hub_cache_for(weights.resolve()))
 
 
-def _process_user(target: Target) -> int | None:
-    """The uid a process-level child drops to after loading the weights: it must still read the
-    submission (a path's folder, or where module names resolve)."""
+def _process_user(target: Target, level: isolation.Level) -> contextlib.AbstractContextManager[int | None]:
+    """The uid a process-level child drops to after loading the weights, for one run: it must
+    still read the submission (a path's folder, or where module names resolve).  None under
+    bwrap, whose jail holds a uid of its own."""
+    if level != "process":
+        return contextlib.nullcontext()
     where = Path(target.value).resolve().parent if target.kind == "path" else Path.cwd()
     return isolation.sandbox_user("process", (where,))
 

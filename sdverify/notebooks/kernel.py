@@ -9,6 +9,7 @@ what it keeps of the outputs (:mod:`.output_caps`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from functools import lru_cache
@@ -29,6 +30,7 @@ from sdverify.notebooks.output_caps import cap_output
 
 _KERNEL_NAME = "sdverify-python"
 _KERNEL_CONFINED = "sdverify-python-confined"  # interrupts as a message: signals do not reach into bwrap
+_MOUNT_TIMEOUT_S = 60  # for bwrap to mount the folder the kernel shares with the grader
 TIMEOUT_ENAME = "CellTimeoutError"  # the ename nbclient reports for a cell past its limit
 
 
@@ -52,6 +54,7 @@ class _ConfinedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel command is wrapped by a :class:`Confinement`."""
 
     confinement: Confinement | None = None
+    shared_fd: int | None = None  # the grader's descriptor of the confinement's shared folder
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
@@ -61,6 +64,17 @@ class _ConfinedKernelManager(AsyncKernelManager):
         isolation.hand_over(self.confinement.user, Path(self.connection_file))
         return self.confinement.command(cmd)
 
+    async def _async_post_start_kernel(self, **kw: Any) -> None:
+        """Once the kernel is launched (its connection file read from :attr:`ip`, the path it
+        sees), open the shared folder and reach its ipc sockets there: the control socket made
+        next (interrupts) and every client then connect through the grader's descriptor."""
+        if self.confinement is not None and self.confinement.shared is not None:
+            pid = self.provisioner.process.pid  # type: ignore[union-attr]
+            self.shared_fd = self.confinement.open_shared(pid, _MOUNT_TIMEOUT_S)
+            if self.transport == "ipc":
+                self.ip = f"/proc/self/fd/{self.shared_fd}/{Path(self.ip).name}"
+        await super()._async_post_start_kernel(**kw)
+
     def client(self, **kwargs: Any) -> Any:
         """A client whose sockets refuse any one message over ``GRADE_KERNEL_MESSAGE_BYTES``
         before buffering it: a flood drops the connection, not the grader's memory."""
@@ -68,17 +82,23 @@ class _ConfinedKernelManager(AsyncKernelManager):
         context.setsockopt(zmq.MAXMSGSIZE, C.GRADE_KERNEL_MESSAGE_BYTES)
         return super().client(context=context, **kwargs)
 
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart)
+        if self.shared_fd is not None:
+            os.close(self.shared_fd)
+            self.shared_fd = None
+
 
 class KernelClient(NotebookClient):
     """nbclient with our kernelspec, remembering each cell's execute reply (status, ename),
     keeping at most ``GRADE_CELL_TEXT_BYTES`` of text and ``GRADE_CELL_IMAGE_BYTES`` of
     images per cell (a cell printing gigabytes must not fill the grader's memory)."""
 
-    def __init__(self, *args: Any, confinement: Confinement, sockets: Path, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, confinement: Confinement, connection_file: Path, **kwargs: Any) -> None:
         super().__init__(*args, on_cell_executed=self._remember, **kwargs)
         self.last_reply: dict[str, Any] = {}
         self.confinement = confinement
-        self.sockets = sockets
+        self.connection_file = connection_file
         self.used: dict[int, list[int]] = {}  # cell index -> [text bytes, image bytes] kept
         self.capped: set[int] = set()  # cells whose outputs were cut
 
@@ -115,12 +135,18 @@ class KernelClient(NotebookClient):
             outs.pop()
         return kept
 
+    def shared_here(self) -> Path:
+        """The confinement's shared folder as the grader reaches it (its running kernel's)."""
+        assert isinstance(self.km, _ConfinedKernelManager) and self.km.shared_fd is not None
+        return Path(f"/proc/self/fd/{self.km.shared_fd}")
+
     def create_kernel_manager(self) -> AsyncKernelManager:
         confined = self.confinement.level == "bwrap"
-        # The connection file lives in the socket folder, which the kernel's uid can read.
-        ipc: dict[str, Any] = {"connection_file": str(self.sockets / "k.json")}
-        if confined:
-            ipc |= {"transport": "ipc", "ip": str(self.sockets / "k")}
+        # The kernel reads its connection file (handed to its uid); under bwrap it binds its ipc
+        # sockets in the shared folder, which the grader reaches through its descriptor.
+        ipc: dict[str, Any] = {"connection_file": str(self.connection_file)}
+        if confined and self.confinement.shared is not None:
+            ipc |= {"transport": "ipc", "ip": str(self.confinement.shared / "k")}
         km = _ConfinedKernelManager(
             kernel_name=_KERNEL_CONFINED if confined else _KERNEL_NAME,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[_kernel_dir()]),

@@ -13,9 +13,12 @@ throw-away scratch folder holding a copy of the notebook, an allow-listed enviro
 offline zoo as its Hugging Face cache (``HF_HUB_OFFLINE=1``), no GPU, ``MPLBACKEND=Agg``,
 the data files its spec ships, hub login helpers that do nothing, and (when the spec says so)
 a map of its CUDA and float16 code onto the CPU in float32 (:mod:`.device_map`).
-At level ``bwrap`` it runs inside bubblewrap, talking to the grader over ipc sockets in a
-bound folder (loopback TCP does not cross the network namespace); the scratch folder, the
-socket folder and the extraction folder are its only writable places.  Shell escapes
+At level ``bwrap`` it runs inside bubblewrap, talking to the grader over ipc sockets
+(loopback TCP does not cross the network namespace); its working folder and the folder it
+shares with the grader (sockets and extractions) are its only writable places, both
+size-limited tmpfs (``SANDBOX_WORK_BYTES``, ``SANDBOX_SHARED_BYTES``), so nothing it writes
+reaches the host's disk.  Where the grader is root the kernel has a uid of its own for the
+run, whose every process is killed when the run ends (:func:`sdverify.isolation.sandbox_user`).  Shell escapes
 (``!pip ...``, ``%pip``, ``%%bash``, bare ``pip install`` ...) are replaced by ``pass``
 and reported; calls the rewrite cannot see (``os.system``, ``subprocess``...) are
 reported.  What the grader keeps of a cell's outputs is capped.  A cell that raises is
@@ -176,10 +179,11 @@ def run_notebook(
     errors: dict[str, str] = {}
     skip: set[int] = set()
     capped: set[int] = set()
-    with tempfile.TemporaryDirectory(prefix="sdverify-nb-") as tmp:
-        # work: the kernel's cwd and HOME; extract: where extraction cells write; sockets: ipc.
-        work, extract, sockets = Path(tmp) / "work", Path(tmp) / "extract", Path(tmp) / "sockets"
-        for folder in (work, extract, sockets):
+    with tempfile.TemporaryDirectory(prefix="sdverify-nb-") as tmp, isolation.sandbox_user(level, readable) as user:
+        # work: the kernel's cwd and HOME; shared: its sockets and extraction folders (under bwrap
+        # a tmpfs inside the sandbox only); conn: its connection file, which it only reads.
+        work, shared, conn = Path(tmp) / "work", Path(tmp) / "shared", Path(tmp) / "conn"
+        for folder in (work, conn, *([shared] if level == "process" else [])):
             folder.mkdir()
         shutil.copy2(path, work / Path(path).name)
         for name, source in (files or {}).items():
@@ -189,18 +193,18 @@ def run_notebook(
             level,
             work,
             sandbox_env(work, env),
-            writable=(extract, sockets),
-            readable=readable,
+            shared=shared,
+            readable=(*readable, conn),
             hidden=hidden,
             quota=C.SANDBOX_WORK_BYTES,
-            user=isolation.sandbox_user(level, readable),
+            user=user,
         )
-        isolation.hand_over(confinement.user, work, extract, sockets)
+        isolation.hand_over(user, work, *([shared] if level == "process" else []))
         for _attempt in range(MAX_RESTARTS + 1):
             client = KernelClient(
                 nb,
                 confinement=confinement,
-                sockets=sockets,
+                connection_file=conn / "k.json",
                 allow_errors=True,
                 interrupt_on_timeout=True,
                 error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": "", "traceback": []},
@@ -216,7 +220,7 @@ def run_notebook(
                     client.run(nbformat.v4.new_code_cell(setup), None, EXTRACT_TIMEOUT_S)
                     for step in steps:
                         if step.kind == "snapshot":
-                            _take_snapshot(client, step, extract, taken, errors, confinement.user)
+                            _take_snapshot(client, step, taken, errors)
                             if step.snapshot is not None and step.snapshot.id in taken:
                                 records["latest"] = taken[step.snapshot.id].pop(KERNEL_USES, None)
                                 records["mapped"] = taken[step.snapshot.id].pop(KERNEL_MAPPED, None)
@@ -322,12 +326,16 @@ def _probe(client: KernelClient) -> bool:
     return reply.get("ename") != TIMEOUT_ENAME
 
 
-def _take_snapshot(client: KernelClient, step: _Step, tmp: Path, taken: dict, errors: dict, user: int | None) -> None:
+def _take_snapshot(client: KernelClient, step: _Step, taken: dict, errors: dict) -> None:
     snap = step.snapshot
     assert snap is not None
-    folder = Path(tempfile.mkdtemp(prefix=f"{snap.id}-", dir=tmp))
-    isolation.hand_over(user, folder)
-    cell = nbformat.v4.new_code_cell(extraction_source(snap.requests(), folder))
+    # Made and read by the grader through its descriptor of the shared folder; the kernel writes
+    # it under the name it sees.
+    folder = Path(tempfile.mkdtemp(prefix=f"{snap.id}-", dir=client.shared_here()))
+    isolation.hand_over(client.confinement.user, folder)
+    assert client.confinement.shared is not None
+    seen = client.confinement.shared / folder.name
+    cell = nbformat.v4.new_code_cell(extraction_source(snap.requests(), seen))
     try:
         reply = client.run(cell, None, EXTRACT_TIMEOUT_S)
     except DeadKernelError:
