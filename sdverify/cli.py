@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdverify import contract as C
-from sdverify.errors import UsageError
+from sdverify.errors import SdverifyWarning, UsageError
 from sdverify.sanitise import printable  # on all text a submission can reach: no terminal sequences
 
 if TYPE_CHECKING:
@@ -608,10 +609,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in getattr(args, "deprecated", []):
         _warn(warning)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except (UsageError, FileNotFoundError) as exc:
         print(printable(f"error: {exc}"), file=sys.stderr)
         return 2
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *where: Any, **kwargs: Any) -> None:
+    """The library's warnings (:class:`SdverifyWarning`) as their message alone; others as Python shows them."""
+    if issubclass(category, SdverifyWarning):
+        print(printable(str(message)), file=sys.stderr)
+    else:
+        _python_show_warning(message, category, *where, **kwargs)
 
 
 def entrypoint() -> None:

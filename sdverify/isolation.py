@@ -43,13 +43,14 @@ import sys
 import sysconfig
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from sdverify import contract as C
-from sdverify.errors import UsageError
+from sdverify.errors import SdverifyWarning, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +313,9 @@ def describe(level: str) -> str:
 
 @functools.cache
 def warn_once(level: Level) -> None:
-    """Print the process level's warning once per process (stderr), and nothing for bwrap."""
+    """Warn of the process level once per process (a :class:`SdverifyWarning`), and not of bwrap."""
     if level == "process":
-        print(PROCESS_WARNING, file=sys.stderr)
+        warnings.warn(PROCESS_WARNING, SdverifyWarning, stacklevel=2)
 
 
 def limit_address_space(extra_mb: int) -> None:
@@ -488,11 +489,12 @@ def _unreachable(level: Level, runtime: tuple[Path, ...], needs: tuple[Path, ...
 
 @functools.cache
 def _warn_root(problem: str) -> None:
-    print(
+    warnings.warn(
         f"sdverify: the grader runs as root and {problem}: student code keeps root's uid (at the process level "
         "it can write your files, under bwrap read root-only ones) with no process-count limit; make the Python "
         "environment and the weights readable by others (zoo snapshots this version builds are)",
-        file=sys.stderr,
+        SdverifyWarning,
+        stacklevel=3,
     )
 
 

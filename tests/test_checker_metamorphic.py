@@ -21,6 +21,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from metamorphic.strategies import MODULE_EDITS, Variant, edited_modules
+from recorded_scores import expected
 
 from sdverify.checker import API_NAMES, check_submission
 from sdverify.grading.model import SubmissionGrade
@@ -62,7 +63,7 @@ def _original(name: str) -> SubmissionGrade:
 def _assert_full_marks(name: str, variant: Variant[str], folder: Path) -> None:
     report = _check(variant, folder)
     assert report.passed, f"{variant}\n{_failed(report)}\n{_diff(name, variant)}"
-    assert report.score == report.max_score > 0
+    assert report.score == report.max_score == expected("catalog", name)["max_score"]  # as recorded
 
 
 @GRADED

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import settings
 from metamorphic import notebooks as N
 from metamorphic.strategies import NOTEBOOK_EDITS, Variant, draw_examples, edited_notebooks
+from recorded_scores import expected
 
 from sdverify.notebooks.batch import grade_batch
 from sdverify.notebooks.grading import Settings, SubmissionGrade
@@ -65,7 +66,7 @@ def _grade(folder: Path, notebooks: dict[str, nbformat.NotebookNode], workers: i
 def _full_marks(grade: SubmissionGrade, variant: Variant) -> None:
     assert grade.error is None, (variant, grade.error)
     assert not _failed(grade), (variant, _failed(grade))
-    assert grade.score == grade.max_score > 0, variant
+    assert grade.score == grade.max_score == expected("notebooks", "correct")["max_score"], variant
     assert not [n for n in grade.notes if n.startswith("segmentation")], (variant, grade.notes)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from recorded_scores import expected, scores
 
 from sdverify import isolation
 from sdverify.mistakes import MISTAKES
@@ -125,6 +126,13 @@ def batch(tmp_path_factory, worker_id, graded, level):
                 shutil.copy(SAMPLES / f"{name}.ipynb", folder)
         grades = grade_batch([folder], out, spec=spec, settings=settings, workers=2)
     return {g.name: g for g in grades}, out, folder, spec, settings
+
+
+def test_scores_as_recorded_before_the_grading_core(batch, graded):
+    """Each sample's score, total and per exercise, as the code before the grading core gave it
+    (fixtures/recorded_scores.json, with the same limits: tests/recorded_scores.py)."""
+    grades, *_ = batch
+    assert {n: scores(grades[n]) for n in graded} == {n: expected("notebooks", n) for n in graded}
 
 
 def test_every_sample_was_graded(batch, graded, level):

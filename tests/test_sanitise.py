@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from sdverify.cli import _print_grades
 from sdverify.grading.model import CheckEntry, ExerciseGrade, SubmissionGrade
-from sdverify.grading.render import to_junit, to_text
+from sdverify.grading.render import CLASS_JUNIT, html_page, to_html, to_junit, to_text
 from sdverify.notebooks import analytics
 from sdverify.notebooks.lms import LmsExport, Roster, Student
-from sdverify.notebooks.reports import _class_body, _page, _submission_body, grades_csv, junit
+from sdverify.notebooks.reports import _class_body, grades_csv
 from sdverify.sanitise import FORMULA_PREFIXES, csv_cell, printable
 
 HOSTILE = "nul\x00 clear\x1b[2J title\x1b]0;pwned\x07 <b>&amp;</b> =SUM(A1) \r\n\udcff\ufffe"
@@ -62,11 +62,11 @@ def _parsed(page: str) -> _Page:
 @given(st.text())
 @example(HOSTILE)
 def test_junit_always_parses_and_keeps_the_printable_text(text: str):
-    first_line = (text.splitlines() or [""])[0]  # the checker's failure message: the first line
-    for document, message in ((junit([_grade(text)]), text), (to_junit(_grade(text)), first_line)):
+    first_line = (text.splitlines() or [""])[0]  # a failure's message: the first line (the text: all of it)
+    for document in (to_junit([_grade(text)], CLASS_JUNIT), to_junit(_grade(text))):
         root = ET.fromstring(document)
         failure = root.find(".//failure")
-        assert failure is not None and failure.get("message") == printable(message)
+        assert failure is not None and failure.get("message") == printable(first_line)
         assert _survives(text, "".join(root.itertext()))
 
 
@@ -91,10 +91,10 @@ def test_html_pages_show_the_text_and_gain_no_markup(text: str):
     plain = _grade("x")
     summary = analytics.summary([_grade(text)], text, skipped=[(text, text)])
     for page, same_page in (
-        (_page(text, _submission_body(_grade(text))), _page("x", _submission_body(plain))),
+        (to_html(_grade(text)), to_html(plain)),
         (
-            _page(text, _class_body([_grade(text)], ["ex1"], summary)),
-            _page("x", _class_body([plain], ["ex1"], analytics.summary([plain], "x", skipped=[("x", "x")]))),
+            html_page(text, _class_body([_grade(text)], ["ex1"], summary)),
+            html_page("x", _class_body([plain], ["ex1"], analytics.summary([plain], "x", skipped=[("x", "x")]))),
         ),
     ):
         parsed = _parsed(page)

@@ -19,20 +19,23 @@ one, and the submission after which it changed is named); after the batch the wr
 grade files are checked against what was written, and restored if anything changed them.
 
 The batch prints nothing: it reports what happens as events (:data:`Event`) to the caller's
-``on_event``, and the command line renders them (pypa/build's thin CLI over a library).
+``on_event``, and the command line renders them (pypa/build's thin CLI over a library).  What
+stops nothing but the user should know (``sdverify.errors.SdverifyWarning``: the process level,
+a root grader) is a Python warning, raised in the caller's process even when a worker met it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdverify import isolation, zoo
-from sdverify.errors import UsageError
+from sdverify.errors import SdverifyWarning, UsageError
 from sdverify.notebooks.grading import (
     NOT_RUN,
     SubmissionGrade,
@@ -193,10 +196,29 @@ def _grade(job: Job, batch: _Batch) -> SubmissionGrade:
     return grade_submission(job.path, job.name, batch.spec, batch.settings, folder, hidden=batch.hidden, keep=job.keep)
 
 
+def _in_worker(job: Job, batch: _Batch) -> tuple[SubmissionGrade, list[str]]:
+    """:func:`_grade` in a pool's process, its :class:`SdverifyWarning` messages returned beside the
+    grade: the caller warns them again in its own process, where the CLI shows them."""
+    with warnings.catch_warnings(record=True) as caught:
+        grade = _grade(job, batch)
+    for w in caught:
+        if not issubclass(w.category, SdverifyWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)  # as it would have been
+    return grade, [str(w.message) for w in caught if issubclass(w.category, SdverifyWarning)]
+
+
+def _relayed(result: tuple[SubmissionGrade, list[str]]) -> SubmissionGrade:
+    """A worker's grade, its warnings warned here (once each: the default filter)."""
+    grade, messages = result
+    for message in messages:
+        warnings.warn(message, SdverifyWarning, stacklevel=2)
+    return grade
+
+
 def _in_fresh_worker(job: Job, batch: _Batch) -> SubmissionGrade:
     """Grade one submission alone in a new worker process (a retry after a worker died)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_grade, job, batch).result()
+        return _relayed(pool.submit(_in_worker, job, batch).result())
 
 
 class _Zoo:
@@ -267,11 +289,11 @@ def _run_pool(
     # spawn: workers import torch themselves rather than inherit a forked OpenMP state.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-        futures = {pool.submit(_grade, job, batch): job for job in todo}
+        futures = {pool.submit(_in_worker, job, batch): job for job in todo}
         for future in as_completed(futures):
             job = futures[future]
             try:
-                grade = future.result()
+                grade = _relayed(future.result())
             except Exception:  # its worker died (perhaps at another submission's hand): retried alone
                 failed.append(job)
                 continue

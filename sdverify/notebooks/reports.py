@@ -19,26 +19,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
 from sdverify.grading.gradescope import to_gradescope
-from sdverify.grading.model import ExerciseGrade, SubmissionGrade
+from sdverify.grading.model import SubmissionGrade
+from sdverify.grading.render import CLASS_JUNIT, html_page, to_html, to_junit
 from sdverify.isolation import describe as isolation_text
 from sdverify.notebooks import analytics
 from sdverify.notebooks.lms import ROSTER_COLUMNS, LmsExport
 from sdverify.notebooks.submissions import Skipped
-from sdverify.sanitise import csv_cell, xml_tree
+from sdverify.sanitise import csv_cell
 from sdverify.sanitise import html as escape
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
-.pass{color:#176f2c}.fail{color:#b00020}.note{color:#7a5b00}pre{white-space:pre-wrap;margin:0}
-img.thumb{width:96px;height:96px}img.full{width:384px;height:384px}
-th[data-type]{cursor:pointer}th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
-"""
 # Click a header of a sortable table to sort by that column (again: the other way).
 _SORT_JS = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
@@ -88,8 +81,7 @@ def write_submission(grade: SubmissionGrade, folder: Path) -> None:
     """grade.json, Gradescope results.json and report.html of one submission, each written
     atomically (a reader, or a batch killed mid-write, never sees half a file)."""
     folder.mkdir(parents=True, exist_ok=True)
-    page = _page(f"{grade.name}: {_fmt(grade.score)}/{_fmt(grade.max_score)}", _submission_body(grade))
-    texts = (json.dumps(grade.to_dict(), indent=1), json.dumps(to_gradescope(grade), indent=1), page)
+    texts = (json.dumps(grade.to_dict(), indent=1), json.dumps(to_gradescope(grade), indent=1), to_html(grade))
     for name, text in zip(GRADE_FILES, texts, strict=True):
         tmp = folder / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
@@ -118,11 +110,11 @@ def write_class(
     out.mkdir(parents=True, exist_ok=True)
     grades = sorted(grades, key=lambda g: g.name)
     (out / "grades.csv").write_text(grades_csv(grades, lms), encoding="utf-8", newline="")
-    (out / "junit.xml").write_text(junit(grades), encoding="utf-8")
+    (out / "junit.xml").write_text(to_junit(grades, CLASS_JUNIT), encoding="utf-8")
     summary = analytics.summary(grades, title, shard, skipped)
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     analytics.plot_distribution(summary, out / PLOT)
-    page = _page(title, _class_body(grades, _columns(grades), summary), script=_SORT_JS)
+    page = html_page(title, _class_body(grades, _columns(grades), summary), script=_SORT_JS)
     (out / "index.html").write_text(page, encoding="utf-8")
     if lms:
         lms.write(grades, title)
@@ -142,77 +134,6 @@ def grades_csv(grades: list[SubmissionGrade], lms: LmsExport | None = None) -> s
         totals = [_fmt(g.score), _fmt(g.max_score), csv_cell(g.error or ""), csv_cell(g.isolation)]
         writer.writerow([csv_cell(g.name), csv_cell(g.file), *(scores.get(c, "") for c in columns), *totals, *ids])
     return text.getvalue()
-
-
-def junit(grades: list[SubmissionGrade]) -> str:
-    """JUnit XML: a testsuite per submission, a testcase per check."""
-    root = ET.Element("testsuites", name="sdverify grade")
-    for g in grades:
-        checks = [(e, c) for e in g.exercises for c in e.checks]
-        suite = ET.SubElement(
-            root,
-            "testsuite",
-            name=g.name,
-            tests=str(len(checks)),
-            failures=str(sum(not c.passed for _, c in checks)),
-            errors=str(int(g.error is not None)),
-            time=f"{g.seconds:.2f}",
-        )
-        ET.SubElement(ET.SubElement(suite, "properties"), "property", name="isolation", value=g.isolation)
-        if g.error:
-            ET.SubElement(ET.SubElement(suite, "testcase", classname=g.name, name="grading"), "error", message=g.error)
-        for exercise, check in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"{g.name}.{exercise.id}", name=check.id)
-            if not check.passed:
-                ET.SubElement(case, "failure", message=check.message).text = check.clause
-    return ET.tostring(xml_tree(root), encoding="unicode", xml_declaration=True)
-
-
-def _page(title: str, body: str, script: str = "") -> str:
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>{body}"
-        f"{f'<script>{script}</script>' if script else ''}</body></html>"
-    )
-
-
-def _exercise_html(e: ExerciseGrade) -> str:
-    rows = "".join(
-        f"<tr><td class='{'pass' if c.passed else 'fail'}'>{'✔' if c.passed else '✘'}</td>"
-        f"<td>{escape(c.id)}</td><td>{escape(c.label())}</td>"
-        f"<td>{escape(c.clause)}"
-        f"{'' if c.passed else '<pre class=fail>' + escape(c.message) + '</pre>'}</td>"
-        f"<td class='mistake'>{'' if c.passed else escape(c.mistake or '')}</td></tr>"
-        for c in e.checks
-    )
-    notes = "".join(f"<li class='note'>{escape(n)}</li>" for n in e.notes)
-    return (
-        f"<h2>{escape(e.title)} — {_fmt(e.score)}/{_fmt(e.max_score)}</h2>"
-        f"{'<ul>' + notes + '</ul>' if notes else ''}"
-        f"<table><tr><th></th><th>check</th><th>points</th><th>feedback</th><th>named mistake</th></tr>"
-        f"{rows}</table>"
-    )
-
-
-def _submission_body(g: SubmissionGrade) -> str:
-    parts = [
-        "<p><a href='../../index.html'>class overview</a></p>",
-        f"<p>{escape(g.kind)} <code>{escape(g.path)}</code>, graded in {g.seconds:.1f} s</p>",
-        f"<p class='isolation'>{escape(isolation_text(g.isolation))}</p>",
-    ]
-    if g.error:
-        parts.append(f"<p class='fail'>{escape(g.error)}</p>")
-    if g.image:
-        parts.append(f"<img class='full' src='{escape(g.image)}' alt='generated image'>")
-    if g.timings:
-        rows = "".join(f"<tr><td>{escape(k)}</td><td>{v:.3f} s</td></tr>" for k, v in g.timings.items())
-        parts.append(f"<h2>Stage timings (as the notebook measured them)</h2><table>{rows}</table>")
-    if g.notes:
-        parts.append(
-            "<h2>Notes</h2><ul>" + "".join(f"<li class='note'><pre>{escape(n)}</pre></li>" for n in g.notes) + "</ul>"
-        )
-    parts += [_exercise_html(e) for e in g.exercises]
-    return "".join(parts)
 
 
 def _link(name: str) -> str:
