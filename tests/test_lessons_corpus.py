@@ -107,6 +107,7 @@ def _mistakes(embeddings: str, noise: str, denoise: str, decode: str) -> tuple[I
 _DOCS = _mistakes("embeddings", "noise", "denoise", "decode")
 INJECTED: dict[str, tuple[Injected, ...]] = {
     "diffusers_write_own_pipeline": _DOCS,
+    "diffusers_write_own_pipeline_2023": _DOCS,
     "diffusers_write_own_pipeline_ko": _DOCS,
     # One markdown heading over the whole hand-written pipeline: one exercise.
     "hf_stable_diffusion_blog": _mistakes(*["own_pipeline"] * 4),
