@@ -20,12 +20,14 @@ from sdverify.notebooks.draft import (
     Section,
     _infer_replay,
     _toml,
+    missing_modules,
     render,
     sections,
     written_for_gpu,
 )
 from sdverify.notebooks.exercises import ExerciseContext, Lesson
 from sdverify.notebooks.extraction import KERNEL_GENERATORS
+from sdverify.notebooks.runner import CellEvent
 from sdverify.notebooks.spec import load_spec, tomllib
 from sdverify.untrusted.value import UntrustedValue
 
@@ -65,6 +67,26 @@ def test_the_rendered_spec_loads_and_says_every_guess(tmp_path: Path) -> None:
     assert spec.exercises[0].checks[0].params == {"value": "ids"} and spec.exercises[0].checks[0].points == 1
     assert "# guessed: `p` holds\\x1b[2J its ids\nprompt = " in text  # a guess is one inert comment line
     assert text.count("# guessed: token ids of") == 2
+
+
+def test_modules_the_lesson_failed_to_import_are_drafted_as_packages(tmp_path: Path) -> None:
+    events = [
+        CellEvent(2, "error", "ModuleNotFoundError: No module named 'torchvision'"),
+        CellEvent(3, "error", "No module named 'seaborn.x'; 'seaborn' is not a package"),
+        CellEvent(4, "error", "NameError: name 'tqdm' is not defined"),
+        CellEvent(5, "shell", "No module named 'curl'"),
+        CellEvent(6, "error", "ModuleNotFoundError: No module named 'torchvision'"),
+    ]
+    missing = missing_modules(SimpleNamespace(events=events))  # type: ignore[arg-type]
+    assert missing == ["torchvision", "seaborn"]
+    section = Section("s1", "Loop", 3)
+    text = render(
+        "solved.ipynb", "L", Facts(), False, [(section, [Candidate("token_ids", {"value": "i"}, "g")])], missing
+    )
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    assert load_spec(path).setup.packages == ("torchvision", "seaborn")
+    assert "packages" not in render("solved.ipynb", "L", Facts(), False, [(section, [])])
 
 
 def test_the_draft_command_refuses_a_missing_notebook(tmp_path: Path, capsys) -> None:

@@ -45,6 +45,7 @@ _CUDA_ERROR = re.compile(r"CUDA|NVIDIA|cuda")
 _GPU_CODE = re.compile(r"\bcuda\b|float16|bfloat16|\.half\(|autocast")
 _GUIDANCE_NAME = re.compile(r"guidance|cfg|scale", re.IGNORECASE)
 _SEED_NAME = re.compile(r"seed", re.IGNORECASE)
+_NO_MODULE = re.compile(r"No module named '([A-Za-z_][A-Za-z0-9_]*)")
 DEFAULT_POINTS = 1
 MAX_REPLAYS = 12  # (guidance, seed) pairs tried when inferring them from the lesson's replay
 
@@ -138,7 +139,14 @@ def draft_spec(path: str | Path, settings: Settings | None = None) -> str:
     facts = infer_facts(contexts, lookups, names)
     exercises = _exercises(contexts(facts.lesson), lookups, names)
     title = next((s.title for s in found if nb.cells[s.cell].source.lstrip().startswith("# ")), path.stem)
-    return render(path.name, title, facts, map_device, [(found[i], checks) for i, checks in exercises])
+    exercises_found = [(found[i], checks) for i, checks in exercises]
+    return render(path.name, title, facts, map_device, exercises_found, missing_modules(run))
+
+
+def missing_modules(run: RunResult) -> list[str]:
+    """The top-level modules the lesson's cells failed to import: without them its later cells
+    fail too, and the draft would silently hold defaults and no checks."""
+    return list(dict.fromkeys(m for e in run.events if e.kind == "error" for m in _NO_MODULE.findall(e.message)))
 
 
 def written_for_gpu(nb: nbformat.NotebookNode) -> bool:
@@ -508,7 +516,12 @@ def _slug(title: str, taken: set[str]) -> str:
 
 
 def render(
-    source: str, title: str, facts: Facts, map_device: bool, exercises: list[tuple[Section, list[Candidate]]]
+    source: str,
+    title: str,
+    facts: Facts,
+    map_device: bool,
+    exercises: list[tuple[Section, list[Candidate]]],
+    missing: list[str] | tuple[str, ...] = (),
 ) -> str:
     """The spec text: lesson facts and checks, each guess as a comment above it."""
     lesson = facts.lesson
@@ -531,6 +544,12 @@ def render(
         lines += [
             "# guessed: the lesson is written for a GPU; its cuda/float16 code runs on the CPU",
             "map_device = true",
+        ]
+    if missing:
+        lines += [
+            "# the lesson's cells failed importing these, which the drafting environment lacks: install",
+            "# them and draft again (the facts and checks here are what ran without them)",
+            f"packages = [{', '.join(_toml(m) for m in missing)}]",
         ]
     taken: set[str] = set()
     for section, checks in exercises:
