@@ -9,7 +9,9 @@ what it keeps of the outputs (:mod:`.output_caps`).
 from __future__ import annotations
 
 import json
+import multiprocessing.util
 import os
+import shutil
 import sys
 import tempfile
 from functools import lru_cache
@@ -38,6 +40,8 @@ TIMEOUT_ENAME = "CellTimeoutError"  # the ename nbclient reports for a cell past
 def _kernel_dir() -> str:
     """Kernelspecs for *this* interpreter, whatever ``python3`` means on this machine."""
     root = Path(tempfile.mkdtemp(prefix="sdverify-kernelspec-"))
+    # Removed when this process exits, a pool worker included (atexit does not run there).
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(root,), kwargs={"ignore_errors": True}, exitpriority=0)
     for name, interrupt in ((_KERNEL_NAME, "signal"), (_KERNEL_CONFINED, "message")):
         (root / name).mkdir()
         spec = {
